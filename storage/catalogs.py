@@ -1,0 +1,153 @@
+"""Course catalogs, their categories and their tags."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from storage import access, events, lookups, readmodel
+from storage.db import Database, iso, new_id
+from storage.errors import Conflict, Invalid
+from storage.models import Actor
+
+
+def slug(text: str) -> str:
+    """A URL path segment made from a title: lower case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "site"
+
+
+def _name(body: dict[str, Any], prop: str = "Name", limit: int = 255) -> str:
+    value = (body.get(prop) or "").strip()
+    if not value:
+        raise Invalid(f"{prop} must not be empty", target=prop)
+    if len(value) > limit:
+        raise Invalid(f"{prop} is longer than {limit} characters", target=prop)
+    return value
+
+
+def create_catalog(db: Database, actor: Actor, body: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Create a catalog (administrators only); its Url is `<base_url>/catalogs/<slug>`, made unique."""
+    title = _name(body, "Title")
+    now = db.clock()
+    catalog_id = new_id()
+    with db.write() as conn:
+        access.require_admin(actor, "create course catalogs")
+        admins = lookups.users_by_login(conn, body.get("AdminLogins"), "AdminLogins")
+        url = f"{base_url.rstrip('/')}/catalogs/{slug(title)}"
+        n = 1
+        while conn.execute("SELECT 1 FROM catalogs WHERE url = ? COLLATE NOCASE", (url,)).fetchone():
+            n += 1
+            url = f"{base_url.rstrip('/')}/catalogs/{slug(title)}-{n}"
+        conn.execute(
+            "INSERT INTO catalogs (id, title, description, url, created_at) VALUES (?, ?, ?, ?, ?)",
+            (catalog_id, title, body.get("Description"), url, iso(now)),
+        )
+        conn.executemany(
+            "INSERT INTO catalog_admins (catalog_id, user_id) VALUES (?, ?)", [(catalog_id, a) for a in admins]
+        )
+        catalog = readmodel.load_catalogs(conn, [catalog_id])[catalog_id]
+        events.record(
+            conn, "CourseCatalogCreated", actor, now, {"catalog": catalog, "AdminIds": admins}, catalog_id=catalog_id
+        )
+    return catalog
+
+
+def _insert_category(
+    conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, name: str, parent_id: str | None, target: str
+) -> str:
+    if conn.execute(
+        "SELECT 1 FROM categories WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
+    ).fetchone():
+        raise Conflict(f"category {name!r} already exists in this catalog", target=target)
+    if parent_id:
+        parent = conn.execute("SELECT catalog_id FROM categories WHERE id = ?", (parent_id,)).fetchone()
+        if parent is None or parent["catalog_id"] != catalog_id:
+            raise Invalid(f"no category with id {parent_id!r} in this catalog", target="ParentCategoryId")
+    category_id = new_id()
+    conn.execute(
+        "INSERT INTO categories (id, catalog_id, name, parent_id) VALUES (?, ?, ?, ?)",
+        (category_id, catalog_id, name, parent_id),
+    )
+    category = readmodel.load_categories(conn, [category_id])[category_id]
+    events.record(conn, "CourseCategoryCreated", actor, now, {"category": category}, catalog_id=catalog_id)
+    return category_id
+
+
+def _insert_tag(conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, name: str, target: str) -> str:
+    if conn.execute("SELECT 1 FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)).fetchone():
+        raise Conflict(f"tag {name!r} already exists in this catalog", target=target)
+    tag_id = new_id()
+    conn.execute("INSERT INTO tags (id, catalog_id, name) VALUES (?, ?, ?)", (tag_id, catalog_id, name))
+    tag = readmodel.load_tags(conn, [tag_id])[tag_id]
+    events.record(conn, "CourseTagCreated", actor, now, {"tag": tag}, catalog_id=catalog_id)
+    return tag_id
+
+
+def create_category(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a category in a catalog (catalog admins); raises Invalid, Forbidden or Conflict."""
+    name = _name(body)
+    now = db.clock()
+    with db.write() as conn:
+        catalog_id = lookups.catalog(conn, body.get("CourseCatalogId") or "")["id"]
+        access.require_catalog_admin(conn, actor, catalog_id, "create categories in this catalog")
+        category_id = _insert_category(conn, actor, now, catalog_id, name, body.get("ParentCategoryId"), "Name")
+        return readmodel.load_categories(conn, [category_id])[category_id]
+
+
+def create_tag(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a tag in a catalog (catalog admins); raises Invalid, Forbidden or Conflict."""
+    name = _name(body)
+    now = db.clock()
+    with db.write() as conn:
+        catalog_id = lookups.catalog(conn, body.get("CourseCatalogId") or "")["id"]
+        access.require_catalog_admin(conn, actor, catalog_id, "create tags in this catalog")
+        tag_id = _insert_tag(conn, actor, now, catalog_id, name, "Name")
+        return readmodel.load_tags(conn, [tag_id])[tag_id]
+
+
+def resolve_categories(
+    conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, items: list[dict[str, Any]] | None
+) -> list[str]:
+    """Category references of a course body -> ids; new names (or `IsNew`) create categories."""
+    ids: list[str] = []
+    for i, item in enumerate(items or []):
+        target = f"Categories[{i}]"
+        if item.get("Id") and not item.get("IsNew"):
+            row = conn.execute("SELECT catalog_id FROM categories WHERE id = ?", (item["Id"],)).fetchone()
+            if row is None or row["catalog_id"] != catalog_id:
+                raise Invalid(f"{target}.Id: no category with id {item['Id']!r} in this catalog", target=f"{target}.Id")
+            ids.append(item["Id"])
+            continue
+        name = (item.get("Name") or "").strip()
+        if not name:
+            raise Invalid(f"{target} needs an Id or a Name", target=target)
+        row = conn.execute(
+            "SELECT id FROM categories WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
+        ).fetchone()
+        ids.append(
+            row["id"] if row else _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
+        )
+    return list(dict.fromkeys(ids))
+
+
+def resolve_tags(
+    conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, items: list[dict[str, Any]] | None
+) -> list[str]:
+    """Tag references of a course body -> ids; new names create tags."""
+    ids: list[str] = []
+    for i, item in enumerate(items or []):
+        target = f"Tags[{i}]"
+        if item.get("Id") and not item.get("IsNew"):
+            row = conn.execute("SELECT catalog_id FROM tags WHERE id = ?", (item["Id"],)).fetchone()
+            if row is None or row["catalog_id"] != catalog_id:
+                raise Invalid(f"{target}.Id: no tag with id {item['Id']!r} in this catalog", target=f"{target}.Id")
+            ids.append(item["Id"])
+            continue
+        name = (item.get("TagName") or item.get("Name") or "").strip()
+        if not name:
+            raise Invalid(f"{target} needs an Id or a TagName", target=target)
+        row = conn.execute("SELECT id FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)).fetchone()
+        ids.append(row["id"] if row else _insert_tag(conn, actor, now, catalog_id, name, target))
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,345 @@
+"""Courses: create (provisioned in the background), update, publish, unpublish, soft-delete."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from storage import access, catalogs, events, lookups, readmodel, snapshots
+from storage.db import Database, iso, new_id
+from storage.errors import Conflict, Invalid
+from storage.models import COURSE_TYPES, ENROLLMENT_FLOWS, SESSION_ENROLLMENT_TYPES, SYSTEM, Actor
+from storage.timeutil import parse_days, parse_when
+
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+# wire property -> column for plain scalar properties that CreateCourse and UpdateCourse share
+SCALARS = {
+    "Title": "title",
+    "Description": "description",
+    "LongDescription": "long_description",
+    "Culture": "culture",
+    "UICulture": "ui_culture",
+    "SiteTemplate": "site_template",
+    "CourseLayoutId": "course_layout_id",
+    "CertificateTemplateId": "certificate_template_id",
+    "CourseID": "course_code",
+    "Duration": "duration",
+    "ImageUrl": "image_url",
+    "FailedCourseId": "failed_course_id",
+}
+REQUIRED_TEXT = ("Title", "Description", "Culture", "UICulture")
+IMMUTABLE = {"CourseCatalogId": "catalog_id", "CourseType": "course_type", "Url": "url"}
+
+
+def resolve_url(requested: Any, catalog_url: str) -> str:
+    """The absolute course site Url: absolute http(s) URLs stay, relative paths hang off the catalog Url."""
+    text = (requested or "").strip() if isinstance(requested, str) else ""
+    if not text:
+        raise Invalid("Url must not be empty", target="Url")
+    if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I):
+        parts = urlsplit(text)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc or " " in text:
+            raise Invalid(f"Url {text!r} must be an http(s) URL or a relative path such as 'safety-101'", target="Url")
+        return text.rstrip("/")
+    segments = [s for s in text.strip("/").split("/") if s]
+    if not segments or not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
+        raise Invalid(
+            f"Url {text!r}: use letters, digits, '-', '_', '.' or '~' in each path segment, e.g. 'safety-101'",
+            target="Url",
+        )
+    return f"{catalog_url.rstrip('/')}/{'/'.join(segments)}"
+
+
+def _url_taken(conn: sqlite3.Connection, url: str, except_id: str | None = None, *, reserved_only: bool = False) -> bool:
+    """Is `url` reserved by another live course (or, unless reserved_only, requested by a queued one)?"""
+    sql = "SELECT 1 FROM courses WHERE is_deleted = 0 AND id IS NOT ? AND (site_url = ? COLLATE NOCASE"
+    params: list[Any] = [except_id, url]
+    if not reserved_only:
+        sql += " OR (site_url IS NULL AND url = ? COLLATE NOCASE)"
+        params.append(url)
+    return conn.execute(sql + ")", params).fetchone() is not None
+
+
+def _settings_columns(body: dict[str, Any]) -> dict[str, Any]:
+    """Columns from PublishingSettings, ExpirySettings and DueDateSettings present in the body."""
+    out: dict[str, Any] = {}
+    if isinstance(body.get("PublishingSettings"), dict):
+        p = body["PublishingSettings"]
+        out["publishing_enabled"] = int(bool(p.get("IsEnabled", True)))
+        start = parse_when(p.get("StartDate"), "PublishingSettings.StartDate")
+        end = parse_when(p.get("EndDate"), "PublishingSettings.EndDate")
+        if start and end and end <= start:
+            raise Invalid("PublishingSettings.EndDate must be after StartDate", target="PublishingSettings.EndDate")
+        out["publishing_start"], out["publishing_end"] = iso(start), iso(end)
+    if isinstance(body.get("ExpirySettings"), dict):
+        x = body["ExpirySettings"]
+        out["expiry_enabled"] = int(bool(x.get("IsEnabled", False)))
+        out["expiry_fixed_date"] = iso(parse_when(x.get("FixedDate"), "ExpirySettings.FixedDate"))
+        out["expiry_days_after_completion"] = parse_days(
+            x.get("DaysAfterCompletion"), "ExpirySettings.DaysAfterCompletion"
+        )
+    if isinstance(body.get("DueDateSettings"), dict):
+        d = body["DueDateSettings"]
+        out["due_enabled"] = int(bool(d.get("IsEnabled", False)))
+        out["due_fixed_date"] = iso(parse_when(d.get("FixedDate"), "DueDateSettings.FixedDate"))
+        out["due_days_after_enrollment"] = parse_days(d.get("DaysAfterEnrollment"), "DueDateSettings.DaysAfterEnrollment")
+    return out
+
+
+def _ceu(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise Invalid("CEU must be a number of at least 0", target="CEU")
+    return float(value)
+
+
+def _enum(body: dict[str, Any], prop: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+    value = body.get(prop) or default
+    if value not in allowed:
+        raise Invalid(f"{prop} must be one of {', '.join(allowed)}", target=prop)
+    return str(value)
+
+
+def _set_people(conn: sqlite3.Connection, course_id: str, role: str, user_ids: list[str]) -> None:
+    conn.execute("DELETE FROM course_people WHERE course_id = ? AND role = ?", (course_id, role))
+    conn.executemany(
+        "INSERT INTO course_people (course_id, user_id, role) VALUES (?, ?, ?)", [(course_id, u, role) for u in user_ids]
+    )
+
+
+def _set_links(conn: sqlite3.Connection, table: str, column: str, course_id: str, ids: list[str]) -> None:
+    conn.execute(f"DELETE FROM {table} WHERE course_id = ?", (course_id,))
+    conn.executemany(f"INSERT INTO {table} (course_id, {column}) VALUES (?, ?)", [(course_id, i) for i in ids])
+
+
+PEOPLE = {"AdminLogins": "Admin", "TeacherLogins": "Teacher", "TrainerLogins": "Trainer"}
+
+
+def _apply_relations(conn: sqlite3.Connection, actor: Actor, now: datetime, course_id: str, catalog_id: str, body: dict[str, Any]) -> None:
+    if "Categories" in body:
+        _set_links(
+            conn, "course_categories", "category_id", course_id,
+            catalogs.resolve_categories(conn, actor, now, catalog_id, body["Categories"]),
+        )
+    if "Tags" in body:
+        _set_links(conn, "course_tags", "tag_id", course_id, catalogs.resolve_tags(conn, actor, now, catalog_id, body["Tags"]))
+    for prop, role in PEOPLE.items():
+        if prop in body:
+            _set_people(conn, course_id, role, lookups.users_by_login(conn, body[prop], prop))
+
+
+def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a course in state `Queued`; provisioning finishes in the background. Return the course.
+
+    Raises Invalid (naming the field), Forbidden, or Conflict when the Url is already taken and
+    AutoResolveUrlConflict is false.
+    """
+    for prop in REQUIRED_TEXT:
+        if not isinstance(body.get(prop), str) or not body[prop].strip():
+            raise Invalid(f"{prop} must not be empty", target=prop)
+    course_type = _enum(body, "CourseType", COURSE_TYPES)
+    flow = _enum(body, "EnrollmentFlow", ENROLLMENT_FLOWS, "AutomaticApproval")
+    session_type = _enum(body, "CourseSessionEnrollmentType", SESSION_ENROLLMENT_TYPES, "EnrollToSingle")
+    now = db.clock()
+    course_id = new_id()
+    with db.write() as conn:
+        catalog = lookups.catalog(conn, body.get("CourseCatalogId") or "")
+        access.require_catalog_admin(conn, actor, catalog["id"], "create courses in this catalog")
+        url = resolve_url(body.get("Url"), catalog["url"])
+        auto = bool(body.get("AutoResolveUrlConflict", False))
+        if not auto and _url_taken(conn, url):
+            raise Conflict(
+                f"Url {url!r} is already used by another course: choose another Url or set AutoResolveUrlConflict",
+                target="Url",
+            )
+        values: dict[str, Any] = {
+            "id": course_id,
+            "catalog_id": catalog["id"],
+            "course_type": course_type,
+            "url": url,
+            "auto_resolve_url": int(auto),
+            "enrollment_flow": flow,
+            "session_enrollment_type": session_type,
+            "show_in_catalog": int(bool(body.get("ShowInCatalog", True))),
+            "ceu": _ceu(body.get("CEU", 0)),
+            "created_at": iso(now),
+            "modified_at": iso(now),
+        }
+        values.update({column: body.get(prop) for prop, column in SCALARS.items()})
+        values.update(_settings_columns(body))
+        conn.execute(
+            f"INSERT INTO courses ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
+        )
+        _apply_relations(conn, actor, now, course_id, catalog["id"], body)
+        for position, title in enumerate(body.get("LearningModules") or [], start=1):
+            conn.execute(
+                "INSERT INTO learning_modules (id, course_id, title, position) VALUES (?, ?, ?, ?)",
+                (new_id(), course_id, str(title), position),
+            )
+        for title in body.get("Quizzes") or []:
+            conn.execute(
+                "INSERT INTO quizzes (id, course_id, title, modified_at) VALUES (?, ?, ?, ?)",
+                (new_id(), course_id, str(title), iso(now)),
+            )
+        course = readmodel.load_courses(conn, [course_id])[course_id]
+        events.record(
+            conn, "CourseCreated", actor, now,
+            {"course": snapshots.course(conn, course_id), "after": course},
+            catalog_id=catalog["id"], course_id=course_id,
+        )
+    return course
+
+
+def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Change the given properties; return the course. Raises Invalid, Forbidden or NotFound."""
+    now = db.clock()
+    with db.write() as conn:
+        row = lookups.course(conn, course_id, "CourseId")
+        access.require_course_admin(conn, actor, course_id, "update this course")
+        for prop, column in IMMUTABLE.items():
+            if prop in body and body[prop] not in (row[column], None) and not (
+                prop == "Url" and resolve_url(body[prop], lookups.catalog(conn, row["catalog_id"])["url"]) == row["url"]
+            ):
+                raise Invalid(f"{prop} cannot change after the course is created", target=prop)
+        for prop in REQUIRED_TEXT:
+            if prop in body and (not isinstance(body[prop], str) or not body[prop].strip()):
+                raise Invalid(f"{prop} must not be empty", target=prop)
+        before = readmodel.load_courses(conn, [course_id])[course_id]
+        sets: dict[str, Any] = {column: body[prop] for prop, column in SCALARS.items() if prop in body}
+        if "EnrollmentFlow" in body:
+            sets["enrollment_flow"] = _enum(body, "EnrollmentFlow", ENROLLMENT_FLOWS)
+        if "CourseSessionEnrollmentType" in body:
+            sets["session_enrollment_type"] = _enum(body, "CourseSessionEnrollmentType", SESSION_ENROLLMENT_TYPES)
+        if "ShowInCatalog" in body:
+            sets["show_in_catalog"] = int(bool(body["ShowInCatalog"]))
+        if "CEU" in body:
+            sets["ceu"] = _ceu(body["CEU"])
+        sets.update(_settings_columns(body))
+        sets["modified_at"] = iso(now)
+        conn.execute(f"UPDATE courses SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), course_id])
+        _apply_relations(conn, actor, now, course_id, row["catalog_id"], body)
+        after = readmodel.load_courses(conn, [course_id])[course_id]
+        changes = {
+            k: {"before": before[k], "after": after[k]} for k in after if k != "ModifiedAt" and before[k] != after[k]
+        }
+        changed_relations = sorted(p for p in ("Categories", "Tags", *PEOPLE) if p in body)
+        if changes or changed_relations:
+            events.record(
+                conn, "CourseUpdated", actor, now,
+                {"course": snapshots.course(conn, course_id), "changes": changes, "relations": changed_relations},
+                catalog_id=row["catalog_id"], course_id=course_id,
+            )
+    return after
+
+
+def set_published(db: Database, actor: Actor, course_id: str, published: bool) -> None:
+    """Publish or unpublish (idempotent). Raises Conflict while the course is still provisioning."""
+    now = db.clock()
+    with db.write() as conn:
+        row = lookups.course(conn, course_id, "CourseId")
+        access.require_course_admin(conn, actor, course_id, "publish or unpublish this course")
+        if row["provisioning"] != "Created":
+            raise Conflict(
+                f"the course is still being provisioned (ProvisioningProgress {row['provisioning']}); try again shortly"
+                if row["provisioning"] != "Failed"
+                else f"the course failed to provision: {row['provisioning_error']}"
+            )
+        if bool(row["is_published"]) != published:
+            _publish_in(conn, actor, now, row, published)
+
+
+def _publish_in(conn: sqlite3.Connection, actor: Actor, now: datetime, row: sqlite3.Row, published: bool) -> None:
+    conn.execute(
+        "UPDATE courses SET is_published = ?, modified_at = ? WHERE id = ?", (int(published), iso(now), row["id"])
+    )
+    events.record(
+        conn, "CoursePublished" if published else "CourseUnpublished", actor, now,
+        {"course": snapshots.course(conn, row["id"])}, catalog_id=row["catalog_id"], course_id=row["id"],
+    )
+
+
+def delete(db: Database, actor: Actor, course_id: str) -> None:
+    """Soft-delete: cancel active enrollments, delete sessions, free the Url. Raises NotFound/Forbidden."""
+    from storage import enrollments, sessions
+
+    now = db.clock()
+    with db.write() as conn:
+        row = lookups.course(conn, course_id, "CourseId")
+        access.require_course_admin(conn, actor, course_id, "delete this course")
+        for enrollment in conn.execute(
+            "SELECT * FROM enrollments WHERE course_id = ? AND status NOT IN (3, 4, 5)", (course_id,)
+        ).fetchall():
+            enrollments.cancel_in(conn, enrollment, actor, now, reason="Course deleted")
+        for session_id, in conn.execute(
+            "SELECT id FROM course_sessions WHERE course_id = ? AND is_deleted = 0", (course_id,)
+        ).fetchall():
+            sessions.delete_in(conn, actor, now, session_id)
+        snapshot = snapshots.course(conn, course_id)
+        conn.execute(
+            "UPDATE courses SET is_deleted = 1, is_published = 0, site_url = NULL, modified_at = ? WHERE id = ?",
+            (iso(now), course_id),
+        )
+        events.record(
+            conn, "CourseDeleted", actor, now, {"course": snapshot},
+            catalog_id=row["catalog_id"], course_id=course_id,
+        )
+
+
+# --- background provisioning ----------------------------------------------------------------------
+
+def provision_step(db: Database, files_dir: Path) -> bool:
+    """Advance the oldest course that is still provisioning by one state; return False when none is.
+
+    Queued → ReservingUrl → CreatingFolder → Created (or Failed). Safe to run from several processes:
+    each transition is a compare-and-set on the current state.
+    """
+    now = db.clock()
+    with db.read() as conn:
+        row = conn.execute(
+            "SELECT * FROM courses WHERE provisioning NOT IN ('Created', 'Failed') AND is_deleted = 0"
+            " ORDER BY created_at, id LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return False
+    state = row["provisioning"]
+    if state == "CreatingFolder":
+        # File system work happens outside the transaction; mkdir is idempotent if we crash and retry.
+        (files_dir / "courses" / row["id"]).mkdir(parents=True, exist_ok=True)
+    with db.write() as conn:
+        current = conn.execute("SELECT * FROM courses WHERE id = ?", (row["id"],)).fetchone()
+        if current["provisioning"] != state or current["is_deleted"]:
+            return True  # another worker moved it on
+        if state == "Queued":
+            _move(conn, now, current, "ReservingUrl")
+        elif state == "ReservingUrl":
+            _reserve_url(conn, now, current)
+        else:
+            _move(conn, now, current, "Created")
+            if current["publishing_enabled"]:
+                _publish_in(conn, SYSTEM, now, current, True)
+    return True
+
+
+def _move(conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, state: str, error: str | None = None, **extra: Any) -> None:
+    sets = {"provisioning": state, "provisioning_error": error, "modified_at": iso(now), **extra}
+    conn.execute(f"UPDATE courses SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), row["id"]])
+    events.record(
+        conn, "CourseProvisioningChanged", SYSTEM, now,
+        {"course": snapshots.course(conn, row["id"]), "before": row["provisioning"], "after": state, "error": error},
+        catalog_id=row["catalog_id"], course_id=row["id"],
+    )
+
+
+def _reserve_url(conn: sqlite3.Connection, now: datetime, row: sqlite3.Row) -> None:
+    candidate, n = row["url"], 1
+    while _url_taken(conn, candidate, row["id"], reserved_only=True):
+        if not row["auto_resolve_url"]:
+            _move(conn, now, row, "Failed", f"Url {row['url']!r} was taken by another course while provisioning")
+            return
+        n += 1
+        candidate = f"{row['url']}-{n}"
+    _move(conn, now, row, "CreatingFolder", site_url=candidate, site_id=new_id(), web_id=new_id())

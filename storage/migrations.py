@@ -1,0 +1,302 @@
+"""Versioned schema migrations (sqlite-utils `Migrations`); add new ones at the end, never edit old ones."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("coursewire")
+
+# Timestamps are TEXT in the `iso()` form (`2026-11-21T09:30:00.000Z`), which sorts as time.
+# Booleans are INTEGER 0/1. JSON columns are TEXT holding JSON.
+SCHEMA_V1 = """
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    access TEXT NOT NULL CHECK (access IN ('full', 'read')),
+    key_hash TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    login_name TEXT NOT NULL,
+    email TEXT,
+    title TEXT,
+    department TEXT,
+    manager_id TEXT REFERENCES users(id),
+    city TEXT,
+    country TEXT,
+    directory_object_id TEXT,
+    office TEXT,
+    job_title TEXT,
+    is_external INTEGER NOT NULL DEFAULT 0,
+    role TEXT NOT NULL DEFAULT 'Learner' CHECK (role IN ('Learner', 'Administrator')),
+    field_values TEXT NOT NULL DEFAULT '[]',
+    is_deleted INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX users_login ON users(login_name COLLATE NOCASE) WHERE is_deleted = 0;
+CREATE INDEX users_email ON users(email COLLATE NOCASE);
+CREATE INDEX users_directory_object ON users(directory_object_id);
+CREATE INDEX users_manager ON users(manager_id);
+CREATE INDEX users_title ON users(title);
+
+CREATE TABLE catalogs (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT,
+    url TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE catalog_admins (
+    catalog_id TEXT NOT NULL REFERENCES catalogs(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (catalog_id, user_id)
+);
+
+CREATE TABLE categories (
+    id TEXT PRIMARY KEY,
+    catalog_id TEXT NOT NULL REFERENCES catalogs(id),
+    name TEXT NOT NULL,
+    parent_id TEXT REFERENCES categories(id)
+);
+CREATE UNIQUE INDEX categories_name ON categories(catalog_id, name COLLATE NOCASE);
+
+CREATE TABLE tags (
+    id TEXT PRIMARY KEY,
+    catalog_id TEXT NOT NULL REFERENCES catalogs(id),
+    name TEXT NOT NULL
+);
+CREATE UNIQUE INDEX tags_name ON tags(catalog_id, name COLLATE NOCASE);
+
+CREATE TABLE courses (
+    id TEXT PRIMARY KEY,
+    catalog_id TEXT NOT NULL REFERENCES catalogs(id),
+    course_type TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    long_description TEXT,
+    culture TEXT NOT NULL,
+    ui_culture TEXT NOT NULL,
+    url TEXT NOT NULL,
+    auto_resolve_url INTEGER NOT NULL DEFAULT 0,
+    site_template TEXT,
+    course_layout_id TEXT,
+    enrollment_flow TEXT NOT NULL,
+    session_enrollment_type TEXT NOT NULL,
+    certificate_template_id TEXT,
+    course_code TEXT,
+    duration TEXT,
+    show_in_catalog INTEGER NOT NULL DEFAULT 1,
+    is_required INTEGER NOT NULL DEFAULT 0,
+    ceu REAL NOT NULL DEFAULT 0,
+    image_url TEXT,
+    failed_course_id TEXT,
+    publishing_enabled INTEGER NOT NULL DEFAULT 1,
+    publishing_start TEXT,
+    publishing_end TEXT,
+    expiry_enabled INTEGER NOT NULL DEFAULT 0,
+    expiry_fixed_date TEXT,
+    expiry_days_after_completion INTEGER,
+    due_enabled INTEGER NOT NULL DEFAULT 0,
+    due_fixed_date TEXT,
+    due_days_after_enrollment INTEGER,
+    is_published INTEGER NOT NULL DEFAULT 0,
+    is_deleted INTEGER NOT NULL DEFAULT 0,
+    provisioning TEXT NOT NULL DEFAULT 'Queued',
+    provisioning_error TEXT,
+    site_url TEXT,
+    site_id TEXT,
+    web_id TEXT,
+    created_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL
+);
+CREATE INDEX courses_catalog ON courses(catalog_id);
+CREATE INDEX courses_created ON courses(created_at);
+CREATE UNIQUE INDEX courses_site_url ON courses(site_url COLLATE NOCASE) WHERE site_url IS NOT NULL;
+CREATE INDEX courses_provisioning ON courses(provisioning) WHERE provisioning NOT IN ('Created', 'Failed');
+
+CREATE TABLE course_categories (
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    PRIMARY KEY (course_id, category_id)
+);
+CREATE INDEX course_categories_category ON course_categories(category_id);
+CREATE TABLE course_tags (
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    tag_id TEXT NOT NULL REFERENCES tags(id),
+    PRIMARY KEY (course_id, tag_id)
+);
+CREATE INDEX course_tags_tag ON course_tags(tag_id);
+-- role: Admin, Teacher, Trainer
+CREATE TABLE course_people (
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL CHECK (role IN ('Admin', 'Teacher', 'Trainer')),
+    PRIMARY KEY (course_id, role, user_id)
+);
+CREATE INDEX course_people_user ON course_people(user_id);
+
+CREATE TABLE learning_modules (
+    id TEXT PRIMARY KEY,
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    title TEXT NOT NULL,
+    position INTEGER NOT NULL
+);
+CREATE INDEX learning_modules_course ON learning_modules(course_id);
+CREATE TABLE quizzes (
+    id TEXT PRIMARY KEY,
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    title TEXT NOT NULL,
+    modified_at TEXT NOT NULL
+);
+CREATE INDEX quizzes_course ON quizzes(course_id);
+
+CREATE TABLE course_sessions (
+    id TEXT PRIMARY KEY,
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    title TEXT NOT NULL,
+    start_at TEXT NOT NULL,
+    end_at TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    details TEXT,
+    room TEXT,
+    meeting_url TEXT,
+    max_attendees INTEGER,
+    enrollment_deadline TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL
+);
+CREATE INDEX course_sessions_course ON course_sessions(course_id, start_at);
+CREATE TABLE session_days (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES course_sessions(id),
+    start_at TEXT NOT NULL,
+    end_at TEXT NOT NULL
+);
+CREATE INDEX session_days_session ON session_days(session_id, start_at);
+CREATE TABLE session_instructors (
+    session_id TEXT NOT NULL REFERENCES course_sessions(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (session_id, user_id)
+);
+
+-- status: see docs/design.md, "Enrollment status"
+CREATE TABLE enrollments (
+    id TEXT PRIMARY KEY,
+    course_id TEXT NOT NULL REFERENCES courses(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    status INTEGER NOT NULL CHECK (status BETWEEN 0 AND 6),
+    session_id TEXT REFERENCES course_sessions(id),
+    registered_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    due_at TEXT,
+    certificate_id TEXT,
+    cancellation_reason TEXT,
+    decided_by TEXT,
+    created_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX enrollments_active ON enrollments(course_id, user_id) WHERE status NOT IN (4, 5);
+CREATE INDEX enrollments_user ON enrollments(user_id, registered_at);
+CREATE INDEX enrollments_course ON enrollments(course_id, registered_at);
+CREATE INDEX enrollments_session ON enrollments(session_id);
+CREATE INDEX enrollments_status ON enrollments(status, registered_at);
+CREATE INDEX enrollments_registered ON enrollments(registered_at);
+
+-- status: Registered (holds a seat), Waitlisted, Cancelled; seq orders the waitlist
+CREATE TABLE session_registrations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    enrollment_id TEXT NOT NULL REFERENCES enrollments(id),
+    session_id TEXT NOT NULL REFERENCES course_sessions(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    status TEXT NOT NULL CHECK (status IN ('Registered', 'Waitlisted', 'Cancelled')),
+    registered_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX session_registrations_active
+    ON session_registrations(session_id, enrollment_id) WHERE status <> 'Cancelled';
+CREATE INDEX session_registrations_seats ON session_registrations(session_id, status, seq);
+CREATE INDEX session_registrations_enrollment ON session_registrations(enrollment_id);
+
+CREATE TABLE attendance (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES course_sessions(id),
+    day_id TEXT NOT NULL REFERENCES session_days(id),
+    enrollment_id TEXT NOT NULL REFERENCES enrollments(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    status TEXT NOT NULL CHECK (status IN ('Attended', 'NoShow')),
+    recorded_at TEXT NOT NULL,
+    UNIQUE (day_id, enrollment_id)
+);
+CREATE INDEX attendance_session ON attendance(session_id);
+CREATE INDEX attendance_enrollment ON attendance(enrollment_id);
+
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    file_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    uploaded_by TEXT NOT NULL
+);
+
+CREATE TABLE webhook_subscriptions (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    callback_url TEXT NOT NULL,
+    api_key_id TEXT NOT NULL REFERENCES api_keys(id),
+    created_by TEXT,
+    created_at TEXT NOT NULL,
+    deleted_at TEXT
+);
+CREATE UNIQUE INDEX webhook_subscriptions_unique
+    ON webhook_subscriptions(event, callback_url, api_key_id) WHERE deleted_at IS NULL;
+CREATE INDEX webhook_subscriptions_event ON webhook_subscriptions(event) WHERE deleted_at IS NULL;
+
+-- The event log and outbox: written in the same transaction as the change it records.
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    catalog_id TEXT,
+    course_id TEXT,
+    session_id TEXT,
+    enrollment_id TEXT,
+    user_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX events_type ON events(type, seq);
+CREATE INDEX events_course ON events(course_id, seq) WHERE course_id IS NOT NULL;
+CREATE INDEX events_user ON events(user_id, seq) WHERE user_id IS NOT NULL;
+CREATE INDEX events_enrollment ON events(enrollment_id, seq) WHERE enrollment_id IS NOT NULL;
+
+CREATE TABLE event_cursors (
+    consumer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+
+@migrations(name="0001_initial")
+def initial(db: Database) -> None:
+    for statement in _statements(SCHEMA_V1):
+        db.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into statements (our scripts have no `;` inside literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

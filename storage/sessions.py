@@ -1,0 +1,240 @@
+"""Course sessions (instructor-led): days, time zone, room, seats, instructors; create, update, delete."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from storage import access, events, lookups, readmodel, seats, snapshots
+from storage.db import Database, iso, new_id
+from storage.errors import Conflict, Invalid
+from storage.models import Actor
+from storage.timeutil import parse_when, zone
+
+SESSION_COURSE_TYPES = ("ClassRoom", "Webinar")
+
+
+def get(db: Database, session_id: str) -> dict[str, Any]:
+    with db.read() as conn:
+        lookups.session(conn, session_id)
+        return readmodel.load_sessions(conn, [session_id])[session_id]
+
+
+def _max_attendees(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise Invalid(f"MaxAttendees: {value!r} is not a whole number", target="MaxAttendees") from None
+    if n < 1:
+        raise Invalid("MaxAttendees must be at least 1 (leave it out for no limit)", target="MaxAttendees")
+    return n
+
+
+def _room(value: Any) -> str | None:
+    if not value:
+        return None
+    source = value.get("Source") or "Unknown"
+    if source not in ("Unknown", "Exchange"):
+        raise Invalid("Room.Source must be Unknown or Exchange", target="Room.Source")
+    room = {k: value.get(k) for k in ("EmailAddress", "Title", "Location")}
+    room["Source"] = source
+    return json.dumps(room, separators=(",", ":"))
+
+
+def _schedule(body: dict[str, Any], time_zone: str, current_days: list[sqlite3.Row] | None) -> list[tuple[datetime, datetime]] | None:
+    """The session's days from the body: `Days`, or one day from StartDate/EndDate; None if unchanged."""
+    tz = zone(time_zone)
+    if body.get("Days"):
+        days = []
+        for i, day in enumerate(body["Days"]):
+            start = parse_when(day.get("StartDate"), f"Days[{i}].StartDate", tz)
+            end = parse_when(day.get("EndDate"), f"Days[{i}].EndDate", tz)
+            if start is None or end is None:
+                raise Invalid(f"Days[{i}] needs a StartDate and an EndDate", target=f"Days[{i}]")
+            days.append((start, end))
+    elif "StartDate" in body or "EndDate" in body or "TimeZone" in body:
+        if current_days is not None and len(current_days) > 1 and ("StartDate" in body or "EndDate" in body):
+            raise Invalid(
+                f"this session has {len(current_days)} days: send Days to reschedule it", target="Days"
+            )
+        start = parse_when(body.get("StartDate"), "StartDate", tz) if "StartDate" in body else None
+        end = parse_when(body.get("EndDate"), "EndDate", tz) if "EndDate" in body else None
+        if current_days:
+            start = start or datetime.fromisoformat(current_days[0]["start_at"].replace("Z", "+00:00"))
+            end = end or datetime.fromisoformat(current_days[-1]["end_at"].replace("Z", "+00:00"))
+        if start is None:
+            raise Invalid("StartDate is required", target="StartDate")
+        if end is None:
+            raise Invalid("EndDate is required", target="EndDate")
+        days = [(start, end)]
+    else:
+        return None
+    days.sort()
+    for i, (start, end) in enumerate(days):
+        target = f"Days[{i}]" if body.get("Days") else "EndDate"
+        if end <= start:
+            raise Invalid(f"{target}: the end must be after the start", target=target)
+        if i and start < days[i - 1][1]:
+            raise Invalid(f"{target} overlaps the day before it", target=target)
+    return days
+
+
+def _write_days(conn: sqlite3.Connection, session_id: str, days: list[tuple[datetime, datetime]]) -> None:
+    """Replace the days, keeping the ids of days whose times did not change (attendance points at them)."""
+    old = {(r["start_at"], r["end_at"]): r["id"] for r in conn.execute("SELECT * FROM session_days WHERE session_id = ?", (session_id,))}
+    keep = set()
+    for start, end in days:
+        key = (iso(start), iso(end))
+        if key in old:
+            keep.add(old[key])
+        else:
+            conn.execute(
+                "INSERT INTO session_days (id, session_id, start_at, end_at) VALUES (?, ?, ?, ?)",
+                (new_id(), session_id, *key),
+            )
+    for key, day_id in old.items():
+        if day_id not in keep:
+            conn.execute("DELETE FROM attendance WHERE day_id = ?", (day_id,))
+            conn.execute("DELETE FROM session_days WHERE id = ?", (day_id,))
+    conn.execute(
+        "UPDATE course_sessions SET start_at = ?, end_at = ? WHERE id = ?", (iso(days[0][0]), iso(days[-1][1]), session_id)
+    )
+
+
+def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a session of a ClassRoom or Webinar course; return it. EnrollToAll courses register it for all."""
+    title = (body.get("Title") or "").strip()
+    if not title:
+        raise Invalid("Title must not be empty", target="Title")
+    time_zone = body.get("TimeZone") or ""
+    zone(time_zone)
+    days = _schedule({**body, "TimeZone": time_zone}, time_zone, None)
+    assert days is not None
+    deadline = parse_when(body.get("EnrollmentDeadline"), "EnrollmentDeadline", zone(time_zone))
+    now = db.clock()
+    session_id = new_id()
+    with db.write() as conn:
+        course = lookups.course(conn, course_id, "courseId")
+        access.require_course_admin(conn, actor, course_id, "manage sessions of this course")
+        if course["course_type"] not in SESSION_COURSE_TYPES:
+            raise Conflict(f"sessions belong to ClassRoom and Webinar courses; this course is {course['course_type']}")
+        instructors = lookups.users_by_login(conn, body.get("InstructorLogins"), "InstructorLogins")
+        conn.execute(
+            "INSERT INTO course_sessions (id, course_id, title, start_at, end_at, time_zone, details, room, meeting_url,"
+            " max_attendees, enrollment_deadline, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session_id, course_id, title, iso(days[0][0]), iso(days[-1][1]), time_zone, body.get("Details"),
+                _room(body.get("Room")), body.get("MeetingUrl") or None, _max_attendees(body.get("MaxAttendees")),
+                iso(deadline), iso(now), iso(now),
+            ),
+        )
+        _write_days(conn, session_id, days)
+        conn.executemany(
+            "INSERT INTO session_instructors (session_id, user_id) VALUES (?, ?)", [(session_id, u) for u in instructors]
+        )
+        events.record(
+            conn, "CourseSessionCreated", actor, now,
+            {"session": snapshots.session(conn, session_id), "course": snapshots.course(conn, course_id)},
+            catalog_id=course["catalog_id"], course_id=course_id, session_id=session_id,
+        )
+        if course["session_enrollment_type"] == "EnrollToAll":
+            session = conn.execute("SELECT * FROM course_sessions WHERE id = ?", (session_id,)).fetchone()
+            for e in conn.execute(
+                "SELECT * FROM enrollments WHERE course_id = ? AND status IN (1, 2, 6)", (course_id,)
+            ).fetchall():
+                seats.register(conn, actor, now, e, session)
+                seats.refresh_enrollment(conn, now, e["id"])
+        return readmodel.load_sessions(conn, [session_id])[session_id]
+
+
+def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Change the given properties; raising MaxAttendees promotes the waitlist. Return the session."""
+    now = db.clock()
+    with db.write() as conn:
+        row = lookups.session(conn, session_id)
+        access.require_course_admin(conn, actor, row["course_id"], "manage sessions of this course")
+        before = snapshots.session(conn, session_id)
+        time_zone = body.get("TimeZone") or row["time_zone"]
+        sets: dict[str, Any] = {}
+        if "Title" in body:
+            if not (body["Title"] or "").strip():
+                raise Invalid("Title must not be empty", target="Title")
+            sets["title"] = body["Title"].strip()
+        if "TimeZone" in body:
+            zone(time_zone)
+            sets["time_zone"] = time_zone
+        if "EnrollmentDeadline" in body:
+            sets["enrollment_deadline"] = iso(parse_when(body["EnrollmentDeadline"], "EnrollmentDeadline", zone(time_zone)))
+        if "Room" in body:
+            sets["room"] = _room(body["Room"])
+        if "MeetingUrl" in body:
+            sets["meeting_url"] = body["MeetingUrl"] or None
+        if "Details" in body:
+            sets["details"] = body["Details"]
+        if "MaxAttendees" in body:
+            sets["max_attendees"] = _max_attendees(body["MaxAttendees"])
+            taken = seats.seats_taken(conn, session_id)
+            if sets["max_attendees"] is not None and sets["max_attendees"] < taken:
+                raise Conflict(
+                    f"{taken} learners hold seats in this session: MaxAttendees cannot go below {taken}"
+                    " (cancel registrations first)",
+                    target="MaxAttendees",
+                )
+        current_days = conn.execute("SELECT * FROM session_days WHERE session_id = ? ORDER BY start_at", (session_id,)).fetchall()
+        days = _schedule(body, time_zone, current_days)
+        sets["modified_at"] = iso(now)
+        conn.execute(f"UPDATE course_sessions SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), session_id])
+        if days is not None:
+            _write_days(conn, session_id, days)
+        if "InstructorLogins" in body:
+            conn.execute("DELETE FROM session_instructors WHERE session_id = ?", (session_id,))
+            conn.executemany(
+                "INSERT INTO session_instructors (session_id, user_id) VALUES (?, ?)",
+                [(session_id, u) for u in lookups.users_by_login(conn, body["InstructorLogins"], "InstructorLogins")],
+            )
+        after = snapshots.session(conn, session_id)
+        ignore = {"ModifiedAt", "AttendeesCount", "WaitlistCount"}
+        changes = {k: {"before": before[k], "after": after[k]} for k in after if k not in ignore and before[k] != after[k]}
+        if changes:
+            events.record(
+                conn, "CourseSessionUpdated", actor, now,
+                {"session": after, "before": before, "changes": changes, "course": snapshots.course(conn, row["course_id"])},
+                course_id=row["course_id"], session_id=session_id,
+            )
+        seats.promote(conn, actor, now, session_id)
+        return readmodel.load_sessions(conn, [session_id])[session_id]
+
+
+def delete_in(conn: sqlite3.Connection, actor: Actor, now: datetime, session_id: str) -> None:
+    """Delete a session inside the caller's transaction: every registration is unregistered first."""
+    row = conn.execute("SELECT * FROM course_sessions WHERE id = ?", (session_id,)).fetchone()
+    snapshot = snapshots.session(conn, session_id)
+    registrations = conn.execute(
+        "SELECT * FROM session_registrations WHERE session_id = ? AND status <> 'Cancelled' ORDER BY seq", (session_id,)
+    ).fetchall()
+    conn.execute("UPDATE course_sessions SET is_deleted = 1, modified_at = ? WHERE id = ?", (iso(now), session_id))
+    for registration in registrations:
+        seats.unregister(conn, actor, now, registration, "Session deleted")
+        seats.refresh_enrollment(conn, now, registration["enrollment_id"])
+    conn.execute(
+        "UPDATE enrollments SET session_id = NULL, modified_at = ? WHERE session_id = ? AND status = 0", (iso(now), session_id)
+    )
+    events.record(
+        conn, "CourseSessionDeleted", actor, now,
+        {"session": snapshot, "course": snapshots.course(conn, row["course_id"]),
+         "UnregisteredEnrollmentIds": [r["enrollment_id"] for r in registrations]},
+        course_id=row["course_id"], session_id=session_id,
+    )
+
+
+def delete(db: Database, actor: Actor, session_id: str) -> None:
+    """Delete a session; its learners are unregistered (their enrollments in the course stay)."""
+    now = db.clock()
+    with db.write() as conn:
+        row = lookups.session(conn, session_id)
+        access.require_course_admin(conn, actor, row["course_id"], "manage sessions of this course")
+        delete_in(conn, actor, now, session_id)

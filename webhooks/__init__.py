@@ -1,0 +1,1 @@
+"""Webhook triggers: the subscription registry (and, with issue 3, delivery)."""

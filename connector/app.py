@@ -1,0 +1,111 @@
+"""The app factory: connexion serves openapi/apiDefinition.swagger.json, handlers bound by operationId."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import connexion
+from a2wsgi import WSGIMiddleware
+from connexion.exceptions import ProblemException, ResolverError
+from connexion.jsonifier import Jsonifier
+from connexion.middleware import MiddlewarePosition
+from connexion.resolver import Resolver
+
+from connector import errors
+from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
+from connector.handlers import catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
+from connector.settings import Settings
+from storage.db import Database
+from storage.errors import StorageError
+from storage.ratelimit import RateLimiter
+
+SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "apiDefinition.swagger.json"
+HANDLER_MODULES: tuple[ModuleType, ...] = (catalogs, courses, sessions, enrollments, users, files, proxy, webhooks)
+WSGI_THREADS = 32
+
+
+def snake(operation_id: str) -> str:
+    """`EnrollUserToCourse` -> `enroll_user_to_course`; `HttpRequest_v2` -> `http_request_v2`."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", operation_id).lower()
+
+
+class OperationResolver(Resolver):
+    """Binds each operationId to the same-named snake_case function of a handler module."""
+
+    def resolve_function_from_operation_id(self, operation_id: str) -> Callable[..., Any]:
+        name = snake(operation_id)
+        for module in HANDLER_MODULES:
+            function = getattr(module, name, None)
+            if callable(function):
+                return function  # type: ignore[no-any-return]
+        raise ResolverError(f"operationId {operation_id} has no handler: define {name}() in connector/handlers/")
+
+
+def load_spec(path: Path = SPEC_PATH) -> dict[str, Any]:
+    """The document as connexion serves it. Two details differ from the published file:
+
+    - Power Platform's schema forbids `format: path`, but FileUploadUrl is a relative path with
+      slashes, so connexion is told to route it with its path converter;
+    - `security` is dropped because EdgeMiddleware authenticates every request before routing
+      (connexion would otherwise look for a basic-auth function of its own and refuse everything).
+    """
+    spec: dict[str, Any] = copy.deepcopy(json.loads(path.read_text()))
+    spec.pop("security", None)
+    for parameter in spec["paths"][CATCH_ALL]["post"]["parameters"]:
+        if parameter.get("name") == "FileUploadUrl":
+            parameter["format"] = "path"
+    return spec
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    validate_responses: bool = False,
+    migrate: bool = False,
+) -> connexion.FlaskApp:
+    """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving)."""
+    db = db or Database(settings.database_path)
+    if migrate:
+        db.migrate()
+    limiter = (
+        RateLimiter(settings.ratelimit_path, settings.rate_limit.calls, settings.rate_limit.period)
+        if settings.rate_limit
+        else None
+    )
+    spec = load_spec()
+    services = Services(settings=settings, db=db, limiter=limiter, routes=compile_routes(spec["paths"]))
+
+    app = connexion.FlaskApp(__name__)
+    app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
+    app.add_api(
+        spec,
+        resolver=OperationResolver(),
+        strict_validation=True,
+        validate_responses=validate_responses,
+        jsonifier=Jsonifier(json, separators=(",", ":"), ensure_ascii=False),
+    )
+    for exc in (Exception, ProblemException, StorageError, errors.HttpError):
+        app.add_error_handler(exc, errors.handle)
+    for status in (404, 405, 413):
+        app.add_error_handler(status, errors.handle)
+
+    flask_app = app.app
+    flask_app.json.compact = True  # type: ignore[attr-defined]
+    flask_app.json.sort_keys = False  # type: ignore[attr-defined]
+    flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + (1 << 20)
+    # HttpRequest holds a worker thread while its inner request runs on another: give the pool room.
+    app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app, workers=WSGI_THREADS)  # type: ignore[attr-defined]
+    services.app = app
+    return app
+
+
+def app_from_env() -> connexion.FlaskApp:
+    """Factory for uvicorn workers: settings come from COURSEWIRE_* (set by `coursewire serve`)."""
+    return create_app(Settings.from_env())

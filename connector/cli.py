@@ -1,0 +1,242 @@
+"""The `coursewire` command line: serve, API keys, demo data, contract checks, connector export, events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from connector.settings import Settings, SettingsError
+from storage import apikeys, events
+from storage.db import Database
+from storage.errors import StorageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings(ctx: click.Context) -> Settings:
+    try:
+        settings: Settings = ctx.obj["settings"]()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings
+
+
+def _database(settings: Settings) -> Database:
+    db = Database(settings.database_path)
+    db.migrate()
+    return db
+
+
+def user_errors(fn: F) -> F:
+    """Turn domain errors into one clear line instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (StorageError, SettingsError, ValueError) as exc:
+            raise click.ClickException(getattr(exc, "message", None) or str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="COURSEWIRE_DATA_DIR",
+    help="Where the database and files live [env COURSEWIRE_DATA_DIR; default ./data].",
+)
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """coursewire: a self-hosted backend for the LMS365 Power Platform connector."""
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["COURSEWIRE_DATA_DIR"] = str(data_dir)
+    ctx.obj = {"settings": lambda: Settings.from_env(env)}
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8365, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", type=int, help="Server processes [env COURSEWIRE_WORKERS; default: one per core].")
+@click.option("--demo", is_flag=True, help="Load the demo data first (if the database has none).")
+@click.pass_context
+@user_errors
+def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: bool) -> None:
+    """Migrate the database and serve the API, with the background worker in this process."""
+    import uvicorn
+
+    from connector.background import Provisioner
+
+    settings = _settings(ctx)
+    db = _database(settings)
+    if demo:
+        _load_demo(db, settings, f"http://{host}:{port}")
+    count = workers or settings.workers or os.cpu_count() or 1
+    os.environ.update(settings.to_env())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    provisioner = Provisioner(db, settings.files_dir, settings.provisioning_interval)
+    thread, stop = provisioner.start()
+    click.echo(f"coursewire: serving http://{host}:{port} with {count} worker(s); data in {settings.data_dir}")
+    try:
+        uvicorn.run(
+            "connector.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=count,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@main.group()
+def apikey() -> None:
+    """Create, list and revoke API keys (Basic auth: username `api`, password the key)."""
+
+
+@apikey.command("create")
+@click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option("--access", type=click.Choice(["full", "read"]), default="full", show_default=True,
+              help="Full Control may write; Read Only may only read.")
+@click.option("--json", "as_json", is_flag=True, help="Print {id, username, key, access} as JSON.")
+@click.pass_context
+@user_errors
+def apikey_create(ctx: click.Context, name: str, access: str, as_json: bool) -> None:
+    """Create a key and print it once: it is stored only as a hash."""
+    created = apikeys.create(_database(_settings(ctx)), name, access)
+    if as_json:
+        click.echo(json.dumps({"id": created.key.id, "username": "api", "key": created.secret, "access": access}))
+        return
+    click.echo(f"Created {'Full Control' if access == 'full' else 'Read Only'} key {created.key.id} ({name}).")
+    click.echo("Username: api")
+    click.echo(f"Password: {created.secret}")
+    click.echo("Store it now: coursewire keeps only a hash and cannot show it again.")
+
+
+@apikey.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+@click.pass_context
+@user_errors
+def apikey_list(ctx: click.Context, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    keys = apikeys.list_keys(_database(_settings(ctx)))
+    if as_json:
+        click.echo(json.dumps([
+            {"id": k.id, "name": k.name, "access": k.access, "prefix": k.key_prefix,
+             "created_at": k.created_at, "revoked_at": k.revoked_at} for k in keys
+        ]))
+        return
+    if not keys:
+        click.echo("No API keys. Create one with: coursewire apikey create --name NAME")
+    for k in keys:
+        state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+        click.echo(f"{k.id}  {k.access:4}  {k.key_prefix}…  {k.name}  ({state}, created {k.created_at})")
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+@user_errors
+def apikey_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key by id; calls with it are refused from now on."""
+    key = apikeys.revoke(_database(_settings(ctx)), key_id)
+    click.echo(f"Revoked key {key.id} ({key.name}).")
+
+
+def _load_demo(db: Database, settings: Settings, base_url: str) -> None:
+    from connector import demo as demo_data
+
+    created = demo_data.load(db, settings.files_dir, settings.public_url or base_url)
+    if created is None:
+        click.echo("Demo data is already loaded. Create a key with: coursewire apikey create --name NAME")
+    else:
+        click.echo("Loaded demo data: catalog Contoso Academy, 8 users, 3 courses, 3 sessions, 6 enrollments.")
+        click.echo(f"Demo API key (Full Control): username api, password {created.secret}")
+
+
+@main.command()
+@click.option("--base-url", default="http://127.0.0.1:8365", show_default=True,
+              help="Public URL used in catalog and course Urls.")
+@click.pass_context
+@user_errors
+def demo(ctx: click.Context, base_url: str) -> None:
+    """Load a demo catalog, courses, sessions, users and enrollments (once)."""
+    settings = _settings(ctx)
+    _load_demo(_database(settings), settings, base_url)
+
+
+@main.command()
+@user_errors
+def check() -> None:
+    """Check the connector files against Power Platform's schemas and certification rules."""
+    from connector import contract
+
+    problems = contract.check_all()
+    for p in problems:
+        click.echo(f"{p.severity.upper():7} {p.rule}: {p.where}: {p.message}")
+    failed = [p for p in problems if p.severity == "error"]
+    click.echo(f"{len(failed)} error(s), {len(problems) - len(failed)} warning(s)")
+    if failed:
+        sys.exit(1)
+
+
+@main.command("export-connector")
+@click.option("--host", required=True, help="Public host (and port) of your coursewire server, e.g. lms.contoso.com")
+@click.option("--base-path", default="/", show_default=True, help="Path prefix if coursewire is not at the root.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("connector-export"),
+              show_default=True, help="Folder to write apiDefinition.swagger.json and apiProperties.json to.")
+@user_errors
+def export_connector(host: str, base_path: str, out_dir: Path) -> None:
+    """Write the two custom-connector files for your host, ready for import or `paconn create`."""
+    from connector import contract
+
+    for path in contract.export_connector(host, base_path, out_dir):
+        click.echo(f"wrote {path}")
+
+
+@main.command("events")
+@click.option("--after", type=int, default=None, help="Only events after this sequence number.")
+@click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
+@click.option("--course", help="Only events about this course id.")
+@click.option("--user", help="Only events about this user id.")
+@click.option("--limit", type=int, default=50, show_default=True, help="How many events to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@click.pass_context
+@user_errors
+def events_command(ctx: click.Context, after: int | None, types: tuple[str, ...], course: str | None,
+                   user: str | None, limit: int, as_json: bool) -> None:
+    """List domain events from the event log, oldest first."""
+    db = _database(_settings(ctx))
+    if after is not None:
+        found = [e for e in events.read_after(db, after, limit=limit, types=types or None)
+                 if (not course or e.course_id == course) and (not user or e.user_id == user)]
+    else:
+        found = events.latest(db, limit=limit, types=types or None, course_id=course, user_id=user)
+    for e in found:
+        if as_json:
+            click.echo(json.dumps({
+                "seq": e.seq, "id": e.id, "type": e.type, "occurred_at": e.occurred_at, "actor": e.actor,
+                "course_id": e.course_id, "session_id": e.session_id, "enrollment_id": e.enrollment_id,
+                "user_id": e.user_id, "data": e.data,
+            }))
+        else:
+            about = " ".join(f"{k}={v}" for k, v in (("course", e.course_id), ("session", e.session_id),
+                                                     ("enrollment", e.enrollment_id), ("user", e.user_id)) if v)
+            click.echo(f"{e.seq:>6}  {e.occurred_at}  {e.type:28} {about}")
+    if not found and not as_json:
+        click.echo("No events.")

@@ -1,0 +1,143 @@
+"""The ASGI middleware in front of connexion: Basic auth, throttling, key access level, route guard."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from connector.errors import HttpError
+from connector.settings import Settings
+from storage import apikeys
+from storage.db import Database
+from storage.ratelimit import RateLimiter
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# HttpRequest wraps another request; the wrapped request is checked when it runs.
+PROXY_PATHS = frozenset({"/httprequest", "/v2/httprequest"})
+# First path segments that belong to the API; POSTs under them never fall through to FileUpload.
+RESERVED_SEGMENTS = frozenset({"odata", "webhooks", "httprequest", "v2", "healthz"})
+CATCH_ALL = "/{FileUploadUrl}"
+
+
+@dataclass
+class Services:
+    """What handlers need, built once per process by the app factory and put in every request's scope."""
+
+    settings: Settings
+    db: Database
+    limiter: RateLimiter | None
+    app: ASGIApp | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    routes: list[tuple[re.Pattern[str], frozenset[str]]] = field(default_factory=list)
+
+
+def compile_routes(paths: dict[str, Any]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Regexes for every spec path except the upload catch-all, with the methods each accepts."""
+    routes = []
+    for template, item in paths.items():
+        if template == CATCH_ALL:
+            continue
+        pattern = "".join(
+            "[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template)
+        )
+        methods = frozenset(m.upper() for m in item if m in ("get", "put", "post", "patch", "delete", "head"))
+        routes.append((re.compile(f"^{pattern}$"), methods))
+    return routes
+
+
+def _credentials(scope: Scope) -> tuple[str, str]:
+    header = ""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise HttpError(
+            401,
+            "authenticate with Basic auth: username 'api', password an API key (coursewire apikey create)",
+            headers={"WWW-Authenticate": 'Basic realm="coursewire"'},
+        )
+    try:
+        username, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise HttpError(401, "the Authorization header is not valid Basic credentials",
+                        headers={"WWW-Authenticate": 'Basic realm="coursewire"'}) from None
+    return username, password
+
+
+class EdgeMiddleware:
+    """Authenticates, throttles and checks the key's access before connexion routes the request."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        services = self.services
+        if services.loop is None:
+            services.loop = asyncio.get_running_loop()
+        scope["coursewire"] = services
+        path, method = scope["path"], scope["method"]
+        if path == "/healthz" and method in READ_METHODS:
+            await _plain(send, 200, b'{"status":"ok"}')
+            return
+        if "coursewire.key" not in scope:  # requests re-dispatched by HttpRequest are already authenticated
+            key = self._authenticate(scope)
+            if services.limiter is not None:
+                wait = services.limiter.acquire(key.id)
+                if wait > 0:
+                    seconds = max(1, math.ceil(wait))
+                    raise HttpError(
+                        429,
+                        f"rate limit of {services.limiter.calls} calls per {services.limiter.period:g} seconds"
+                        f" for this API key exceeded; retry after {seconds} s",
+                        headers={"Retry-After": str(seconds)},
+                    )
+            scope["coursewire.key"] = key
+        key = scope["coursewire.key"]
+        if key.access != "full" and method not in READ_METHODS and path not in PROXY_PATHS:
+            raise HttpError(403, f"API key '{key.name}' is Read Only: writes need a Full Control key")
+        self._guard(path, method)
+        await self.app(scope, receive, send)
+
+    def _authenticate(self, scope: Scope) -> apikeys.ApiKey:
+        username, password = _credentials(scope)
+        if username != "api":
+            raise HttpError(401, "the username must be 'api' (the password is the API key)",
+                            headers={"WWW-Authenticate": 'Basic realm="coursewire"'})
+        key = apikeys.authenticate(self.services.db, password)
+        if key is None:
+            raise HttpError(401, "unknown or revoked API key", headers={"WWW-Authenticate": 'Basic realm="coursewire"'})
+        return key
+
+    def _guard(self, path: str, method: str) -> None:
+        """404/405 for paths the spec lacks: the upload catch-all would otherwise swallow them."""
+        allowed: set[str] = set()
+        for pattern, methods in self.services.routes:
+            if pattern.match(path):
+                if method in methods:
+                    return
+                allowed |= methods
+        if allowed:
+            raise HttpError(405, f"{path} accepts {', '.join(sorted(allowed))}, not {method}",
+                            headers={"Allow": ", ".join(sorted(allowed))})
+        first = path.strip("/").split("/", 1)[0].lower()
+        if method != "POST" or first in RESERVED_SEGMENTS or path == "/":
+            raise HttpError(404, f"no operation at {method} {path}; see the connector definition")
+
+
+async def _plain(send: Send, status: int, payload: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

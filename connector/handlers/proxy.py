@@ -1,0 +1,124 @@
+"""Handlers for "Send an HTTP request": run the described request inside coursewire, as the caller.
+
+The inner request goes through the whole stack (routing, validation, handlers) with the caller's key
+and `LMS365-User-Id`, without leaving the process. Its status, headers and body are the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import posixpath
+import threading
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from flask import Response
+
+from connector import context
+from connector.errors import HttpError
+from storage.errors import Invalid
+
+# Each proxied call holds one WSGI worker thread while its inner request needs another; bounding the
+# concurrent proxied calls keeps threads free for the inner requests.
+_SLOTS = threading.BoundedSemaphore(4)
+_DROP_REQUEST_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+_PASS_RESPONSE_HEADERS = {"content-type", "location", "retry-after", "allow", "www-authenticate"}
+_TIMEOUT_SECONDS = 60
+
+
+def http_request(parameters: dict[str, Any]) -> Response:
+    return _run(parameters, "/odata/v2/")
+
+
+def http_request_v2(parameters: dict[str, Any]) -> Response:
+    return _run(parameters, "/")
+
+
+def resolve(uri: Any, prefix: str) -> tuple[str, str]:
+    """Turn the described uri into (path, query) under `prefix`; raise Invalid for absolute or escaping uris."""
+    text = uri.strip() if isinstance(uri, str) else ""
+    if not text:
+        raise Invalid("uri must not be empty", target="uri")
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc or text.startswith(("//", "\\")) or "\\" in text:
+        raise Invalid(
+            f"uri {text!r} must be relative to {prefix} (e.g. {'Courses' if prefix != '/' else 'odata/v2/Courses'});"
+            " coursewire never sends requests to other hosts",
+            target="uri",
+        )
+    relative = unquote(parts.path).lstrip("/")
+    path = posixpath.normpath(prefix + relative)
+    if prefix != "/" and not (path + "/").startswith(prefix):
+        raise Invalid(f"uri {text!r} leaves {prefix}", target="uri")
+    if ".." in relative.split("/"):
+        raise Invalid(f"uri {text!r} must not contain '..' segments", target="uri")
+    if path.rstrip("/") in ("/httprequest", "/v2/httprequest"):
+        raise Invalid("uri must not point at the HttpRequest operation itself", target="uri")
+    return path, parts.query
+
+
+def _run(parameters: dict[str, Any], prefix: str) -> Response:
+    method = (parameters.get("method") or "GET").upper()
+    path, query = resolve(parameters.get("uri"), prefix)
+    headers = {str(k).lower(): str(v) for k, v in (parameters.get("headers") or {}).items()}
+    body = parameters.get("body")
+    payload = b"" if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
+    if payload and "content-type" not in headers:
+        headers["content-type"] = "application/json"
+    on_behalf = context.header("LMS365-User-Id")
+    if on_behalf and "lms365-user-id" not in headers:
+        headers["lms365-user-id"] = on_behalf
+    outer = context.scope()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": outer.get("scheme", "http"),
+        "path": path,
+        "raw_path": quote(path).encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if k not in _DROP_REQUEST_HEADERS]
+        + [(b"host", (context.header("Host") or "localhost").encode("latin-1")),
+           (b"content-length", str(len(payload)).encode())],
+        "client": outer.get("client"),
+        "server": outer.get("server"),
+        "coursewire.key": context.api_key(),
+        "state": dict(outer.get("state") or {}),
+    }
+    if not _SLOTS.acquire(timeout=_TIMEOUT_SECONDS):
+        raise HttpError(429, "too many HttpRequest calls at once; retry shortly", headers={"Retry-After": "1"})
+    try:
+        services = context.services()
+        assert services.app is not None and services.loop is not None
+        future = asyncio.run_coroutine_threadsafe(_call(services.app, scope, payload), services.loop)
+        status, response_headers, content = future.result(_TIMEOUT_SECONDS)
+    finally:
+        _SLOTS.release()
+    kept = {k: v for k, v in response_headers if k.lower() in _PASS_RESPONSE_HEADERS}
+    return Response(content, status=status, headers=kept)
+
+
+async def _call(app: Any, scope: dict[str, Any], payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    sent = False
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await asyncio.Event().wait()  # never disconnects: the outer caller is still waiting
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+    content = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return int(start["status"]), headers, content
+

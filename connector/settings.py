@@ -1,0 +1,130 @@
+"""Settings: read once from COURSEWIRE_* environment variables, frozen, passed down."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A COURSEWIRE_* variable has a value coursewire cannot use."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `calls` per `period` seconds per API key."""
+
+    calls: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit | None:
+        """Parse `600/60` (calls/seconds) or `off`; None means no limit.
+
+        Raises SettingsError for anything else.
+        """
+        text = text.strip().lower()
+        if text in ("off", "none", "0"):
+            return None
+        match = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", text)
+        if not match or int(match[1]) < 1 or float(match[2]) <= 0:
+            raise SettingsError(
+                f"COURSEWIRE_RATE_LIMIT={text!r}: expected CALLS/SECONDS such as 600/60, or off"
+            )
+        return cls(int(match[1]), float(match[2]))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server, the CLI and the workers need to know about their environment."""
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(600, 60.0))
+    page_size: int = 100
+    max_page_size: int = 1000
+    max_upload_bytes: int = 50 * 1024 * 1024
+    public_url: str | None = None
+    workers: int = 0
+    provisioning_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'coursewire.db'}")
+
+    @property
+    def database_path(self) -> str:
+        """The SQLite file (or `:memory:`) named by database_url."""
+        return database_path(self.database_url)
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded files and course folders live."""
+        return self.data_dir / "files"
+
+    @property
+    def ratelimit_path(self) -> Path:
+        """The SQLite file that holds throttling state shared by every server process."""
+        return self.data_dir / "ratelimit.db"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from COURSEWIRE_* variables; raises SettingsError naming a bad variable."""
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("COURSEWIRE_DATA_DIR", "data"))
+        kwargs: dict[str, object] = {"data_dir": data_dir}
+        if env.get("COURSEWIRE_DATABASE_URL"):
+            kwargs["database_url"] = env["COURSEWIRE_DATABASE_URL"]
+            database_path(env["COURSEWIRE_DATABASE_URL"])  # validate early
+        if "COURSEWIRE_RATE_LIMIT" in env:
+            kwargs["rate_limit"] = RateLimit.parse(env["COURSEWIRE_RATE_LIMIT"])
+        for name, key, low in (
+            ("COURSEWIRE_PAGE_SIZE", "page_size", 1),
+            ("COURSEWIRE_MAX_UPLOAD_BYTES", "max_upload_bytes", 1),
+            ("COURSEWIRE_WORKERS", "workers", 0),
+        ):
+            if name in env:
+                kwargs[key] = _int(env, name, low)
+        if env.get("COURSEWIRE_PUBLIC_URL"):
+            kwargs["public_url"] = env["COURSEWIRE_PUBLIC_URL"].rstrip("/")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in another process (uvicorn workers)."""
+        env = {
+            "COURSEWIRE_DATA_DIR": str(self.data_dir),
+            "COURSEWIRE_DATABASE_URL": self.database_url,
+            "COURSEWIRE_RATE_LIMIT": (
+                "off" if self.rate_limit is None else f"{self.rate_limit.calls}/{self.rate_limit.period:g}"
+            ),
+            "COURSEWIRE_PAGE_SIZE": str(self.page_size),
+            "COURSEWIRE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
+            "COURSEWIRE_WORKERS": str(self.workers),
+        }
+        if self.public_url:
+            env["COURSEWIRE_PUBLIC_URL"] = self.public_url
+        return env
+
+
+def _int(env: Mapping[str, str], name: str, low: int) -> int:
+    try:
+        value = int(env[name])
+    except ValueError:
+        raise SettingsError(f"{name}={env[name]!r}: expected a whole number") from None
+    if value < low:
+        raise SettingsError(f"{name}={value}: must be at least {low}")
+    return value
+
+
+def database_path(url: str) -> str:
+    """Return the file path of a `sqlite:///path` URL; raises SettingsError for other schemes."""
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return ":memory:"
+    if not url.startswith("sqlite:///"):
+        raise SettingsError(
+            f"COURSEWIRE_DATABASE_URL={url!r}: only sqlite:///PATH is supported by this version"
+        )
+    return url[len("sqlite:///") :]

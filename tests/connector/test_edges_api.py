@@ -1,0 +1,119 @@
+"""Errors, users, HttpRequest, FileUpload and trigger subscriptions through the served document."""
+
+from __future__ import annotations
+
+from support import Api, build_world, error
+
+from storage import events
+
+
+def event_count(api: Api) -> int:
+    return len(events.latest(api.db, limit=100_000))
+
+
+def test_unknown_paths_and_methods(api: Api) -> None:
+    """Unknown paths are 404 and known paths with another method 405, both in the OData shape."""
+    assert error(api.get("/odata/v2/Nope"))["code"] == "NotFound"
+    assert api.post("/odata/v2/Nope", json={}).status_code == 404
+    wrong = api.request("PUT", "/odata/v2/Users")
+    assert wrong.status_code == 405
+    assert error(wrong)["code"] == "MethodNotAllowed"
+
+
+def test_invalid_body_names_the_field_and_writes_nothing(api: Api) -> None:
+    """A body missing a required property is 400 naming it, with no event written."""
+    before = event_count(api)
+    response = api.post("/odata/v2/Users", json={"Email": "no-login@x.example"})
+    assert response.status_code == 400
+    assert error(response)["target"] == "LoginName"
+    assert "problem" not in response.headers["content-type"]
+    assert event_count(api) == before
+
+
+def test_bad_filter_is_400_naming_filter(api: Api) -> None:
+    """A $filter on an unknown property is 400 with target $filter, and SQL is never run from it."""
+    response = api.get("/odata/v2/Users", params={"$filter": "Password eq 'x'; DROP TABLE users"})
+    assert response.status_code == 400
+    assert error(response)["target"] == "$filter"
+    assert api.get("/odata/v2/Users").status_code == 200
+
+
+def test_wrong_content_type_is_415(api: Api) -> None:
+    """A JSON operation sent form data answers 415 in the OData shape."""
+    response = api.post("/odata/v2/Users", content=b"LoginName=x", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert error(response)["code"] == "UnsupportedMediaType"
+
+
+def test_users_create_filter_update_delete(api: Api) -> None:
+    """Users can be created with custom fields, found by Email (case-insensitively), updated and deleted."""
+    boss = api.ok("POST", "/odata/v2/Users", json={"LoginName": "boss@x.example"})
+    user = api.ok("POST", "/odata/v2/Users", json={
+        "LoginName": "kim@x.example", "Email": "Kim@X.example", "Title": "Kim", "ManagerLoginName": "boss@x.example",
+        "UserFieldValues": [{"FieldTitle": "Employee number", "Value": "42"}]})
+    assert user["ManagerId"] == boss["Id"]
+    assert user["UserFieldValues"][0]["Value"] == "42"
+    found = api.ok("GET", "/odata/v2/Users", params={"$filter": "Email eq 'kim@x.example'"})["value"]
+    assert [u["Id"] for u in found] == [user["Id"]]
+    assert api.ok("PATCH", f"/odata/v2/Users({user['Id']})", json={"City": "Aarhus"})["City"] == "Aarhus"
+    assert api.post("/odata/v2/Users", json={"LoginName": "KIM@x.example"}).status_code == 409
+    api.ok("DELETE", f"/odata/v2/Users({user['Id']})", 204)
+    assert api.ok("GET", f"/odata/v2/Users({user['Id']})")["IsDeleted"] is True
+    assert api.ok("GET", "/odata/v2/Users", params={"$filter": "Email eq 'kim@x.example'"})["value"] == []
+
+
+def test_http_request_runs_inside_with_the_callers_identity(api: Api) -> None:
+    """HttpRequest (relative to /odata/v2/) and HttpRequest_v2 (relative to /) proxy in-process."""
+    world = build_world(api)
+    inner = api.ok("POST", "/httprequest", json={"method": "GET", "uri": f"Courses({world.course['Id']})"})
+    assert inner["Title"] == "First aid"
+    v2 = api.post("/v2/httprequest", json={"method": "GET", "uri": "odata/v2/Nope"})
+    assert v2.status_code == 404
+    assert error(v2)["code"] == "NotFound"
+    created = api.post("/httprequest", json={"method": "POST", "uri": "Users", "body": '{"LoginName": "z@x.example"}'},
+                       user=world.uid("ann"))
+    assert created.status_code == 403  # the learner named by LMS365-User-Id may not create users
+
+
+def test_http_request_never_leaves_the_server(api: Api) -> None:
+    """Absolute and escaping uris are 400 naming uri."""
+    for uri in ("https://example.com/odata/v2/Users", "//example.com/x", "../../etc/passwd", "../v2/httprequest"):
+        response = api.post("/httprequest", json={"method": "GET", "uri": uri})
+        assert response.status_code == 400, uri
+        assert error(response)["target"] == "uri"
+
+
+def test_file_upload_stores_under_the_data_directory(api: Api) -> None:
+    """FileUpload saves the file at the relative path; escaping paths are 400, oversize 413."""
+    body = api.ok("POST", "/certificates/abc123/upload", files={"File": ("cert.pdf", b"%PDF-1.7", "application/pdf")})
+    assert (body["Path"], body["Size"]) == ("certificates/abc123/upload/cert.pdf", 8)
+    assert (api.settings.files_dir / body["Path"]).read_bytes() == b"%PDF-1.7"
+    escaping = api.post("/certificates/..%2F..%2Fetc/upload", files={"File": ("x.txt", b"x")})
+    assert escaping.status_code in (400, 404)
+    big = api.post("/big/upload", files={"File": ("big.bin", b"x" * (api.settings.max_upload_bytes + 1))})
+    assert big.status_code == 413
+    assert not (api.settings.files_dir / "big").exists()
+
+
+def test_trigger_subscription_lifecycle(api: Api) -> None:
+    """Subscribe answers 201 with a Location; the same callback again 200; DELETE 204 then 404."""
+    hook = {"WebHookUri": "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/run?sig=s"}
+    created = api.post("/webhooks/subscribe/CourseEnrollment", json=hook)
+    assert created.status_code == 201
+    location = created.headers["Location"]
+    assert location.startswith("http://testserver/webhooks/subscriptions(")
+    again = api.post("/webhooks/subscribe/CourseEnrollment", json=hook)
+    assert (again.status_code, again.headers["Location"]) == (200, location)
+    path = location.replace("http://testserver", "")
+    assert api.ok("GET", path)["Event"] == "CourseEnrollment"
+    api.ok("DELETE", path, 204)
+    assert api.delete(path).status_code == 404
+    bad = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": "not a url"})
+    assert (bad.status_code, error(bad)["target"]) == (400, "WebHookUri")
+
+
+def test_location_honours_forwarded_headers(api: Api) -> None:
+    """Behind a proxy the Location uses X-Forwarded-Proto and X-Forwarded-Host."""
+    response = api.post("/webhooks/subscribe/UserDeleted", json={"WebHookUri": "https://flow.example/cb"},
+                        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "lms.contoso.com"})
+    assert response.headers["Location"].startswith("https://lms.contoso.com/webhooks/subscriptions(")

@@ -1,0 +1,572 @@
+"""The connector files: Power Platform schemas, certification rules, LMS365 superset, export, connexion."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import connexion
+import pytest
+from connexion.resolver import Resolver
+
+from connector import contract
+
+DEFINITION = contract.load_json(contract.DEFINITION_PATH)
+PROPERTIES = contract.load_json(contract.PROPERTIES_PATH)
+REFERENCE = contract.load_json(contract.VENDORED_DIR / "lms365.reference.swagger.json")
+
+# Every warning our document may raise, with why it stays. The test fails on any other warning and on
+# an entry here that no longer fires, so the list cannot go stale.
+ALLOWED_WARNINGS = {
+    ("HostNotProduction", "host"):
+        "the committed file carries a placeholder host; export-connector writes the real one",
+    ("PartialDuplicateOperationPath", "POST /{FileUploadUrl}"):
+        "the LMS365 upload path is a one-segment catch-all; it stays last so other routes match first",
+    ("EmptyResponseSchema", "POST /httprequest response 200"):
+        "HttpRequest passes the target's response through, so its shape is truly dynamic",
+    ("EmptyResponseSchema", "POST /v2/httprequest response 200"):
+        "HttpRequest_v2 passes the target's response through, so its shape is truly dynamic",
+    ("NotificationContentWithoutWebhook", "/webhooks/subscribe"):
+        "the LMS365 definition keeps this legacy payload-only path, so the superset keeps it too",
+}
+
+TAGS = {
+    "Courses",
+    "CourseCatalogs",
+    "CourseCategories",
+    "CourseTags",
+    "CourseSessions",
+    "Enrollments",
+    "Users",
+    "Files",
+    "HttpRequest",
+    "Webhooks",
+}
+LIST_OPERATIONS = {
+    "GetCourses",
+    "GetCourseCatalogs",
+    "GetCourseCategories",
+    "GetCourseTags",
+    "GetUsers",
+    "GetCourseProvisioningStatus",
+    "GetCourseSessions",
+    "GetEnrollments",
+}
+ADDED_OPERATIONS = {
+    "CreateCourseCatalog": ("post", "/odata/v2/CourseCatalogs"),
+    "GetCourses": ("get", "/odata/v2/Courses"),
+    "UpdateCourse": ("patch", "/odata/v2/Courses({CourseId})"),
+    "DeleteCourse": ("delete", "/odata/v2/Courses({CourseId})"),
+    "PublishCourse": ("post", "/odata/v2/Courses({CourseId})/Publish"),
+    "UnpublishCourse": ("post", "/odata/v2/Courses({CourseId})/Unpublish"),
+    "GetCourseSessions": ("get", "/odata/v2/Courses({courseId})/CourseSessions"),
+    "GetCourseSessionById": ("get", "/odata/v2/CourseSessions({Id})"),
+    "UpdateCourseSession": ("patch", "/odata/v2/CourseSessions({Id})"),
+    "DeleteCourseSession": ("delete", "/odata/v2/CourseSessions({Id})"),
+    "RecordAttendance": ("post", "/odata/v2/CourseSessions({Id})/Attendance"),
+    "CreateUser": ("post", "/odata/v2/Users"),
+    "GetUserById": ("get", "/odata/v2/Users({Id})"),
+    "UpdateUser": ("patch", "/odata/v2/Users({Id})"),
+    "DeleteUser": ("delete", "/odata/v2/Users({Id})"),
+    "GetEnrollments": ("get", "/odata/v2/Enrollments"),
+    "StartEnrollment": ("post", "/odata/v2/Enrollments({Id})/Start"),
+    "GetWebhookSubscription": ("get", "/webhooks/subscriptions({Id})"),
+    "DeleteWebhookSubscription": ("delete", "/webhooks/subscriptions({Id})"),
+}
+# docs/design.md "Entity shapes": s string, dt date-time, b boolean, i int32, i64 int64, d double, ? nullable.
+ENTITY_SHAPES = {
+    "CourseCatalog": "Id s, Title s, Description s?, Url s, CreatedAt dt, Courses[] Course, Admins[] User",
+    "CourseCategory": "Id s, Name s, CourseCatalogId s, ParentCategoryId s?",
+    "CourseTag": "Id s, Name s, CourseCatalogId s",
+    "Course": (
+        "Id s, CourseCatalogId s, Title s, Description s, LongDescription s?, CEU i, DecimalCEU d, "
+        "ShowInCatalog b, IsRequired b, IsPublished b, IsEnded b, CourseID s?, Duration s?, CourseType s, "
+        "ImageUrl s?, CertificateTemplateId s?, EnrollmentFlow s, IsDeleted b, "
+        "CourseSessionEnrollmentType s, "
+        "CreatedAt dt, CourseLayoutId s?, Culture s, UICulture s, Url s, ModifiedAt dt, "
+        "ProvisioningProgress s, Categories[] CourseCategory, Tags[] CourseTag, "
+        "CourseSessions[] CourseSession, Trainers[] User, Teachers[] User, Admins[] User"
+    ),
+    "CourseSession": (
+        "Id s, CourseId s, Title s, StartDate dt, EndDate dt, TimeZone s, Details s?, MeetingUrl s?, "
+        "MaxAttendees i?, EnrollmentDeadline dt?, AttendeesCount i, WaitlistCount i, CreatedAt dt, "
+        "ModifiedAt dt, Instructors[] User, Registrations[] SessionRegistration, Attendance[] Attendance"
+    ),
+    "SessionRegistration": (
+        "Id s, EnrollmentId s, CourseSessionId s, UserId s, Status s, WaitlistPosition i?, RegisteredAt dt"
+    ),
+    "Attendance": (
+        "Id s, CourseSessionId s, CourseSessionDayId s, EnrollmentId s, UserId s, Status s, RecordedAt dt"
+    ),
+    "User": (
+        "Id s, LoginName s, Email s?, Title s?, Department s?, ManagerId s?, ManagerLoginName s?, City s?, "
+        "Country s?, DirectoryObjectId s?, Office s?, JobTitle s?, IsExternal b, Role s, IsDeleted b, "
+        "CreatedAt dt"
+    ),
+    "Enrollment": (
+        "Id s, CourseId s, UserId s, UserLoginName s, RegistrationDate dt, StartDate dt?, "
+        "CompletionDate s?, RegistrationStatus s, CoursePassingStatus s, CertificateId s?, CEU i, "
+        "DecimalCEU d, DueDate dt?, EndDate s?, IsPartOfTrainingPlan b, CanUnenroll b, "
+        "CancellationReason s?, courseSessionId s?, EnrollmentStatus i, EnrollmentStatusText s, "
+        "WaitlistPosition i?, ModifiedAt dt, Course Course, User User, CourseSession CourseSession, "
+        "Registrations[] SessionRegistration, Attendance[] Attendance"
+    ),
+    "ProvisioningStatus": "Id s, ProvisioningProgress s, ProvisioningError s?",
+    "WebhookSubscription": "Id s, Event s, WebHookUri s, CreatedAt dt, Location s",
+    "FileInfo": "Id s, Path s, FileName s, Size i64, ContentType s, Sha256 s, UploadedAt dt, Url s",
+}
+SCALARS = {
+    "s": ("string", None),
+    "dt": ("string", "date-time"),
+    "b": ("boolean", None),
+    "i": ("integer", "int32"),
+    "i64": ("integer", "int64"),
+    "d": ("number", "double"),
+}
+
+
+def operations(doc: dict[str, Any] = DEFINITION) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """operationId -> (method, path, operation) for every operation of a document."""
+    return {
+        op["operationId"]: (method, path, op)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method in contract.METHODS
+    }
+
+
+def mutated(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(DEFINITION)
+    change(doc)
+    return doc
+
+
+def rules(problems: list[contract.Problem]) -> set[str]:
+    return {p.rule for p in problems}
+
+
+# --------------------------------------------------------------------------------------------- our files
+
+
+def test_definition_validates_against_power_platform_schema() -> None:
+    """The document passes Power Platform's JSON schema (x-ms-editor aside, as the checker documents)."""
+    assert [p for p in contract.check_definition(DEFINITION) if p.rule == "Schema"] == []
+
+
+def test_definition_has_no_certification_errors_and_only_allowed_warnings() -> None:
+    """Every offline certification rule passes; the only warnings are the justified ones above."""
+    size = contract.DEFINITION_PATH.stat().st_size
+    problems = contract.check_definition(DEFINITION, size=size)
+    assert [str(p) for p in problems if p.severity == "error"] == []
+    assert {(p.rule, p.where) for p in problems if p.severity == "warning"} == set(ALLOWED_WARNINGS)
+    assert size < contract.MAX_FILE_BYTES
+
+
+def test_properties_validate() -> None:
+    """apiProperties.json passes its schema, the icon and publisher rules and fits the definition's auth."""
+    assert [str(p) for p in contract.check_properties(PROPERTIES, DEFINITION)] == []
+
+
+def test_definition_is_a_superset_of_the_lms365_connector() -> None:
+    """Every LMS365 path, operation, parameter, body field, status and response field survives unchanged."""
+    assert [str(p) for p in contract.check_superset(DEFINITION, REFERENCE)] == []
+
+
+def test_check_all_reports_no_errors() -> None:
+    """`coursewire check` (contract.check_all) finds no errors in the committed files."""
+    assert [str(p) for p in contract.check_all() if p.severity == "error"] == []
+
+
+def test_vendored_reference_files_match_the_shared_copies() -> None:
+    """The copies in openapi/schemas/ stay byte-identical to the shared reference folder."""
+    shared = contract.SHARED_REFERENCE_DIR
+    if not shared.is_dir():
+        pytest.skip("the shared reference folder is not next to this checkout")
+    pairs = [
+        (contract.DEFINITION_SCHEMA, contract.DEFINITION_SCHEMA),
+        (contract.PROPERTIES_SCHEMA, contract.PROPERTIES_SCHEMA),
+        ("lms365.reference.swagger.json", "lms365.apiDefinition.swagger.json"),
+    ]
+    for vendored, original in pairs:
+        assert (contract.VENDORED_DIR / vendored).read_bytes() == (shared / original).read_bytes(), vendored
+
+
+# --------------------------------------------------------------------------------------------- design
+
+
+def test_added_operations_are_where_the_design_puts_them() -> None:
+    """Each operation docs/design.md adds exists with its method and path."""
+    ops = operations()
+    for operation_id, (method, path) in ADDED_OPERATIONS.items():
+        assert ops[operation_id][:2] == (method, path), operation_id
+    assert len(ops) == len(operations(REFERENCE)) + len(ADDED_OPERATIONS)
+
+
+def test_every_operation_has_a_tag_and_a_schema_less_default() -> None:
+    """Operations carry one known tag and the shared OData error default response, which has no schema."""
+    assert "schema" not in DEFINITION["responses"]["ErrorResponse"]
+    for operation_id, (_, _, op) in operations().items():
+        assert len(op["tags"]) == 1 and op["tags"][0] in TAGS, operation_id
+        assert op["responses"]["default"] == {"$ref": "#/responses/ErrorResponse"}, operation_id
+
+
+def test_upload_catch_all_is_the_last_path() -> None:
+    """connexion matches routes in order, so the one-segment upload template must come after every path."""
+    assert list(DEFINITION["paths"])[-1] == "/{FileUploadUrl}"
+
+
+def test_list_operations_take_odata_options_and_are_pageable() -> None:
+    """List actions accept the seven OData options and let the platform follow @odata.nextLink."""
+    shared = DEFINITION["parameters"]
+    for operation_id in LIST_OPERATIONS:
+        op = operations()[operation_id][2]
+        params = {}
+        for param in op["parameters"]:
+            param = shared[param["$ref"].rsplit("/", 1)[-1]] if "$ref" in param else param
+            params[param["name"]] = param
+        assert set(params) >= {"$filter", "$select", "$expand", "$orderby", "$top", "$skip", "$count"}
+        assert (params["$top"]["minimum"], params["$top"]["maximum"]) == (1, 1000)
+        assert params["$skip"]["minimum"] == 0
+        assert params["$count"]["type"] == "boolean"
+        assert op["x-ms-pageable"] == {"nextLinkName": "@odata.nextLink"}, operation_id
+
+
+def test_write_actions_accept_the_on_behalf_header() -> None:
+    """Every write action except the platform-driven ones takes LMS365-User-Id, as the LMS365 ones do."""
+    platform_driven = {"HttpRequest", "HttpRequest_v2", "DeleteWebhookSubscription"}
+    for operation_id, (method, _, op) in operations().items():
+        if method == "get" or "x-ms-trigger" in op or operation_id in platform_driven:
+            continue
+        assert {"$ref": "#/parameters/onBehalfOfUserParameter"} in op["parameters"], operation_id
+
+
+def test_entity_definitions_follow_the_design() -> None:
+    """Response definitions have the property names, types, formats and nullability of docs/design.md."""
+    definitions = DEFINITION["definitions"]
+    for entity, shape in ENTITY_SHAPES.items():
+        properties = definitions[entity]["properties"]
+        for field in shape.split(", "):
+            name, kind = field.split(" ")
+            many = name.endswith("[]")
+            prop = properties[name.removesuffix("[]")]
+            if many:
+                assert prop["type"] == "array", f"{entity}.{name}"
+                prop = prop["items"]
+            if kind.rstrip("?") in SCALARS:
+                type_, format_ = SCALARS[kind.rstrip("?")]
+                assert (prop["type"], prop.get("format")) == (type_, format_), f"{entity}.{name}"
+                assert prop.get("x-nullable", False) == kind.endswith("?"), f"{entity}.{name}"
+                assert prop["x-ms-summary"] and prop["description"], f"{entity}.{name}"
+            else:
+                assert prop == {"$ref": f"#/definitions/{kind}"}, f"{entity}.{name}"
+
+
+def test_triggers_answer_201_with_location_and_document_their_payload() -> None:
+    """Subscribing answers 201 with a Location (200 when already subscribed); the payload is declared."""
+    for operation_id, (_, path, op) in operations().items():
+        if "x-ms-trigger" not in op:
+            continue
+        responses = op["responses"]
+        assert responses["201"]["schema"] == {"$ref": "#/definitions/WebhookSubscription"}, operation_id
+        assert "schema" not in responses["200"] and "Location" in responses["201"]["headers"], operation_id
+        assert op["summary"].startswith("When a"), operation_id
+        assert op["description"].startswith("This operation triggers when"), operation_id
+        assert "schema" in DEFINITION["paths"][path]["x-ms-notification-content"], operation_id
+
+
+# --------------------------------------------------------------------------------------------- the checker
+
+
+def _delete_reference_parameter(doc: dict[str, Any]) -> None:
+    params = doc["paths"]["/odata/v2/Courses({CourseId})"]["get"]["parameters"]
+    params[:] = [p for p in params if p.get("name") != "$expand"]
+
+
+def _summary_with_period(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Courses"]["get"]["summary"] = "List courses."
+
+
+def _path_param_without_encoding(doc: dict[str, Any]) -> None:
+    del doc["paths"]["/odata/v2/Enrollments({Id})/Approve"]["post"]["parameters"][0]["x-ms-url-encoding"]
+
+
+def _wrong_next_link(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Courses"]["get"]["x-ms-pageable"] = {"nextLinkName": "next"}
+
+
+def _next_link_not_in_response(doc: dict[str, Any]) -> None:
+    del doc["definitions"]["CourseCollection"]["properties"]["@odata.nextLink"]
+
+
+def _default_with_schema(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Courses"]["get"]["responses"]["default"] = {
+        "description": "x",
+        "schema": {"type": "object"},
+    }
+
+
+def _two_schemas(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Courses"]["get"]["responses"]["202"] = {
+        "description": "x",
+        "schema": {"type": "object"},
+    }
+
+
+def _body_on_get(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Courses"]["get"]["parameters"].append(
+        {"name": "body", "in": "body", "schema": {"type": "object"}}
+    )
+
+
+def _notification_url_visible(doc: dict[str, Any]) -> None:
+    del doc["definitions"]["WebhookSubscribeBody"]["properties"]["WebHookUri"]["x-ms-visibility"]
+    for item in doc["paths"].values():
+        for param in item.get("post", {}).get("parameters", []):
+            param.pop("x-ms-visibility", None)
+
+
+def _no_notification_content(doc: dict[str, Any]) -> None:
+    del doc["paths"]["/webhooks/subscribe/UserCreated"]["x-ms-notification-content"]
+
+
+def _duplicate_operation_id(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Users"]["post"]["operationId"] = "GetUsers"
+
+
+def _operation_id_with_dash(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Users"]["post"]["operationId"] = "Create-User"
+
+
+def _encoded_query_parameter(doc: dict[str, Any]) -> None:
+    doc["parameters"]["filterParameter"]["x-ms-url-encoding"] = "single"
+
+
+def _title_with_api(doc: dict[str, Any]) -> None:
+    doc["info"]["title"] = "coursewire LMS API"
+
+
+def _missing_dynamic_operation(doc: dict[str, Any]) -> None:
+    doc["definitions"]["CourseInput"]["properties"]["CourseCatalogId"]["x-ms-dynamic-values"][
+        "operationId"
+    ] = "Nope"
+
+
+def _ref_with_sibling(doc: dict[str, Any]) -> None:
+    doc["definitions"]["Course"]["properties"]["DueDate"]["description"] = "x"
+
+
+def _case_duplicate_path(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/courses"] = copy.deepcopy(doc["paths"]["/odata/v2/Courses"])
+
+
+def _path_param_not_required(doc: dict[str, Any]) -> None:
+    doc["paths"]["/odata/v2/Enrollments({Id})/Approve"]["post"]["parameters"][0]["required"] = False
+
+
+def _internal_required_without_default(doc: dict[str, Any]) -> None:
+    doc["parameters"]["onBehalfOfUserParameter"].update({"required": True, "x-ms-visibility": "internal"})
+
+
+def _ref_loop(doc: dict[str, Any]) -> None:
+    doc["definitions"]["CourseCatalogSummary"]["properties"]["Courses"] = {
+        "type": "array",
+        "items": {"$ref": "#/definitions/Course"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        (_summary_with_period, "SummaryEndsWithPunctuation"),
+        (_path_param_without_encoding, "PathParameterMissingEncoding"),
+        (_wrong_next_link, "InvalidNextLinkNameValue"),
+        (_next_link_not_in_response, "NextLinkPropertyMissing"),
+        (_default_with_schema, "DefaultResponseHasSchema"),
+        (_two_schemas, "OperationHasManyResponsesWithSchema"),
+        (_body_on_get, "BodyNotAllowedOnGet"),
+        (_notification_url_visible, "NotificationUrlNotInternal"),
+        (_no_notification_content, "OperationMustHaveNotificationContentExtension"),
+        (_duplicate_operation_id, "OperationIdNotUnique"),
+        (_operation_id_with_dash, "OperationIdSanitized"),
+        (_encoded_query_parameter, "QueryParameterEncodingNotSupported"),
+        (_title_with_api, "TitleRestrictedWords"),
+        (_missing_dynamic_operation, "DynamicOperationNotFound"),
+        (_ref_with_sibling, "RefWithSiblings"),
+        (_case_duplicate_path, "PathRedefined"),
+        (_path_param_not_required, "PathParameterMustBeRequired"),
+        (_internal_required_without_default, "InternalRequiredWithoutDefault"),
+        (_ref_loop, "RefLoop"),
+    ],
+)
+def test_checker_catches_a_broken_definition(change: Callable[[dict[str, Any]], None], rule: str) -> None:
+    """Each certification rule fires on a document that breaks it."""
+    assert rule in rules(contract.check_definition(mutated(change)))
+
+
+def test_checker_catches_an_oversized_file() -> None:
+    """A definition file of 1 MB or more is refused."""
+    assert "SwaggerTooLarge" in rules(contract.check_definition(DEFINITION, size=contract.MAX_FILE_BYTES))
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        (_delete_reference_parameter, "ParameterMissing"),
+        (lambda d: d["paths"].pop("/odata/v2/CourseTags"), "OperationMissing"),
+        (
+            lambda d: d["paths"]["/odata/v2/Courses({courseId})/Enroll"]["post"].update(operationId="Enroll"),
+            "OperationIdChanged",
+        ),
+        (
+            lambda d: d["definitions"]["Enrollment"]["properties"]["CEU"].update(type="number"),
+            "ResponsePropertyTypeChanged",
+        ),
+        (
+            lambda d: d["definitions"]["Enrollment"]["properties"]["RegistrationDate"].pop("format"),
+            "ResponsePropertyFormatChanged",
+        ),
+        (
+            lambda d: d["definitions"]["CourseInput"]["properties"].pop("FailedCourseId"),
+            "BodyPropertyMissing",
+        ),
+        (
+            lambda d: d["definitions"]["CourseInput"]["required"].append("Duration"),
+            "BodyPropertyNewlyRequired",
+        ),
+        (lambda d: d["definitions"]["WindowsTimeZone"]["enum"].remove("UTC"), "BodyEnumValueMissing"),
+        (
+            lambda d: d["paths"]["/webhooks/subscribe/CourseStarted"]["post"]["responses"].pop("200"),
+            "ResponseMissing",
+        ),
+        (
+            lambda d: d["definitions"]["UserNotificationPayload"]["properties"].pop("Attempt"),
+            "ResponsePropertyMissing",
+        ),
+        (
+            lambda d: d["paths"]["/odata/v2/Users"]["get"]["parameters"][0].update(default=None),
+            "ParameterChanged",
+        ),
+    ],
+)
+def test_superset_check_catches_a_broken_contract(change: Callable[[dict[str, Any]], Any], rule: str) -> None:
+    """Removing or changing anything LMS365 callers rely on is reported."""
+    assert rule in rules(contract.check_superset(mutated(change), REFERENCE))
+
+
+def test_office_format_is_the_only_documented_difference() -> None:
+    """GetUsers' Office drops the reference's date-time format on purpose; the checker knows that one only."""
+    office = DEFINITION["definitions"]["User"]["properties"]["Office"]
+    assert office["type"] == "string" and "format" not in office
+    assert set(contract.FORMAT_EXCEPTIONS) == {("GetUsers", "200", "value[].Office")}
+
+
+def test_checker_reproduces_the_lms365_certified_baseline() -> None:
+    """On the certified LMS365 file the checker flags exactly the baseline the contract notes list (1.6)."""
+    problems = contract.check_definition(REFERENCE)
+    errors = {(p.rule, p.where) for p in problems if p.severity == "error"}
+    assert errors == {
+        ("OperationShouldHaveSuccessfulResponse", "POST /httprequest"),
+        ("OperationShouldHaveSuccessfulResponse", "POST /v2/httprequest"),
+        ("DefaultResponseHasSchema", "POST /httprequest"),
+        ("DefaultResponseHasSchema", "POST /v2/httprequest"),
+    }
+    warnings = Counter(p.rule for p in problems if p.severity == "warning")
+    assert warnings["DescriptionNotSentence"] == 29
+    assert warnings["EmptyResponseSchema"] == 13
+    assert warnings["PathParameterMissingEncoding"] == 1
+    assert warnings["NotificationContentWithoutWebhook"] == 1
+    assert warnings["SummaryNotSentenceCase"] == 1  # "Upload File"
+    assert "OperationIdSanitized" not in rules(problems)  # HttpRequest_v2 is a family revision
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        (lambda p: p["properties"].update(iconBrandColor="#007EE5"), "IconBrandColorNotAllowed"),
+        (lambda p: p["properties"].pop("iconBrandColor"), "IconBrandColorMissing"),
+        (lambda p: p["properties"].pop("publisher"), "PublisherMissing"),
+        (lambda p: p["properties"].update(stackOwner="course-wire!"), "PublisherNotAlphanumeric"),
+        (lambda p: p["properties"]["connectionParameters"].pop("password"), "BasicAuthParameterMissing"),
+        (lambda p: p["properties"].pop("policyTemplateInstances"), "UpdateNextLinkPolicyMissing"),
+        (lambda p: p["properties"]["connectionParameters"]["username"].update(type="text"), "Schema"),
+    ],
+)
+def test_properties_check_catches_broken_files(change: Callable[[dict[str, Any]], Any], rule: str) -> None:
+    """apiProperties rules fire on files that break them."""
+    properties = copy.deepcopy(PROPERTIES)
+    change(properties)
+    assert rule in rules(contract.check_properties(properties, DEFINITION))
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def test_export_writes_files_for_the_host_that_still_validate(tmp_path: Path) -> None:
+    """export-connector sets host, basePath and https, and the result passes every check."""
+    written = contract.export_connector("lms.contoso.com:8443", "/lms/", tmp_path / "out")
+    assert [p.name for p in written] == ["apiDefinition.swagger.json", "apiProperties.json"]
+    definition = contract.load_json(written[0])
+    assert (definition["host"], definition["basePath"], definition["schemes"]) == (
+        "lms.contoso.com:8443",
+        "/lms",
+        ["https"],
+    )
+    problems = contract.check_definition(definition, size=written[0].stat().st_size)
+    assert [str(p) for p in problems if p.severity == "error"] == []
+    assert "HostNotProduction" not in rules(problems)
+    assert contract.check_properties(contract.load_json(written[1]), definition) == []
+    assert contract.check_superset(definition, REFERENCE) == []
+
+
+def test_export_for_localhost_uses_http(tmp_path: Path) -> None:
+    """A local host is served over plain HTTP, so the exported schemes say http."""
+    definition = contract.load_json(contract.export_connector("127.0.0.1:8365", "/", tmp_path)[0])
+    assert (definition["host"], definition["basePath"], definition["schemes"]) == (
+        "127.0.0.1:8365",
+        "/",
+        ["http"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "base_path"),
+    [
+        ("https://lms.contoso.com", "/"),
+        ("lms.contoso.com/lms", "/"),
+        ("", "/"),
+        ("lms contoso.com", "/"),
+        ("lms.contoso.com:99999", "/"),
+        ("lms.contoso.com", "lms"),
+        ("lms.contoso.com", "/lms?x=1"),
+    ],
+)
+def test_export_refuses_a_bad_host_or_base_path(tmp_path: Path, host: str, base_path: str) -> None:
+    """A host with a scheme, path or bad port, or a base path without a leading '/', is a clear ValueError."""
+    with pytest.raises(ValueError, match=re.compile(r"host|base path")):
+        contract.export_connector(host, base_path, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------- connexion
+
+
+class _AnyFunction(Resolver):
+    """Resolves every operationId to the same stub, so only the document itself is under test."""
+
+    def resolve_function_from_operation_id(self, operation_id: str) -> Callable[..., Any]:
+        return lambda *args, **kwargs: None
+
+
+def test_connexion_loads_the_document_and_routes_its_paths() -> None:
+    """connexion 3 accepts the document as it is and routes its paths (basic_auth then answers 401)."""
+    app = connexion.FlaskApp(__name__)
+    app.add_api(contract.DEFINITION_PATH, resolver=_AnyFunction())
+    with app.test_client() as client:
+        assert client.get("/odata/v2/Courses").status_code == 401
+        assert client.patch("/odata/v2/Courses('abc')", json={}).status_code == 401
+        assert client.post("/webhooks/subscribe/CourseCompleted", json={}).status_code == 401
+        assert client.get("/odata/v2/Nothing/Here").status_code == 404

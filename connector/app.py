@@ -16,14 +16,12 @@ from connexion.exceptions import ProblemException, ResolverError
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
-from connexion.validators import VALIDATOR_MAP, MultiPartFormDataValidator
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartParser
 
 from connector import errors
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
 from connector.handlers import catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
 from connector.settings import Settings
+from connector.validation import VALIDATORS
 from storage.db import Database
 from storage.errors import StorageError
 from storage.ratelimit import RateLimiter
@@ -48,28 +46,6 @@ class OperationResolver(Resolver):
             if callable(function):
                 return function  # type: ignore[no-any-return]
         raise ResolverError(f"operationId {operation_id} has no handler: define {name}() in connector/handlers/")
-
-
-class _ClosingMultiPartParser(MultiPartParser):
-    """Closes each uploaded part once parsed: connexion's validator only looks at field names and
-    types, then drops the parsed form without closing its spooled temporary files."""
-
-    async def parse(self) -> Any:
-        form = await super().parse()
-        for _, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                value.file.close()
-        return form
-
-
-class _MultiPartValidator(MultiPartFormDataValidator):
-    @property
-    def _form_parser_cls(self) -> type[MultiPartParser]:
-        return _ClosingMultiPartParser
-
-
-VALIDATORS = {**VALIDATOR_MAP, "body": copy.copy(VALIDATOR_MAP["body"])}
-VALIDATORS["body"]["multipart/form-data"] = _MultiPartValidator
 
 
 def load_spec(path: Path = SPEC_PATH) -> dict[str, Any]:

@@ -111,8 +111,13 @@ def apikey() -> None:
 
 @apikey.command("create")
 @click.option("--name", required=True, help="A name to recognise the key by.")
-@click.option("--access", type=click.Choice(["full", "read"]), default="full", show_default=True,
-              help="Full Control may write; Read Only may only read.")
+@click.option(
+    "--access",
+    type=click.Choice(["full", "read"]),
+    default="full",
+    show_default=True,
+    help="Full Control may write; Read Only may only read.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print {id, username, key, access} as JSON.")
 @click.pass_context
 @user_errors
@@ -136,10 +141,21 @@ def apikey_list(ctx: click.Context, as_json: bool) -> None:
     """List keys (never their secrets)."""
     keys = apikeys.list_keys(_database(_settings(ctx)))
     if as_json:
-        click.echo(json.dumps([
-            {"id": k.id, "name": k.name, "access": k.access, "prefix": k.key_prefix,
-             "created_at": k.created_at, "revoked_at": k.revoked_at} for k in keys
-        ]))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "access": k.access,
+                        "prefix": k.key_prefix,
+                        "created_at": k.created_at,
+                        "revoked_at": k.revoked_at,
+                    }
+                    for k in keys
+                ]
+            )
+        )
         return
     if not keys:
         click.echo("No API keys. Create one with: coursewire apikey create --name NAME")
@@ -170,8 +186,9 @@ def _load_demo(db: Database, settings: Settings, base_url: str) -> None:
 
 
 @main.command()
-@click.option("--base-url", default="http://127.0.0.1:8365", show_default=True,
-              help="Public URL used in catalog and course Urls.")
+@click.option(
+    "--base-url", default="http://127.0.0.1:8365", show_default=True, help="Public URL used in catalog and course Urls."
+)
 @click.pass_context
 @user_errors
 def demo(ctx: click.Context, base_url: str) -> None:
@@ -198,8 +215,14 @@ def check() -> None:
 @main.command("export-connector")
 @click.option("--host", required=True, help="Public host (and port) of your coursewire server, e.g. lms.contoso.com")
 @click.option("--base-path", default="/", show_default=True, help="Path prefix if coursewire is not at the root.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("connector-export"),
-              show_default=True, help="Folder to write apiDefinition.swagger.json and apiProperties.json to.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("connector-export"),
+    show_default=True,
+    help="Folder to write apiDefinition.swagger.json and apiProperties.json to.",
+)
 @user_errors
 def export_connector(host: str, base_path: str, out_dir: Path) -> None:
     """Write the two custom-connector files for your host, ready for import or `paconn create`."""
@@ -218,25 +241,54 @@ def export_connector(host: str, base_path: str, out_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 @click.pass_context
 @user_errors
-def events_command(ctx: click.Context, after: int | None, types: tuple[str, ...], course: str | None,
-                   user: str | None, limit: int, as_json: bool) -> None:
+def events_command(
+    ctx: click.Context,
+    after: int | None,
+    types: tuple[str, ...],
+    course: str | None,
+    user: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List domain events from the event log, oldest first."""
     db = _database(_settings(ctx))
     if after is not None:
-        found = [e for e in events.read_after(db, after, limit=limit, types=types or None)
-                 if (not course or e.course_id == course) and (not user or e.user_id == user)]
+        found = [
+            e
+            for e in events.read_after(db, after, limit=limit, types=types or None)
+            if (not course or e.course_id == course) and (not user or e.user_id == user)
+        ]
     else:
         found = events.latest(db, limit=limit, types=types or None, course_id=course, user_id=user)
     for e in found:
         if as_json:
-            click.echo(json.dumps({
-                "seq": e.seq, "id": e.id, "type": e.type, "occurred_at": e.occurred_at, "actor": e.actor,
-                "course_id": e.course_id, "session_id": e.session_id, "enrollment_id": e.enrollment_id,
-                "user_id": e.user_id, "data": e.data,
-            }))
+            click.echo(
+                json.dumps(
+                    {
+                        "seq": e.seq,
+                        "id": e.id,
+                        "type": e.type,
+                        "occurred_at": e.occurred_at,
+                        "actor": e.actor,
+                        "course_id": e.course_id,
+                        "session_id": e.session_id,
+                        "enrollment_id": e.enrollment_id,
+                        "user_id": e.user_id,
+                        "data": e.data,
+                    }
+                )
+            )
         else:
-            about = " ".join(f"{k}={v}" for k, v in (("course", e.course_id), ("session", e.session_id),
-                                                     ("enrollment", e.enrollment_id), ("user", e.user_id)) if v)
+            about = " ".join(
+                f"{k}={v}"
+                for k, v in (
+                    ("course", e.course_id),
+                    ("session", e.session_id),
+                    ("enrollment", e.enrollment_id),
+                    ("user", e.user_id),
+                )
+                if v
+            )
             click.echo(f"{e.seq:>6}  {e.occurred_at}  {e.type:28} {about}")
     if not found and not as_json:
         click.echo("No events.")

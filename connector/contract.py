@@ -32,23 +32,48 @@ REFERENCE_NAMES = {"vendored": "lms365.reference.swagger.json", "shared": "lms36
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 MAX_FILE_BYTES = 1_000_000  # "smaller than 1 MB": the decimal megabyte is the safe reading
 MAX_OPERATIONS = 256
-CATEGORIES = frozenset({
-    "AI", "Business Management", "Business Intelligence", "Collaboration", "Commerce", "Communication",
-    "Content and Files", "Finance", "Data", "Human Resources", "Internet of Things", "IT Operations",
-    "Lifestyle and Entertainment", "Marketing", "Productivity", "Sales and CRM", "Security", "Social Media",
-    "Website",
-})
-PRODUCT_NAMES = ("power apps", "powerapps", "power automate", "microsoft flow", "logic apps", "power bi",
-                 "power platform", "power virtual agents", "copilot studio")
-MEDIA_TYPES = frozenset({"application/json", "text/plain", "multipart/form-data",
-                         "application/x-www-form-urlencoded"})
-DYNAMIC_EXTENSIONS = ("x-ms-dynamic-values", "x-ms-dynamic-schema", "x-ms-dynamic-list",
-                      "x-ms-dynamic-properties")
+CATEGORIES = frozenset(
+    {
+        "AI",
+        "Business Management",
+        "Business Intelligence",
+        "Collaboration",
+        "Commerce",
+        "Communication",
+        "Content and Files",
+        "Finance",
+        "Data",
+        "Human Resources",
+        "Internet of Things",
+        "IT Operations",
+        "Lifestyle and Entertainment",
+        "Marketing",
+        "Productivity",
+        "Sales and CRM",
+        "Security",
+        "Social Media",
+        "Website",
+    }
+)
+PRODUCT_NAMES = (
+    "power apps",
+    "powerapps",
+    "power automate",
+    "microsoft flow",
+    "logic apps",
+    "power bi",
+    "power platform",
+    "power virtual agents",
+    "copilot studio",
+)
+MEDIA_TYPES = frozenset({"application/json", "text/plain", "multipart/form-data", "application/x-www-form-urlencoded"})
+DYNAMIC_EXTENSIONS = ("x-ms-dynamic-values", "x-ms-dynamic-schema", "x-ms-dynamic-list", "x-ms-dynamic-properties")
 NEXT_LINK_NAMES = frozenset({"@odata.nextLink", "nextLink"})
 FORBIDDEN_ICON_COLORS = frozenset({"#007ee5", "#ffffff"})
 CAPABILITIES = frozenset({"actions", "triggers"})
-SMALL_WORDS = frozenset({"a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "or", "per",
-                         "the", "to", "via", "with"})
+SMALL_WORDS = frozenset(
+    {"a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "or", "per", "the", "to", "via", "with"}
+)
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1"})
 HOST_PATTERN = re.compile(
     r"^(?=.{1,253}(?::|$))[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -350,9 +375,7 @@ def _check_connector(doc: dict[str, Any], report: _Report, size: int | None) -> 
     description = info.get("description")
     if not isinstance(description, str) or not 30 <= len(description) <= 500:
         length = len(description) if isinstance(description, str) else 0
-        report.error(
-            "ConnectorDescriptionLength", "info.description", f"needs 30 to 500 characters, has {length}"
-        )
+        report.error("ConnectorDescriptionLength", "info.description", f"needs 30 to 500 characters, has {length}")
     elif _product_name(description):
         report.error(
             "ConnectorDescriptionProductName",
@@ -364,9 +387,7 @@ def _check_connector(doc: dict[str, Any], report: _Report, size: int | None) -> 
 
     host = doc.get("host")
     if not isinstance(host, str) or not SCHEMA_HOST_PATTERN.match(host):
-        report.error(
-            "HostNameNotValid", "host", "needs a host name with an optional port, without scheme or path"
-        )
+        report.error("HostNameNotValid", "host", "needs a host name with an optional port, without scheme or path")
     elif _is_placeholder_host(host):
         report.warn(
             "HostNotProduction",
@@ -382,20 +403,14 @@ def _check_connector(doc: dict[str, Any], report: _Report, size: int | None) -> 
     else:
         for scheme in schemes:
             if scheme not in ("http", "https"):
-                report.error(
-                    "SchemeNotSupported", "schemes", f"{scheme!r}: only http and https are supported"
-                )
+                report.error("SchemeNotSupported", "schemes", f"{scheme!r}: only http and https are supported")
 
     measured = size if size is not None else len(json.dumps(doc, indent=2, ensure_ascii=False).encode())
     if measured >= MAX_FILE_BYTES:
-        report.error(
-            "SwaggerTooLarge", "(file)", f"{measured} bytes; the file must stay under {MAX_FILE_BYTES}"
-        )
+        report.error("SwaggerTooLarge", "(file)", f"{measured} bytes; the file must stay under {MAX_FILE_BYTES}")
     count = len(_operations(doc))
     if count > MAX_OPERATIONS:
-        report.error(
-            "TotalOperationsCountExceedsMaxAllowed", "paths", f"{count} operations; at most {MAX_OPERATIONS}"
-        )
+        report.error("TotalOperationsCountExceedsMaxAllowed", "paths", f"{count} operations; at most {MAX_OPERATIONS}")
 
 
 def _product_name(text: str) -> str | None:
@@ -428,9 +443,7 @@ def _check_contact(contact: Any, report: _Report) -> None:
         if not isinstance(contact.get(key), str) or not contact[key].strip():
             report.error("ContactMissing", f"info.contact.{key}", f"the contact needs a {key}")
     if isinstance(contact.get("email"), str) and not EMAIL_PATTERN.match(contact["email"]):
-        report.error(
-            "ContactEmailNotValid", "info.contact.email", f"{contact['email']!r} is not an email address"
-        )
+        report.error("ContactEmailNotValid", "info.contact.email", f"{contact['email']!r} is not an email address")
     if isinstance(contact.get("url"), str) and not _valid_url(contact["url"]):
         report.error("UrlNotValid", "info.contact.url", f"{contact['url']!r} is not an http(s) URL")
 
@@ -451,14 +464,10 @@ def _check_metadata(metadata: Any, report: _Report) -> None:
     if entries.get("Categories"):
         categories = [c.strip() for c in entries["Categories"].split(";") if c.strip()]
         if len(categories) > 2:
-            report.error(
-                "TooManyConnectorCategories", f"{where}.Categories", "at most two categories are allowed"
-            )
+            report.error("TooManyConnectorCategories", f"{where}.Categories", "at most two categories are allowed")
         for category in categories:
             if category not in CATEGORIES:
-                report.error(
-                    "InvalidConnectorCategory", f"{where}.Categories", f"{category!r} is not a category"
-                )
+                report.error("InvalidConnectorCategory", f"{where}.Categories", f"{category!r} is not a category")
 
 
 def _check_references(doc: dict[str, Any], report: _Report) -> None:
@@ -480,9 +489,7 @@ def _check_references(doc: dict[str, Any], report: _Report) -> None:
         name: {
             n["$ref"].rsplit("/", 1)[-1]
             for _, n in _walk(schema)
-            if isinstance(n, dict)
-            and isinstance(n.get("$ref"), str)
-            and n["$ref"].startswith("#/definitions/")
+            if isinstance(n, dict) and isinstance(n.get("$ref"), str) and n["$ref"].startswith("#/definitions/")
         }
         for name, schema in definitions.items()
     }
@@ -491,9 +498,7 @@ def _check_references(doc: dict[str, Any], report: _Report) -> None:
         cycle = _find_cycle(start, edges)
         if cycle and frozenset(cycle) not in reported:
             reported.add(frozenset(cycle))
-            report.error(
-                "RefLoop", f"definitions/{start}", "definitions refer to each other: " + " -> ".join(cycle)
-            )
+            report.error("RefLoop", f"definitions/{start}", "definitions refer to each other: " + " -> ".join(cycle))
 
 
 def _find_cycle(start: str, edges: Mapping[str, set[str]]) -> list[str] | None:
@@ -519,19 +524,13 @@ def _check_security(doc: dict[str, Any], report: _Report) -> None:
             for name, scopes in requirement.items() if isinstance(requirement, dict) else []:
                 scheme = definitions.get(name)
                 if not isinstance(scheme, dict):
-                    report.error(
-                        "SecurityDefinitionMissing", where, f"{name!r} is not in securityDefinitions"
-                    )
+                    report.error("SecurityDefinitionMissing", where, f"{name!r} is not in securityDefinitions")
                 elif scheme.get("type") != "oauth2" and scopes:
-                    report.error(
-                        "SecurityScopesNotAllowed", where, f"{name!r} is not OAuth: its requirement is []"
-                    )
+                    report.error("SecurityScopesNotAllowed", where, f"{name!r} is not OAuth: its requirement is []")
                 elif scheme.get("type") == "oauth2":
                     for scope in scopes or []:
                         if scope not in (scheme.get("scopes") or {}):
-                            report.error(
-                                "SecurityScopeNotDefined", where, f"scope {scope!r} of {name!r} is undefined"
-                            )
+                            report.error("SecurityScopeNotDefined", where, f"scope {scope!r} of {name!r} is undefined")
 
 
 TEMPLATE_VARIABLE = re.compile(r"\{([^{}/]*)\}")
@@ -560,9 +559,7 @@ def _check_paths(doc: dict[str, Any], report: _Report) -> None:
                 )
         shape = _path_shape(path)
         if shape in shapes:
-            report.error(
-                "PathRedefined", path, f"duplicates {shapes[shape]!r} (ignoring case and variable names)"
-            )
+            report.error("PathRedefined", path, f"duplicates {shapes[shape]!r} (ignoring case and variable names)")
         else:
             shapes[shape] = path
     # A variable segment that also matches a literal path of the same method shadows it in routers
@@ -604,9 +601,7 @@ def _check_operation_ids(doc: dict[str, Any], operations: list[_Operation], repo
         revision = annotation.get("revision")
         family_id = re.fullmatch(r"([A-Za-z0-9]+)_v(\d+)", op_id)
         is_family_revision = bool(
-            family_id
-            and annotation.get("family") == family_id.group(1)
-            and revision == int(family_id.group(2))
+            family_id and annotation.get("family") == family_id.group(1) and revision == int(family_id.group(2))
         )
         base = family_id.group(1) if is_family_revision and family_id else op_id
         if not base.isalnum() or not base.isascii():
@@ -632,15 +627,11 @@ def _check_operation_text(op: _Operation, report: _Report) -> None:
         report.error("SummaryMissing", op.where, "every operation needs a summary")
     else:
         if len(summary) > 120:
-            report.error(
-                "OperationSummaryTooLong", op.where, f"{len(summary)} characters; the validator stops at 120"
-            )
+            report.error("OperationSummaryTooLong", op.where, f"{len(summary)} characters; the validator stops at 120")
         elif len(summary) > 80:
             report.warn("SummaryTooLong", op.where, f"{len(summary)} characters; keep summaries to 80")
         if not summary[-1].isalnum() and summary[-1] != ")":
-            report.warn(
-                "SummaryEndsWithPunctuation", op.where, f"{summary!r} must not end with punctuation or space"
-            )
+            report.warn("SummaryEndsWithPunctuation", op.where, f"{summary!r} must not end with punctuation or space")
         if "/" in summary:
             report.warn("SummaryContainsSlash", op.where, f"{summary!r} must not contain '/'")
         if re.search(r"[^A-Za-z0-9 ()]", summary):
@@ -663,13 +654,9 @@ def _check_operation_text(op: _Operation, report: _Report) -> None:
                 "the description should be a sentence ending in punctuation",
             )
         if isinstance(summary, str) and _plain(summary) == _plain(description):
-            report.warn(
-                "DescriptionSameAsSummary", op.where, "the description should say more than the summary"
-            )
+            report.warn("DescriptionSameAsSummary", op.where, "the description should say more than the summary")
         if _product_name(description):
-            report.warn(
-                "ProductNameInText", op.where, f"the description names {_product_name(description)!r}"
-            )
+            report.warn("ProductNameInText", op.where, f"the description names {_product_name(description)!r}")
 
 
 def _plain(text: str) -> str:
@@ -716,15 +703,9 @@ def _check_parameters(doc: Json, op: _Operation, report: _Report) -> None:
             if name not in template_vars:
                 report.error("PathParameterNotDefinedInTemplate", where, f"{{{name}}} is not in the path")
             if "x-ms-url-encoding" not in param:
-                report.warn(
-                    "PathParameterMissingEncoding", where, "say x-ms-url-encoding: single (or double)"
-                )
+                report.warn("PathParameterMissingEncoding", where, "say x-ms-url-encoding: single (or double)")
         elif "x-ms-url-encoding" in param:
-            rule = (
-                "QueryParameterEncodingNotSupported"
-                if place == "query"
-                else "UrlEncodingOnlyOnPathParameters"
-            )
+            rule = "QueryParameterEncodingNotSupported" if place == "query" else "UrlEncodingOnlyOnPathParameters"
             report.error(rule, where, "x-ms-url-encoding applies to path parameters only")
         if place != "body" and "schema" in param:
             report.error("NonBodyParameterWithSchema", where, "only body parameters have a schema")
@@ -750,9 +731,7 @@ def _check_parameters(doc: Json, op: _Operation, report: _Report) -> None:
     if len(body) > 1:
         report.error("MultipleBodyParameters", op.where, "an operation takes at most one body parameter")
     if body and form:
-        report.error(
-            "BodyAndFormDataParameters", op.where, "use either a body or formData parameters, not both"
-        )
+        report.error("BodyAndFormDataParameters", op.where, "use either a body or formData parameters, not both")
     if op.method == "get" and (body or form):
         report.error("BodyNotAllowedOnGet", op.where, "GET operations cannot take a body or formData")
     if (body or form) and not consumes:
@@ -783,9 +762,7 @@ def _check_responses(doc: Json, op: _Operation, report: _Report) -> None:
         return
     for code in responses:
         if not re.fullmatch(r"[1-5]\d\d|default", code):
-            report.error(
-                "ResponseCodeNotValid", op.where, f"{code!r} is neither an HTTP status nor 'default'"
-            )
+            report.error("ResponseCodeNotValid", op.where, f"{code!r} is neither an HTTP status nor 'default'")
     if not any(code.startswith("2") for code in responses):
         report.error("OperationShouldHaveSuccessfulResponse", op.where, "declare a 2xx response")
     if "schema" in responses.get("default", {}):
@@ -817,9 +794,7 @@ def _check_pageable(doc: Json, op: _Operation, report: _Report) -> None:
         return
     name = pageable.get("nextLinkName") if isinstance(pageable, dict) else None
     if name not in NEXT_LINK_NAMES:
-        report.error(
-            "InvalidNextLinkNameValue", op.where, f"nextLinkName {name!r} must be @odata.nextLink or nextLink"
-        )
+        report.error("InvalidNextLinkNameValue", op.where, f"nextLinkName {name!r} must be @odata.nextLink or nextLink")
         return
     schema = _success_schema(doc, op)
     properties = schema.get("properties") if isinstance(schema, dict) else None
@@ -882,9 +857,7 @@ def _check_notifications(doc: Json, operations: list[_Operation], report: _Repor
             if node.get("type") != "string":
                 report.error("NotificationUrlNotString", where, "the notification URL must be a string")
             if not internal:
-                report.error(
-                    "NotificationUrlNotInternal", where, "the notification URL (or a parent) must be internal"
-                )
+                report.error("NotificationUrlNotInternal", where, "the notification URL (or a parent) must be internal")
             if not required:
                 report.error(
                     "NotificationUrlNotRequired",
@@ -910,9 +883,7 @@ def _check_notifications(doc: Json, operations: list[_Operation], report: _Repor
     for op in operations:
         notification = op.node.get("x-ms-notification")
         if isinstance(notification, dict) and notification.get("operationId") not in webhook_ids:
-            report.error(
-                "NotificationOperationNotWebhook", op.where, "x-ms-notification must name a webhook operation"
-            )
+            report.error("NotificationOperationNotWebhook", op.where, "x-ms-notification must name a webhook operation")
     for path, item in _dict(doc.get("paths")).items():
         if isinstance(item, dict) and "x-ms-notification-content" in item and path not in webhook_paths:
             report.warn(
@@ -943,14 +914,8 @@ def _check_internal_required(doc: Json, op: _Operation, report: _Report) -> None
         if param.get("in") == "body":
             if _notification_urls(doc, param):
                 continue  # the platform fills the notification URL
-            if (
-                param.get("x-ms-visibility") == "internal"
-                and param.get("required")
-                and "default" not in param
-            ):
-                report.error(
-                    "InternalRequiredWithoutDefault", where, "an internal required input needs a default"
-                )
+            if param.get("x-ms-visibility") == "internal" and param.get("required") and "default" not in param:
+                report.error("InternalRequiredWithoutDefault", where, "an internal required input needs a default")
             for path, info in flatten_schema(doc, param.get("schema") or {}).items():
                 node = info["node"]
                 if (
@@ -965,9 +930,7 @@ def _check_internal_required(doc: Json, op: _Operation, report: _Report) -> None
                         "an internal required property needs a default",
                     )
         elif param.get("x-ms-visibility") == "internal" and param.get("required") and "default" not in param:
-            report.error(
-                "InternalRequiredWithoutDefault", where, "an internal required input needs a default"
-            )
+            report.error("InternalRequiredWithoutDefault", where, "an internal required input needs a default")
 
 
 def _check_dynamic_values(doc: Json, operations: list[_Operation], report: _Report) -> None:
@@ -1015,9 +978,7 @@ def _check_families(doc: Json, operations: list[_Operation], report: _Report) ->
                 "a Preview connector has no Production operations",
             )
         if "replacement" in annotation and not op.node.get("deprecated"):
-            report.error(
-                "ReplacementWithoutDeprecated", op.where, "replacement is only for deprecated operations"
-            )
+            report.error("ReplacementWithoutDeprecated", op.where, "replacement is only for deprecated operations")
         if "family" in annotation:
             families.setdefault(str(annotation["family"]), []).append((op, annotation))
     for family, members in families.items():
@@ -1025,9 +986,7 @@ def _check_families(doc: Json, operations: list[_Operation], report: _Report) ->
         if len(live) > 2:
             report.error("FamilyTooManyOperations", family, "at most two operations of a family may be live")
         if sum(1 for _, a in live if a.get("status", connector_status) == "Production") > 1:
-            report.error(
-                "FamilyTooManyProduction", family, "only one live operation of a family may be Production"
-            )
+            report.error("FamilyTooManyProduction", family, "only one live operation of a family may be Production")
         revisions = [a.get("revision") for _, a in members]
         if len(revisions) != len(set(map(str, revisions))):
             report.error("FamilyRevisionNotUnique", family, "revisions of a family must differ")
@@ -1061,9 +1020,7 @@ def _check_schema_nodes(doc: Json, report: _Report) -> None:
                     report.error("RequiredEmpty", where, "'required' must list at least one property")
                 for name in required:
                     if name not in properties:
-                        report.error(
-                            "RequiredPropertyNotDefined", where, f"required {name!r} is not a property"
-                        )
+                        report.error("RequiredPropertyNotDefined", where, f"required {name!r} is not a property")
             enum = node.get("enum")
             if isinstance(enum, list) and len({json.dumps(v) for v in enum}) != len(enum):
                 report.error("EnumDuplicateValue", where, "enum values must be unique")
@@ -1080,9 +1037,7 @@ def _check_schema_nodes(doc: Json, report: _Report) -> None:
                 ):
                     report.error("MinMaxInconsistent", where, f"{low} is greater than {high}")
             if "x-ms-editor" in node and not (
-                node["x-ms-editor"] == "dictionary"
-                and node.get("type") == "object"
-                and "additionalProperties" in node
+                node["x-ms-editor"] == "dictionary" and node.get("type") == "object" and "additionalProperties" in node
             ):
                 report.error(
                     "EditorNotAllowed",
@@ -1139,9 +1094,7 @@ def check_properties(doc: Json, definition: Json | None = None) -> list[Problem]
     if not isinstance(color, str):
         report.error("IconBrandColorMissing", "properties.iconBrandColor", "set the brand color of the icon")
     elif not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
-        report.error(
-            "IconBrandColorNotValid", "properties.iconBrandColor", f"{color!r} is not a #rrggbb color"
-        )
+        report.error("IconBrandColorNotValid", "properties.iconBrandColor", f"{color!r} is not a #rrggbb color")
     elif color.lower() in FORBIDDEN_ICON_COLORS:
         report.error(
             "IconBrandColorNotAllowed",
@@ -1154,14 +1107,10 @@ def check_properties(doc: Json, definition: Json | None = None) -> list[Problem]
             report.error("PublisherMissing", f"properties.{key}", f"certified connectors need {key}")
         # "Alphanumeric" as certified connectors use it: words of letters and digits (LMS365's has a space).
         elif not re.fullmatch(r"[A-Za-z0-9]+(?: [A-Za-z0-9]+)*", value):
-            report.error(
-                "PublisherNotAlphanumeric", f"properties.{key}", f"{value!r} must be letters and digits"
-            )
+            report.error("PublisherNotAlphanumeric", f"properties.{key}", f"{value!r} must be letters and digits")
     for capability in properties.get("capabilities") or []:
         if capability not in CAPABILITIES:
-            report.warn(
-                "CapabilityNotValid", "properties.capabilities", f"{capability!r} is not actions or triggers"
-            )
+            report.warn("CapabilityNotValid", "properties.capabilities", f"{capability!r} is not actions or triggers")
     if isinstance(definition, dict):
         _check_properties_against_definition(properties, definition, report)
     return report.problems
@@ -1231,15 +1180,18 @@ def check_superset(doc: Json, reference: Json) -> list[Problem]:
         # A notification field may gain a format the reference left out (a date-time is still a
         # string to existing flows); formats the reference states must stay.
         _compare_properties(
-            doc, reference, mine.get("schema") or {}, content.get("schema") or {}, f"{path} notification",
-            report, allow_added_format=True,
+            doc,
+            reference,
+            mine.get("schema") or {},
+            content.get("schema") or {},
+            f"{path} notification",
+            report,
+            allow_added_format=True,
         )
     return report.problems
 
 
-def _compare_operation(
-    doc: Json, reference: Json, op: _Operation, theirs: _Operation, report: _Report
-) -> None:
+def _compare_operation(doc: Json, reference: Json, op: _Operation, theirs: _Operation, report: _Report) -> None:
     where = theirs.where
     if op.operation_id != theirs.operation_id:
         report.error("OperationIdChanged", where, f"{theirs.operation_id!r} became {op.operation_id!r}")
@@ -1266,9 +1218,7 @@ def _compare_operation(
         if key[1] != "body":
             for attr in ("type", "default"):
                 if mine.get(attr) != param.get(attr):
-                    report.error(
-                        "ParameterChanged", label, f"{attr} {param.get(attr)!r} became {mine.get(attr)!r}"
-                    )
+                    report.error("ParameterChanged", label, f"{attr} {param.get(attr)!r} became {mine.get(attr)!r}")
             continue
         _compare_body(doc, reference, mine.get("schema") or {}, param.get("schema") or {}, label, report)
 
@@ -1281,7 +1231,12 @@ def _compare_operation(
             continue
         if "schema" in response:
             _compare_properties(
-                doc, reference, mine_responses[code].get("schema") or {}, response["schema"], label, report,
+                doc,
+                reference,
+                mine_responses[code].get("schema") or {},
+                response["schema"],
+                label,
+                report,
                 format_exempt={path for op_id, status, path in FORMAT_EXCEPTIONS if (op_id, status) == key},
             )
 
@@ -1312,14 +1267,19 @@ def _compare_body(doc: Json, reference: Json, mine: Json, theirs: Json, where: s
         parent = path.rsplit(".", 1)[0] if "." in path else ""
         known_parent = parent == "" or parent in their_flat
         if info["required"] and known_parent and not (their_flat.get(path) or {}).get("required"):
-            report.error(
-                "BodyPropertyNewlyRequired", f"{where} body {path}", "callers of the reference do not send it"
-            )
+            report.error("BodyPropertyNewlyRequired", f"{where} body {path}", "callers of the reference do not send it")
 
 
 def _compare_properties(
-    doc: Json, reference: Json, mine: Json, theirs: Json, where: str, report: _Report, *,
-    format_exempt: set[str] | None = None, allow_added_format: bool = False,
+    doc: Json,
+    reference: Json,
+    mine: Json,
+    theirs: Json,
+    where: str,
+    report: _Report,
+    *,
+    format_exempt: set[str] | None = None,
+    allow_added_format: bool = False,
 ) -> None:
     """Report reference properties missing from `mine` or changed in type or format.
 
@@ -1334,25 +1294,19 @@ def _compare_properties(
             report.error("ResponsePropertyMissing", label, "a reference property is gone")
             continue
         if info["type"] and ours["type"] != info["type"]:
-            report.error(
-                "ResponsePropertyTypeChanged", label, f"type {info['type']!r} became {ours['type']!r}"
-            )
+            report.error("ResponsePropertyTypeChanged", label, f"type {info['type']!r} became {ours['type']!r}")
         elif (
             ours["format"] != info["format"]
             and path not in (format_exempt or set())
             and not (allow_added_format and info["format"] is None)
         ):
-            report.error(
-                "ResponsePropertyFormatChanged", label, f"format {info['format']!r} became {ours['format']!r}"
-            )
+            report.error("ResponsePropertyFormatChanged", label, f"format {info['format']!r} became {ours['format']!r}")
 
 
 # --------------------------------------------------------------------------------------------- all at once
 
 
-def check_all(
-    definition_path: Path = DEFINITION_PATH, properties_path: Path = PROPERTIES_PATH
-) -> list[Problem]:
+def check_all(definition_path: Path = DEFINITION_PATH, properties_path: Path = PROPERTIES_PATH) -> list[Problem]:
     """Run every check on the project's two connector files and the LMS365 superset; return the problems.
 
     Raises OSError or json.JSONDecodeError when a file cannot be read or parsed.
@@ -1384,9 +1338,7 @@ def export_connector(host: str, base_path: str, out_dir: Path) -> list[Path]:
         raise ValueError(f"host {host!r}: the port must be between 1 and 65535")
     base_path = base_path.strip() or "/"
     if not base_path.startswith("/") or any(c in base_path for c in "?#{} \\"):
-        raise ValueError(
-            f"base path {base_path!r} is not valid: it starts with '/' and has no query, for example /lms"
-        )
+        raise ValueError(f"base path {base_path!r} is not valid: it starts with '/' and has no query, for example /lms")
     if len(base_path) > 1:
         base_path = base_path.rstrip("/")
 

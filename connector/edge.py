@@ -24,6 +24,8 @@ PROXY_PATHS = frozenset({"/httprequest", "/v2/httprequest"})
 # First path segments that belong to the API; POSTs under them never fall through to FileUpload.
 RESERVED_SEGMENTS = frozenset({"odata", "webhooks", "httprequest", "v2", "healthz"})
 CATCH_ALL = "/{FileUploadUrl}"
+# Control characters (a percent-encoded newline, say) are never part of an id, name or file path.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -68,8 +70,11 @@ def _credentials(scope: Scope) -> tuple[str, str]:
     try:
         username, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        raise HttpError(401, "the Authorization header is not valid Basic credentials",
-                        headers={"WWW-Authenticate": 'Basic realm="coursewire"'}) from None
+        raise HttpError(
+            401,
+            "the Authorization header is not valid Basic credentials",
+            headers={"WWW-Authenticate": 'Basic realm="coursewire"'},
+        ) from None
     return username, password
 
 
@@ -108,14 +113,19 @@ class EdgeMiddleware:
         key = scope["coursewire.key"]
         if key.access != "full" and method not in READ_METHODS and path not in PROXY_PATHS:
             raise HttpError(403, f"API key '{key.name}' is Read Only: writes need a Full Control key")
+        if CONTROL_CHARACTERS.search(path):
+            raise HttpError(400, "the path contains a control character (such as a newline); ids and file paths cannot")
         self._guard(path, method)
         await self.app(scope, receive, send)
 
     def _authenticate(self, scope: Scope) -> apikeys.ApiKey:
         username, password = _credentials(scope)
         if username != "api":
-            raise HttpError(401, "the username must be 'api' (the password is the API key)",
-                            headers={"WWW-Authenticate": 'Basic realm="coursewire"'})
+            raise HttpError(
+                401,
+                "the username must be 'api' (the password is the API key)",
+                headers={"WWW-Authenticate": 'Basic realm="coursewire"'},
+            )
         key = apikeys.authenticate(self.services.db, password)
         if key is None:
             raise HttpError(401, "unknown or revoked API key", headers={"WWW-Authenticate": 'Basic realm="coursewire"'})
@@ -130,14 +140,22 @@ class EdgeMiddleware:
                     return
                 allowed |= methods
         if allowed:
-            raise HttpError(405, f"{path} accepts {', '.join(sorted(allowed))}, not {method}",
-                            headers={"Allow": ", ".join(sorted(allowed))})
+            raise HttpError(
+                405,
+                f"{path} accepts {', '.join(sorted(allowed))}, not {method}",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         first = path.strip("/").split("/", 1)[0].lower()
         if method != "POST" or first in RESERVED_SEGMENTS or path == "/":
             raise HttpError(404, f"no operation at {method} {path}; see the connector definition")
 
 
 async def _plain(send: Send, status: int, payload: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

@@ -59,7 +59,9 @@ def body(status: int, message: str, target: str | None = None) -> bytes:
     return json.dumps({"error": error}, separators=(",", ":")).encode()
 
 
-def response(status: int, message: str, target: str | None = None, headers: dict[str, str] | None = None) -> ConnexionResponse:
+def response(
+    status: int, message: str, target: str | None = None, headers: dict[str, str] | None = None
+) -> ConnexionResponse:
     return ConnexionResponse(
         status_code=status,
         body=body(status, message, target),
@@ -113,7 +115,9 @@ def handle(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
             404: "no operation at this path; see openapi/apiDefinition.swagger.json",
             405: "this path does not accept that method",
             413: "the request body is too large",
-        }.get(status, str(getattr(exc, "description", None) or getattr(exc, "detail", "")) or CODES.get(status, "Error"))
+        }.get(
+            status, str(getattr(exc, "description", None) or getattr(exc, "detail", "")) or CODES.get(status, "Error")
+        )
         return response(status, message)
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return response(500, "the server failed to handle this request; the error has been logged")

@@ -19,9 +19,7 @@ MAX_EXPAND_DEPTH = 4
 OPTIONS = ("$filter", "$select", "$expand", "$orderby", "$top", "$skip", "$count")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ORDER_ITEM = re.compile(
-    r"([A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*)(?:\s+(asc|desc))?", re.IGNORECASE
-)
+_ORDER_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*)(?:\s+(asc|desc))?", re.IGNORECASE)
 _INT = re.compile(r"\+?[0-9]+")
 
 
@@ -57,9 +55,7 @@ def _listing(names: frozenset[str] | set[str]) -> str:
 # --- single options -----------------------------------------------------------------------------------
 
 
-def parse_select(
-    text: str, allowed: frozenset[str] | None, target: str = "$select"
-) -> tuple[str, ...] | None:
+def parse_select(text: str, allowed: frozenset[str] | None, target: str = "$select") -> tuple[str, ...] | None:
     """`Id, Title` or `*` as a tuple of names (None when empty); raises Invalid for unknown names.
 
     `allowed` None skips the name check (the shape is not known here).
@@ -70,13 +66,9 @@ def parse_select(
     for raw in text.split(","):
         name = raw.strip()
         if name != "*" and not _NAME.fullmatch(name):
-            raise Invalid(
-                f"{target} item {name!r} is not a property name; write names separated by commas", target
-            )
+            raise Invalid(f"{target} item {name!r} is not a property name; write names separated by commas", target)
         if allowed is not None and name != "*" and name not in allowed:
-            raise Invalid(
-                f"{target} names unknown property {name!r}; selectable: {_listing(allowed)}", target
-            )
+            raise Invalid(f"{target} names unknown property {name!r}; selectable: {_listing(allowed)}", target)
         if name not in names:
             names.append(name)
     return tuple(names)
@@ -101,9 +93,7 @@ def parse_orderby(text: str, allowed: frozenset[str] | None, target: str = "$ord
             )
         path, direction = match.group(1), (match.group(2) or "asc").lower()
         if allowed is not None and path.split("/")[0] not in allowed:
-            raise Invalid(
-                f"{target} names unknown property {path!r}; properties: {_listing(allowed)}", target
-            )
+            raise Invalid(f"{target} names unknown property {path!r}; properties: {_listing(allowed)}", target)
         items.append((path, direction == "desc"))
     return tuple(items)
 
@@ -172,9 +162,7 @@ class _Reader:
         match = _NAME.match(self.text, self.pos)
         if match is None:
             found = self.peek()
-            raise self.error(
-                f"expected {what}, found {found!r}" if found else f"expected {what}, found the end"
-            )
+            raise self.error(f"expected {what}, found {found!r}" if found else f"expected {what}, found the end")
         self.pos = match.end()
         return match.group(0)
 
@@ -261,8 +249,7 @@ def _expand_options(reader: _Reader, name: str, inner: frozenset[str] | None, de
                 item = replace(item, top=parse_int(reader.value(), label))
             else:
                 raise Invalid(
-                    f"{option} is not supported inside {name}(...);"
-                    " use $select, $expand, $filter, $orderby or $top"
+                    f"{option} is not supported inside {name}(...);" " use $select, $expand, $filter, $orderby or $top"
                 )
         except Invalid as exc:
             if exc.target == "$expand":
@@ -351,9 +338,7 @@ def next_link(base_url: str, raw_query: Mapping[str, str], *, skip: int, top_rem
     if top_remaining is not None:
         query["$top"] = str(top_remaining)
     query["$skip"] = str(skip)
-    encoded = "&".join(
-        f"{quote(str(k), safe='$')}={quote(_query_text(v), safe=_SAFE)}" for k, v in query.items()
-    )
+    encoded = "&".join(f"{quote(str(k), safe='$')}={quote(_query_text(v), safe=_SAFE)}" for k, v in query.items())
     return f"{base_url}{'&' if '?' in base_url else '?'}{encoded}"
 
 

@@ -31,9 +31,7 @@ class RateLimit:
             return None
         match = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", text)
         if not match or int(match[1]) < 1 or float(match[2]) <= 0:
-            raise SettingsError(
-                f"COURSEWIRE_RATE_LIMIT={text!r}: expected CALLS/SECONDS such as 600/60, or off"
-            )
+            raise SettingsError(f"COURSEWIRE_RATE_LIMIT={text!r}: expected CALLS/SECONDS such as 600/60, or off")
         return cls(int(match[1]), float(match[2]))
 
 
@@ -124,7 +122,5 @@ def database_path(url: str) -> str:
     if url in ("sqlite://", "sqlite:///:memory:"):
         return ":memory:"
     if not url.startswith("sqlite:///"):
-        raise SettingsError(
-            f"COURSEWIRE_DATABASE_URL={url!r}: only sqlite:///PATH is supported by this version"
-        )
+        raise SettingsError(f"COURSEWIRE_DATABASE_URL={url!r}: only sqlite:///PATH is supported by this version")
     return url[len("sqlite:///") :]

@@ -122,8 +122,16 @@ def many(
     db = context.services().db
     with db.read() as conn:
         ids, total = query.select_page(
-            conn, entity_map, where=where, params=params, order_by=order_by, limit=limit + 1, offset=offset,
-            count=options.count, extra_where=extra_where, extra_params=extra_params,
+            conn,
+            entity_map,
+            where=where,
+            params=params,
+            order_by=order_by,
+            limit=limit + 1,
+            offset=offset,
+            count=options.count,
+            extra_where=extra_where,
+            extra_params=extra_params,
         )
         more = len(ids) > limit
         ids = ids[:limit]
@@ -145,4 +153,3 @@ def _raw_query(query_string: str) -> dict[str, str]:
     from urllib.parse import parse_qsl
 
     return dict(parse_qsl(query_string, keep_blank_values=True))
-

@@ -55,7 +55,13 @@ def create_catalog(db: Database, actor: Actor, body: dict[str, Any], base_url: s
 
 
 def _insert_category(
-    conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, name: str, parent_id: str | None, target: str
+    conn: sqlite3.Connection,
+    actor: Actor,
+    now: datetime,
+    catalog_id: str,
+    name: str,
+    parent_id: str | None,
+    target: str,
 ) -> str:
     if conn.execute(
         "SELECT 1 FROM categories WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
@@ -76,7 +82,9 @@ def _insert_category(
 
 
 def _insert_tag(conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, name: str, target: str) -> str:
-    if conn.execute("SELECT 1 FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)).fetchone():
+    if conn.execute(
+        "SELECT 1 FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
+    ).fetchone():
         raise Conflict(f"tag {name!r} already exists in this catalog", target=target)
     tag_id = new_id()
     conn.execute("INSERT INTO tags (id, catalog_id, name) VALUES (?, ?, ?)", (tag_id, catalog_id, name))
@@ -127,7 +135,9 @@ def resolve_categories(
             "SELECT id FROM categories WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
         ).fetchone()
         ids.append(
-            row["id"] if row else _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
+            row["id"]
+            if row
+            else _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
         )
     return list(dict.fromkeys(ids))
 
@@ -148,6 +158,8 @@ def resolve_tags(
         name = (item.get("TagName") or item.get("Name") or "").strip()
         if not name:
             raise Invalid(f"{target} needs an Id or a TagName", target=target)
-        row = conn.execute("SELECT id FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)).fetchone()
+        row = conn.execute(
+            "SELECT id FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
+        ).fetchone()
         ids.append(row["id"] if row else _insert_tag(conn, actor, now, catalog_id, name, target))
     return list(dict.fromkeys(ids))

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from storage import access, catalogs, events, lookups, readmodel, snapshots
-from storage.db import Database, iso, new_id
+from storage.db import Database, insert_sql, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import COURSE_TYPES, ENROLLMENT_FLOWS, SESSION_ENROLLMENT_TYPES, SYSTEM, Actor
 from storage.timeutil import parse_days, parse_when
@@ -55,7 +55,9 @@ def resolve_url(requested: Any, catalog_url: str) -> str:
     return f"{catalog_url.rstrip('/')}/{'/'.join(segments)}"
 
 
-def _url_taken(conn: sqlite3.Connection, url: str, except_id: str | None = None, *, reserved_only: bool = False) -> bool:
+def _url_taken(
+    conn: sqlite3.Connection, url: str, except_id: str | None = None, *, reserved_only: bool = False
+) -> bool:
     """Is `url` reserved by another live course (or, unless reserved_only, requested by a queued one)?"""
     sql = "SELECT 1 FROM courses WHERE is_deleted = 0 AND id IS NOT ? AND (site_url = ? COLLATE NOCASE"
     params: list[Any] = [except_id, url]
@@ -87,7 +89,9 @@ def _settings_columns(body: dict[str, Any]) -> dict[str, Any]:
         d = body["DueDateSettings"]
         out["due_enabled"] = int(bool(d.get("IsEnabled", False)))
         out["due_fixed_date"] = iso(parse_when(d.get("FixedDate"), "DueDateSettings.FixedDate"))
-        out["due_days_after_enrollment"] = parse_days(d.get("DaysAfterEnrollment"), "DueDateSettings.DaysAfterEnrollment")
+        out["due_days_after_enrollment"] = parse_days(
+            d.get("DaysAfterEnrollment"), "DueDateSettings.DaysAfterEnrollment"
+        )
     return out
 
 
@@ -107,26 +111,34 @@ def _enum(body: dict[str, Any], prop: str, allowed: tuple[str, ...], default: st
 def _set_people(conn: sqlite3.Connection, course_id: str, role: str, user_ids: list[str]) -> None:
     conn.execute("DELETE FROM course_people WHERE course_id = ? AND role = ?", (course_id, role))
     conn.executemany(
-        "INSERT INTO course_people (course_id, user_id, role) VALUES (?, ?, ?)", [(course_id, u, role) for u in user_ids]
+        "INSERT INTO course_people (course_id, user_id, role) VALUES (?, ?, ?)",
+        [(course_id, u, role) for u in user_ids],
     )
 
 
 def _set_links(conn: sqlite3.Connection, table: str, column: str, course_id: str, ids: list[str]) -> None:
-    conn.execute(f"DELETE FROM {table} WHERE course_id = ?", (course_id,))
-    conn.executemany(f"INSERT INTO {table} (course_id, {column}) VALUES (?, ?)", [(course_id, i) for i in ids])
+    conn.execute(f"DELETE FROM {table} WHERE course_id = ?", (course_id,))  # noqa: S608 (table from code)
+    conn.executemany(insert_sql(table, ("course_id", column)), [(course_id, i) for i in ids])
 
 
 PEOPLE = {"AdminLogins": "Admin", "TeacherLogins": "Teacher", "TrainerLogins": "Trainer"}
 
 
-def _apply_relations(conn: sqlite3.Connection, actor: Actor, now: datetime, course_id: str, catalog_id: str, body: dict[str, Any]) -> None:
+def _apply_relations(
+    conn: sqlite3.Connection, actor: Actor, now: datetime, course_id: str, catalog_id: str, body: dict[str, Any]
+) -> None:
     if "Categories" in body:
         _set_links(
-            conn, "course_categories", "category_id", course_id,
+            conn,
+            "course_categories",
+            "category_id",
+            course_id,
             catalogs.resolve_categories(conn, actor, now, catalog_id, body["Categories"]),
         )
     if "Tags" in body:
-        _set_links(conn, "course_tags", "tag_id", course_id, catalogs.resolve_tags(conn, actor, now, catalog_id, body["Tags"]))
+        _set_links(
+            conn, "course_tags", "tag_id", course_id, catalogs.resolve_tags(conn, actor, now, catalog_id, body["Tags"])
+        )
     for prop, role in PEOPLE.items():
         if prop in body:
             _set_people(conn, course_id, role, lookups.users_by_login(conn, body[prop], prop))
@@ -171,9 +183,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         }
         values.update({column: body.get(prop) for prop, column in SCALARS.items()})
         values.update(_settings_columns(body))
-        conn.execute(
-            f"INSERT INTO courses ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
-        )
+        conn.execute(insert_sql("courses", values), list(values.values()))
         _apply_relations(conn, actor, now, course_id, catalog["id"], body)
         for position, title in enumerate(body.get("LearningModules") or [], start=1):
             conn.execute(
@@ -187,9 +197,13 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
             )
         course = readmodel.load_courses(conn, [course_id])[course_id]
         events.record(
-            conn, "CourseCreated", actor, now,
+            conn,
+            "CourseCreated",
+            actor,
+            now,
             {"course": snapshots.course(conn, course_id), "after": course},
-            catalog_id=catalog["id"], course_id=course_id,
+            catalog_id=catalog["id"],
+            course_id=course_id,
         )
     return course
 
@@ -201,8 +215,13 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
         row = lookups.course(conn, course_id, "CourseId")
         access.require_course_admin(conn, actor, course_id, "update this course")
         for prop, column in IMMUTABLE.items():
-            if prop in body and body[prop] not in (row[column], None) and not (
-                prop == "Url" and resolve_url(body[prop], lookups.catalog(conn, row["catalog_id"])["url"]) == row["url"]
+            if (
+                prop in body
+                and body[prop] not in (row[column], None)
+                and not (
+                    prop == "Url"
+                    and resolve_url(body[prop], lookups.catalog(conn, row["catalog_id"])["url"]) == row["url"]
+                )
             ):
                 raise Invalid(f"{prop} cannot change after the course is created", target=prop)
         for prop in REQUIRED_TEXT:
@@ -220,7 +239,7 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
             sets["ceu"] = _ceu(body["CEU"])
         sets.update(_settings_columns(body))
         sets["modified_at"] = iso(now)
-        conn.execute(f"UPDATE courses SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), course_id])
+        conn.execute(update_sql("courses", sets), [*sets.values(), course_id])
         _apply_relations(conn, actor, now, course_id, row["catalog_id"], body)
         after = readmodel.load_courses(conn, [course_id])[course_id]
         changes = {
@@ -229,9 +248,13 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
         changed_relations = sorted(p for p in ("Categories", "Tags", *PEOPLE) if p in body)
         if changes or changed_relations:
             events.record(
-                conn, "CourseUpdated", actor, now,
+                conn,
+                "CourseUpdated",
+                actor,
+                now,
                 {"course": snapshots.course(conn, course_id), "changes": changes, "relations": changed_relations},
-                catalog_id=row["catalog_id"], course_id=course_id,
+                catalog_id=row["catalog_id"],
+                course_id=course_id,
             )
     return after
 
@@ -257,8 +280,13 @@ def _publish_in(conn: sqlite3.Connection, actor: Actor, now: datetime, row: sqli
         "UPDATE courses SET is_published = ?, modified_at = ? WHERE id = ?", (int(published), iso(now), row["id"])
     )
     events.record(
-        conn, "CoursePublished" if published else "CourseUnpublished", actor, now,
-        {"course": snapshots.course(conn, row["id"])}, catalog_id=row["catalog_id"], course_id=row["id"],
+        conn,
+        "CoursePublished" if published else "CourseUnpublished",
+        actor,
+        now,
+        {"course": snapshots.course(conn, row["id"])},
+        catalog_id=row["catalog_id"],
+        course_id=row["id"],
     )
 
 
@@ -274,7 +302,7 @@ def delete(db: Database, actor: Actor, course_id: str) -> None:
             "SELECT * FROM enrollments WHERE course_id = ? AND status NOT IN (3, 4, 5)", (course_id,)
         ).fetchall():
             enrollments.cancel_in(conn, enrollment, actor, now, reason="Course deleted")
-        for session_id, in conn.execute(
+        for (session_id,) in conn.execute(
             "SELECT id FROM course_sessions WHERE course_id = ? AND is_deleted = 0", (course_id,)
         ).fetchall():
             sessions.delete_in(conn, actor, now, session_id)
@@ -284,12 +312,18 @@ def delete(db: Database, actor: Actor, course_id: str) -> None:
             (iso(now), course_id),
         )
         events.record(
-            conn, "CourseDeleted", actor, now, {"course": snapshot},
-            catalog_id=row["catalog_id"], course_id=course_id,
+            conn,
+            "CourseDeleted",
+            actor,
+            now,
+            {"course": snapshot},
+            catalog_id=row["catalog_id"],
+            course_id=course_id,
         )
 
 
 # --- background provisioning ----------------------------------------------------------------------
+
 
 def provision_step(db: Database, files_dir: Path) -> bool:
     """Advance the oldest course that is still provisioning by one state; return False when none is.
@@ -324,13 +358,19 @@ def provision_step(db: Database, files_dir: Path) -> bool:
     return True
 
 
-def _move(conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, state: str, error: str | None = None, **extra: Any) -> None:
+def _move(
+    conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, state: str, error: str | None = None, **extra: Any
+) -> None:
     sets = {"provisioning": state, "provisioning_error": error, "modified_at": iso(now), **extra}
-    conn.execute(f"UPDATE courses SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), row["id"]])
+    conn.execute(update_sql("courses", sets), [*sets.values(), row["id"]])
     events.record(
-        conn, "CourseProvisioningChanged", SYSTEM, now,
+        conn,
+        "CourseProvisioningChanged",
+        SYSTEM,
+        now,
         {"course": snapshots.course(conn, row["id"]), "before": row["provisioning"], "after": state, "error": error},
-        catalog_id=row["catalog_id"], course_id=row["id"],
+        catalog_id=row["catalog_id"],
+        course_id=row["id"],
     )
 
 

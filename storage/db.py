@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,30 @@ def parse_iso(text: str | None) -> datetime | None:
     if text is None:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _identifiers(*names: str) -> str:
+    """Table and column names come from code, never from requests; this proves it at run time."""
+    for name in names:
+        if not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"not an SQL identifier: {name!r}")
+    return ", ".join(names)
+
+
+def insert_sql(table: str, columns: Iterable[str]) -> str:
+    """`INSERT INTO table (a, b) VALUES (?, ?)` for the given column names."""
+    names = list(columns)
+    return f"INSERT INTO {_identifiers(table)} ({_identifiers(*names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608
+
+
+def update_sql(table: str, columns: Iterable[str]) -> str:
+    """`UPDATE table SET a = ?, b = ? WHERE id = ?` for the given column names."""
+    names = list(columns)
+    _identifiers(table, *names)
+    return f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in names)} WHERE id = ?"  # noqa: S608
 
 
 class Database:

@@ -24,29 +24,45 @@ def get(db: Database, enrollment_id: str) -> dict[str, Any]:
 def _record(conn: sqlite3.Connection, type: str, actor: Actor, now: datetime, enrollment_id: str, **data: Any) -> None:
     e = conn.execute("SELECT * FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
     events.record(
-        conn, type, actor, now,
+        conn,
+        type,
+        actor,
+        now,
         {
             "enrollment": snapshots.enrollment(conn, enrollment_id),
             "course": snapshots.course(conn, e["course_id"]),
             "user": snapshots.user(conn, e["user_id"]),
             **data,
         },
-        course_id=e["course_id"], user_id=e["user_id"], enrollment_id=enrollment_id, session_id=e["session_id"],
+        course_id=e["course_id"],
+        user_id=e["user_id"],
+        enrollment_id=enrollment_id,
+        session_id=e["session_id"],
     )
 
 
-def _session_of(conn: sqlite3.Connection, course: sqlite3.Row, session_id: str, now: datetime, target: str) -> sqlite3.Row:
+def _session_of(
+    conn: sqlite3.Connection, course: sqlite3.Row, session_id: str, now: datetime, target: str
+) -> sqlite3.Row:
     session = lookups.session(conn, session_id, target)
     if session["course_id"] != course["id"]:
         raise Invalid(f"{target}: session {session_id!r} belongs to another course", target=target)
     deadline = parse_iso(session["enrollment_deadline"])
     if deadline is not None and now > deadline:
-        raise Conflict(f"the enrollment deadline of session {session['title']!r} passed at {session['enrollment_deadline']}", target=target)
+        raise Conflict(
+            f"the enrollment deadline of session {session['title']!r} passed at {session['enrollment_deadline']}",
+            target=target,
+        )
     return session
 
 
 def _register_requested(
-    conn: sqlite3.Connection, actor: Actor, now: datetime, course: sqlite3.Row, enrollment_id: str, session_id: str | None
+    conn: sqlite3.Connection,
+    actor: Actor,
+    now: datetime,
+    course: sqlite3.Row,
+    enrollment_id: str,
+    session_id: str | None,
 ) -> None:
     """Register a just-activated enrollment into its session(s) as the course's enrollment type says."""
     enrollment = conn.execute("SELECT * FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
@@ -90,7 +106,9 @@ def enroll(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
         if not is_admin:
             end = course["publishing_end"]
             if not course["is_published"] or (course["publishing_enabled"] and end and end < iso(now)):
-                raise Conflict("the course is not open for enrollment: it is unpublished or its publishing window ended")
+                raise Conflict(
+                    "the course is not open for enrollment: it is unpublished or its publishing window ended"
+                )
         session_id = body.get("courseSessionId") or None
         session = _session_of(conn, course, session_id, now, "courseSessionId") if session_id else None
         existing = conn.execute(
@@ -117,8 +135,15 @@ def enroll(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
             "INSERT INTO enrollments (id, course_id, user_id, status, session_id, registered_at, due_at, created_at,"
             " modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                enrollment_id, course_id, learner["id"], int(S.PendingApproval if pending else S.NotStarted),
-                session_id, iso(now), _due_at(course, now), iso(now), iso(now),
+                enrollment_id,
+                course_id,
+                learner["id"],
+                int(S.PendingApproval if pending else S.NotStarted),
+                session_id,
+                iso(now),
+                _due_at(course, now),
+                iso(now),
+                iso(now),
             ),
         )
         if pending:
@@ -162,9 +187,12 @@ def approve(db: Database, actor: Actor, enrollment_id: str) -> None:
             (int(S.NotStarted), actor.user_id or actor.api_key_id, iso(now), enrollment_id),
         )
         session_id = e["session_id"]
-        if session_id and not conn.execute(
-            "SELECT 1 FROM course_sessions WHERE id = ? AND is_deleted = 0", (session_id,)
-        ).fetchone():
+        if (
+            session_id
+            and not conn.execute(
+                "SELECT 1 FROM course_sessions WHERE id = ? AND is_deleted = 0", (session_id,)
+            ).fetchone()
+        ):
             session_id = None  # the session was deleted while the request waited
         _register_requested(conn, actor, now, course, enrollment_id, session_id)
         _record(conn, "EnrollmentApproved", actor, now, enrollment_id)
@@ -237,8 +265,12 @@ def complete(db: Database, actor: Actor, enrollment_id: str) -> None:
             "UPDATE enrollments SET status = ?, started_at = coalesce(started_at, ?), completed_at = ?,"
             " certificate_id = ?, modified_at = ? WHERE id = ?",
             (
-                int(S.Completed), iso(now), iso(now),
-                new_id() if course["certificate_template_id"] else None, iso(now), enrollment_id,
+                int(S.Completed),
+                iso(now),
+                iso(now),
+                new_id() if course["certificate_template_id"] else None,
+                iso(now),
+                enrollment_id,
             ),
         )
         _record(conn, "EnrollmentCompleted", actor, now, enrollment_id)
@@ -285,7 +317,10 @@ def record_attendance(db: Database, actor: Actor, session_id: str, items: list[d
         ).fetchone()
         if not instructor:
             access.require_course_staff(conn, actor, session["course_id"], "record attendance")
-        days = [r["id"] for r in conn.execute("SELECT id FROM session_days WHERE session_id = ? ORDER BY start_at", (session_id,))]
+        days = [
+            r["id"]
+            for r in conn.execute("SELECT id FROM session_days WHERE session_id = ? ORDER BY start_at", (session_id,))
+        ]
         written: list[str] = []
         for i, item in enumerate(items):
             target = f"Attendance[{i}]"
@@ -303,7 +338,8 @@ def record_attendance(db: Database, actor: Actor, session_id: str, items: list[d
                 day_ids = [item["CourseSessionDayId"]]
             for day_id in day_ids:
                 row = conn.execute(
-                    "SELECT id, status FROM attendance WHERE day_id = ? AND enrollment_id = ?", (day_id, enrollment["id"])
+                    "SELECT id, status FROM attendance WHERE day_id = ? AND enrollment_id = ?",
+                    (day_id, enrollment["id"]),
                 ).fetchone()
                 if row is None:
                     attendance_id = new_id()
@@ -315,13 +351,20 @@ def record_attendance(db: Database, actor: Actor, session_id: str, items: list[d
                 else:
                     attendance_id = row["id"]
                     conn.execute(
-                        "UPDATE attendance SET status = ?, recorded_at = ? WHERE id = ?", (status, iso(now), attendance_id)
+                        "UPDATE attendance SET status = ?, recorded_at = ? WHERE id = ?",
+                        (status, iso(now), attendance_id),
                     )
                 written.append(attendance_id)
                 if row is None or row["status"] != status:
                     _record(
-                        conn, "AttendanceRecorded", actor, now, enrollment["id"],
-                        session=snapshots.session(conn, session_id), CourseSessionDayId=day_id, Status=status,
+                        conn,
+                        "AttendanceRecorded",
+                        actor,
+                        now,
+                        enrollment["id"],
+                        session=snapshots.session(conn, session_id),
+                        CourseSessionDayId=day_id,
+                        Status=status,
                         PreviousStatus=row["status"] if row else None,
                     )
         loaded = readmodel.load_attendance(conn, written)
@@ -332,7 +375,9 @@ def _attendee(conn: sqlite3.Connection, session: sqlite3.Row, item: dict[str, An
     if item.get("EnrollmentId"):
         e = conn.execute("SELECT * FROM enrollments WHERE id = ?", (item["EnrollmentId"],)).fetchone()
         if e is None:
-            raise Invalid(f"{target}.EnrollmentId: no enrollment {item['EnrollmentId']!r}", target=f"{target}.EnrollmentId")
+            raise Invalid(
+                f"{target}.EnrollmentId: no enrollment {item['EnrollmentId']!r}", target=f"{target}.EnrollmentId"
+            )
     elif item.get("UserLoginName"):
         user = lookups.user_by_login(conn, item["UserLoginName"], f"{target}.UserLoginName")
         e = conn.execute(
@@ -340,7 +385,9 @@ def _attendee(conn: sqlite3.Connection, session: sqlite3.Row, item: dict[str, An
             (session["course_id"], user["id"]),
         ).fetchone()
         if e is None:
-            raise Invalid(f"{target}: {item['UserLoginName']!r} is not enrolled in this course", target=f"{target}.UserLoginName")
+            raise Invalid(
+                f"{target}: {item['UserLoginName']!r} is not enrolled in this course", target=f"{target}.UserLoginName"
+            )
     else:
         raise Invalid(f"{target} needs an EnrollmentId or a UserLoginName", target=target)
     registered = conn.execute(

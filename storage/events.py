@@ -62,9 +62,7 @@ def _event(row: sqlite3.Row) -> Event:
     )
 
 
-def read_after(
-    db: Database, seq: int, *, limit: int = 100, types: Sequence[str] | None = None
-) -> list[Event]:
+def read_after(db: Database, seq: int, *, limit: int = 100, types: Sequence[str] | None = None) -> list[Event]:
     """Return up to `limit` events with sequence numbers above `seq`, oldest first."""
     sql = "SELECT * FROM events WHERE seq > ?"
     params: list[Any] = [seq]
@@ -95,7 +93,7 @@ def latest(
         if value:
             clauses.append(f"{column} = ?")
             params.append(value)
-    sql = f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+    sql = f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"  # noqa: S608 (fixed clauses)
     with db.read() as conn:
         rows = [_event(row) for row in conn.execute(sql, [*params, limit])]
     return rows[::-1]

@@ -84,8 +84,16 @@ def store(
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
                 " content_type = excluded.content_type, sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at,"
                 " uploaded_by = excluded.uploaded_by",
-                (file_id, relative, name, size, content_type or "application/octet-stream", digest.hexdigest(), iso(now),
-                 actor.user_id or actor.api_key_id or actor.kind),
+                (
+                    file_id,
+                    relative,
+                    name,
+                    size,
+                    content_type or "application/octet-stream",
+                    digest.hexdigest(),
+                    iso(now),
+                    actor.user_id or actor.api_key_id or actor.kind,
+                ),
             )
             info = {
                 "Id": file_id,

@@ -341,9 +341,7 @@ class _Compiler:
 
     def _in(self, node: ast.Compare, scope: _Scope) -> _Sql:
         if not isinstance(node.right, ast.List):
-            raise _invalid(
-                "`in` needs a parenthesized list of values, like `Role in ('Learner', 'Administrator')`"
-            )
+            raise _invalid("`in` needs a parenthesized list of values, like `Role in ('Learner', 'Administrator')`")
         items = node.right.val
         if any(not isinstance(item, ast._Literal) or isinstance(item, ast.List) for item in items):
             raise _invalid("the list after `in` may hold only literal values")
@@ -401,9 +399,7 @@ class _Compiler:
             variable = node.lambda_.identifier
             if variable.namespace:
                 raise _invalid(f"lambda variable {_dotted(variable)} must be a simple name like x")
-            inner = _Scope(
-                scope.fields, scope.collections, scope.entity, variable.name, collection.fields, name
-            )
+            inner = _Scope(scope.fields, scope.collections, scope.entity, variable.name, collection.fields, name)
             cond = self.condition(node.lambda_.expression, inner)
         if isinstance(node.operator, ast.All):
             return _Sql("NOT " + collection.exists_sql.replace("{cond}", _negate(cond).text), cond.params)
@@ -444,9 +440,7 @@ class _Compiler:
             if arg.type != "datetime":
                 raise _invalid(f"{name}() needs a date-time; {arg.label} is {_TYPE_TEXT[arg.type]}")
             start, length = _DATE_PARTS[name]
-            return _Value(
-                f"CAST(substr({arg.sql}, {start}, {length}) AS INTEGER)", arg.params, "int", f"{name}()"
-            )
+            return _Value(f"CAST(substr({arg.sql}, {start}, {length}) AS INTEGER)", arg.params, "int", f"{name}()")
         text = _text_arg(node, arg)
         if name == "length":
             return _Value(f"length({text.sql})", text.params, "int", "length()")
@@ -667,18 +661,13 @@ def parse_filter(expr: str) -> ast._Node:
         ) from None
     except odata_errors.ParsingException as exc:
         if exc.token is None:
-            raise _invalid(
-                "$filter ends too early: an operand, a closing parenthesis or a value is missing"
-            ) from None
+            raise _invalid("$filter ends too early: an operand, a closing parenthesis or a value is missing") from None
         position = exc.token.index
         near = stripped[position : position + 20]
-        raise _invalid(
-            f"$filter has a syntax error at position {offset + position + 1}, near {near!r}"
-        ) from None
+        raise _invalid(f"$filter has a syntax error at position {offset + position + 1}, near {near!r}") from None
     except odata_errors.UnknownFunctionException as exc:
         raise _invalid(
-            f"function {exc.function_name!r} is not supported in $filter; supported: "
-            + ", ".join(SUPPORTED_FUNCTIONS)
+            f"function {exc.function_name!r} is not supported in $filter; supported: " + ", ".join(SUPPORTED_FUNCTIONS)
         ) from None
     except odata_errors.ODataException as exc:
         raise _invalid(f"$filter is not valid: {exc}") from None
@@ -718,8 +707,7 @@ def compile_orderby(entity: EntityMap, items: Sequence[tuple[str, bool]]) -> str
         found = entity.fields.get(name)
         if found is None:
             raise Invalid(
-                f"cannot order {entity.name} by {name!r}; sortable properties: "
-                + ", ".join(sorted(entity.fields)),
+                f"cannot order {entity.name} by {name!r}; sortable properties: " + ", ".join(sorted(entity.fields)),
                 target="$orderby",
             )
         sql = _wrap(found.text_sql or found.sql)
@@ -1087,8 +1075,7 @@ ENTITIES: dict[str, EntityMap] = {
                     _person_fields("iu"),
                 ),
                 "Days": Collection(
-                    "EXISTS (SELECT 1 FROM session_days sd WHERE sd.session_id = course_sessions.id"
-                    " AND {cond})",
+                    "EXISTS (SELECT 1 FROM session_days sd WHERE sd.session_id = course_sessions.id" " AND {cond})",
                     {
                         "Id": _f("sd.id", "guid"),
                         "StartDate": _f("sd.start_at", "datetime"),

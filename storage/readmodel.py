@@ -94,9 +94,7 @@ def user_from_row(row: sqlite3.Row) -> Entity:
     }
 
 
-USER_SELECT = (
-    "SELECT u.*, m.login_name AS manager_login_name FROM users u LEFT JOIN users m ON m.id = u.manager_id"
-)
+USER_SELECT = "SELECT u.*, m.login_name AS manager_login_name FROM users u LEFT JOIN users m ON m.id = u.manager_id"
 
 
 def load_users(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Entity]:
@@ -282,10 +280,10 @@ def _quizzes(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Any]:
 
 
 def _people(role: str) -> Callable[[sqlite3.Connection, Sequence[str]], dict[str, Any]]:
-    return _link_loader(
-        "SELECT cp.course_id, cp.user_id FROM course_people cp JOIN users u ON u.id = cp.user_id"
-        f" WHERE cp.role = '{role}' AND cp.course_id IN ({{ids}}) ORDER BY u.login_name"
-    )
+    if not role.isalpha():  # roles are code constants (Admin, Teacher, Trainer)
+        raise ValueError(f"not a role: {role!r}")
+    sql = f"SELECT cp.course_id, cp.user_id FROM course_people cp JOIN users u ON u.id = cp.user_id WHERE cp.role = '{role}'"  # noqa: S608, E501
+    return _link_loader(sql + " AND cp.course_id IN ({ids}) ORDER BY u.login_name")
 
 
 # --- sessions -----------------------------------------------------------------------------------
@@ -452,6 +450,7 @@ def load_enrollments(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
 
 # --- registry -----------------------------------------------------------------------------------
 
+
 def _single(sql: str) -> Callable[[sqlite3.Connection, Sequence[str]], dict[str, Any]]:
     """A to-one navigation: `sql` selects (parent, child) for parents IN {ids}."""
 
@@ -603,7 +602,9 @@ _register(
         "Attendance": Navigation(
             "Attendance",
             True,
-            _link_loader("SELECT enrollment_id, id FROM attendance WHERE enrollment_id IN ({ids}) ORDER BY recorded_at"),
+            _link_loader(
+                "SELECT enrollment_id, id FROM attendance WHERE enrollment_id IN ({ids}) ORDER BY recorded_at"
+            ),
         ),
     },
 )

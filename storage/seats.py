@@ -40,7 +40,9 @@ def _ids(conn: sqlite3.Connection, enrollment_id: str) -> dict[str, str]:
     return {"course_id": e["course_id"], "user_id": e["user_id"], "enrollment_id": enrollment_id}
 
 
-def register(conn: sqlite3.Connection, actor: Actor, now: datetime, enrollment: sqlite3.Row, session: sqlite3.Row) -> str:
+def register(
+    conn: sqlite3.Connection, actor: Actor, now: datetime, enrollment: sqlite3.Row, session: sqlite3.Row
+) -> str:
     """Register the enrollment into the session: a seat if one is free, else the waitlist. Return the status."""
     existing = conn.execute(
         "SELECT status FROM session_registrations WHERE session_id = ? AND enrollment_id = ? AND status <> 'Cancelled'",
@@ -56,9 +58,13 @@ def register(conn: sqlite3.Connection, actor: Actor, now: datetime, enrollment: 
         (registration_id, enrollment["id"], session["id"], enrollment["user_id"], status, iso(now), iso(now)),
     )
     events.record(
-        conn, "SessionRegistered", actor, now,
+        conn,
+        "SessionRegistered",
+        actor,
+        now,
         {"RegistrationId": registration_id, "Status": status, **_context(conn, enrollment["id"], session["id"])},
-        session_id=session["id"], **_ids(conn, enrollment["id"]),
+        session_id=session["id"],
+        **_ids(conn, enrollment["id"]),
     )
     return status
 
@@ -70,14 +76,18 @@ def unregister(conn: sqlite3.Connection, actor: Actor, now: datetime, registrati
         (iso(now), registration["id"]),
     )
     events.record(
-        conn, "SessionUnregistered", actor, now,
+        conn,
+        "SessionUnregistered",
+        actor,
+        now,
         {
             "RegistrationId": registration["id"],
             "PreviousStatus": registration["status"],
             "Reason": reason,
             **_context(conn, registration["enrollment_id"], registration["session_id"]),
         },
-        session_id=registration["session_id"], **_ids(conn, registration["enrollment_id"]),
+        session_id=registration["session_id"],
+        **_ids(conn, registration["enrollment_id"]),
     )
     if registration["status"] == "Registered":
         promote(conn, actor, now, registration["session_id"])
@@ -103,17 +113,22 @@ def promote(conn: sqlite3.Connection, actor: Actor, now: datetime, session_id: s
         if nxt is None:
             break
         conn.execute(
-            "UPDATE session_registrations SET status = 'Registered', modified_at = ? WHERE id = ?", (iso(now), nxt["id"])
+            "UPDATE session_registrations SET status = 'Registered', modified_at = ? WHERE id = ?",
+            (iso(now), nxt["id"]),
         )
         refresh_enrollment(conn, now, nxt["enrollment_id"])
         events.record(
-            conn, "WaitlistPromoted", actor, now,
+            conn,
+            "WaitlistPromoted",
+            actor,
+            now,
             {
                 "RegistrationId": nxt["id"],
                 "enrollment": snapshots.enrollment(conn, nxt["enrollment_id"]),
                 **_context(conn, nxt["enrollment_id"], session_id),
             },
-            session_id=session_id, **_ids(conn, nxt["enrollment_id"]),
+            session_id=session_id,
+            **_ids(conn, nxt["enrollment_id"]),
         )
         promoted.append(nxt["id"])
     return promoted

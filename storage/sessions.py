@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from storage import access, events, lookups, readmodel, seats, snapshots
-from storage.db import Database, iso, new_id
+from storage.db import Database, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import Actor
 from storage.timeutil import parse_when, zone
@@ -45,7 +45,9 @@ def _room(value: Any) -> str | None:
     return json.dumps(room, separators=(",", ":"))
 
 
-def _schedule(body: dict[str, Any], time_zone: str, current_days: list[sqlite3.Row] | None) -> list[tuple[datetime, datetime]] | None:
+def _schedule(
+    body: dict[str, Any], time_zone: str, current_days: list[sqlite3.Row] | None
+) -> list[tuple[datetime, datetime]] | None:
     """The session's days from the body: `Days`, or one day from StartDate/EndDate; None if unchanged."""
     tz = zone(time_zone)
     if body.get("Days"):
@@ -58,9 +60,7 @@ def _schedule(body: dict[str, Any], time_zone: str, current_days: list[sqlite3.R
             days.append((start, end))
     elif "StartDate" in body or "EndDate" in body or "TimeZone" in body:
         if current_days is not None and len(current_days) > 1 and ("StartDate" in body or "EndDate" in body):
-            raise Invalid(
-                f"this session has {len(current_days)} days: send Days to reschedule it", target="Days"
-            )
+            raise Invalid(f"this session has {len(current_days)} days: send Days to reschedule it", target="Days")
         start = parse_when(body.get("StartDate"), "StartDate", tz) if "StartDate" in body else None
         end = parse_when(body.get("EndDate"), "EndDate", tz) if "EndDate" in body else None
         if current_days:
@@ -85,7 +85,10 @@ def _schedule(body: dict[str, Any], time_zone: str, current_days: list[sqlite3.R
 
 def _write_days(conn: sqlite3.Connection, session_id: str, days: list[tuple[datetime, datetime]]) -> None:
     """Replace the days, keeping the ids of days whose times did not change (attendance points at them)."""
-    old = {(r["start_at"], r["end_at"]): r["id"] for r in conn.execute("SELECT * FROM session_days WHERE session_id = ?", (session_id,))}
+    old = {
+        (r["start_at"], r["end_at"]): r["id"]
+        for r in conn.execute("SELECT * FROM session_days WHERE session_id = ?", (session_id,))
+    }
     keep = set()
     for start, end in days:
         key = (iso(start), iso(end))
@@ -96,12 +99,13 @@ def _write_days(conn: sqlite3.Connection, session_id: str, days: list[tuple[date
                 "INSERT INTO session_days (id, session_id, start_at, end_at) VALUES (?, ?, ?, ?)",
                 (new_id(), session_id, *key),
             )
-    for key, day_id in old.items():
+    for day_id in old.values():
         if day_id not in keep:
             conn.execute("DELETE FROM attendance WHERE day_id = ?", (day_id,))
             conn.execute("DELETE FROM session_days WHERE id = ?", (day_id,))
     conn.execute(
-        "UPDATE course_sessions SET start_at = ?, end_at = ? WHERE id = ?", (iso(days[0][0]), iso(days[-1][1]), session_id)
+        "UPDATE course_sessions SET start_at = ?, end_at = ? WHERE id = ?",
+        (iso(days[0][0]), iso(days[-1][1]), session_id),
     )
 
 
@@ -124,22 +128,39 @@ def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
             raise Conflict(f"sessions belong to ClassRoom and Webinar courses; this course is {course['course_type']}")
         instructors = lookups.users_by_login(conn, body.get("InstructorLogins"), "InstructorLogins")
         conn.execute(
-            "INSERT INTO course_sessions (id, course_id, title, start_at, end_at, time_zone, details, room, meeting_url,"
-            " max_attendees, enrollment_deadline, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO course_sessions (id, course_id, title, start_at, end_at, time_zone, details, room,"
+            " meeting_url, max_attendees, enrollment_deadline, created_at, modified_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                session_id, course_id, title, iso(days[0][0]), iso(days[-1][1]), time_zone, body.get("Details"),
-                _room(body.get("Room")), body.get("MeetingUrl") or None, _max_attendees(body.get("MaxAttendees")),
-                iso(deadline), iso(now), iso(now),
+                session_id,
+                course_id,
+                title,
+                iso(days[0][0]),
+                iso(days[-1][1]),
+                time_zone,
+                body.get("Details"),
+                _room(body.get("Room")),
+                body.get("MeetingUrl") or None,
+                _max_attendees(body.get("MaxAttendees")),
+                iso(deadline),
+                iso(now),
+                iso(now),
             ),
         )
         _write_days(conn, session_id, days)
         conn.executemany(
-            "INSERT INTO session_instructors (session_id, user_id) VALUES (?, ?)", [(session_id, u) for u in instructors]
+            "INSERT INTO session_instructors (session_id, user_id) VALUES (?, ?)",
+            [(session_id, u) for u in instructors],
         )
         events.record(
-            conn, "CourseSessionCreated", actor, now,
+            conn,
+            "CourseSessionCreated",
+            actor,
+            now,
             {"session": snapshots.session(conn, session_id), "course": snapshots.course(conn, course_id)},
-            catalog_id=course["catalog_id"], course_id=course_id, session_id=session_id,
+            catalog_id=course["catalog_id"],
+            course_id=course_id,
+            session_id=session_id,
         )
         if course["session_enrollment_type"] == "EnrollToAll":
             session = conn.execute("SELECT * FROM course_sessions WHERE id = ?", (session_id,)).fetchone()
@@ -168,7 +189,9 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
             zone(time_zone)
             sets["time_zone"] = time_zone
         if "EnrollmentDeadline" in body:
-            sets["enrollment_deadline"] = iso(parse_when(body["EnrollmentDeadline"], "EnrollmentDeadline", zone(time_zone)))
+            sets["enrollment_deadline"] = iso(
+                parse_when(body["EnrollmentDeadline"], "EnrollmentDeadline", zone(time_zone))
+            )
         if "Room" in body:
             sets["room"] = _room(body["Room"])
         if "MeetingUrl" in body:
@@ -184,10 +207,15 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
                     " (cancel registrations first)",
                     target="MaxAttendees",
                 )
-        current_days = conn.execute("SELECT * FROM session_days WHERE session_id = ? ORDER BY start_at", (session_id,)).fetchall()
+        current_days = conn.execute(
+            "SELECT * FROM session_days WHERE session_id = ? ORDER BY start_at", (session_id,)
+        ).fetchall()
         days = _schedule(body, time_zone, current_days)
         sets["modified_at"] = iso(now)
-        conn.execute(f"UPDATE course_sessions SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), session_id])
+        conn.execute(
+            update_sql("course_sessions", sets),
+            [*sets.values(), session_id],
+        )
         if days is not None:
             _write_days(conn, session_id, days)
         if "InstructorLogins" in body:
@@ -198,12 +226,23 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
             )
         after = snapshots.session(conn, session_id)
         ignore = {"ModifiedAt", "AttendeesCount", "WaitlistCount"}
-        changes = {k: {"before": before[k], "after": after[k]} for k in after if k not in ignore and before[k] != after[k]}
+        changes = {
+            k: {"before": before[k], "after": after[k]} for k in after if k not in ignore and before[k] != after[k]
+        }
         if changes:
             events.record(
-                conn, "CourseSessionUpdated", actor, now,
-                {"session": after, "before": before, "changes": changes, "course": snapshots.course(conn, row["course_id"])},
-                course_id=row["course_id"], session_id=session_id,
+                conn,
+                "CourseSessionUpdated",
+                actor,
+                now,
+                {
+                    "session": after,
+                    "before": before,
+                    "changes": changes,
+                    "course": snapshots.course(conn, row["course_id"]),
+                },
+                course_id=row["course_id"],
+                session_id=session_id,
             )
         seats.promote(conn, actor, now, session_id)
         return readmodel.load_sessions(conn, [session_id])[session_id]
@@ -221,13 +260,21 @@ def delete_in(conn: sqlite3.Connection, actor: Actor, now: datetime, session_id:
         seats.unregister(conn, actor, now, registration, "Session deleted")
         seats.refresh_enrollment(conn, now, registration["enrollment_id"])
     conn.execute(
-        "UPDATE enrollments SET session_id = NULL, modified_at = ? WHERE session_id = ? AND status = 0", (iso(now), session_id)
+        "UPDATE enrollments SET session_id = NULL, modified_at = ? WHERE session_id = ? AND status = 0",
+        (iso(now), session_id),
     )
     events.record(
-        conn, "CourseSessionDeleted", actor, now,
-        {"session": snapshot, "course": snapshots.course(conn, row["course_id"]),
-         "UnregisteredEnrollmentIds": [r["enrollment_id"] for r in registrations]},
-        course_id=row["course_id"], session_id=session_id,
+        conn,
+        "CourseSessionDeleted",
+        actor,
+        now,
+        {
+            "session": snapshot,
+            "course": snapshots.course(conn, row["course_id"]),
+            "UnregisteredEnrollmentIds": [r["enrollment_id"] for r in registrations],
+        },
+        course_id=row["course_id"],
+        session_id=session_id,
     )
 
 

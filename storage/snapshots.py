@@ -33,9 +33,7 @@ def session(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
     ids = instructors[session_id]
     people = readmodel.load_users(conn, ids)
     s = dict(s)
-    s["Instructors"] = [
-        {k: people[i][k] for k in ("Id", "LoginName", "Email", "Title")} for i in ids if i in people
-    ]
+    s["Instructors"] = [{k: people[i][k] for k in ("Id", "LoginName", "Email", "Title")} for i in ids if i in people]
     return s
 
 

@@ -15,7 +15,9 @@ def _entity(row: sqlite3.Row) -> dict[str, Any]:
     return {"Id": row["id"], "Event": row["event"], "WebHookUri": row["callback_url"], "CreatedAt": row["created_at"]}
 
 
-def subscribe(db: Database, actor: Actor, api_key_id: str, event: str, callback_url: str) -> tuple[dict[str, Any], bool]:
+def subscribe(
+    db: Database, actor: Actor, api_key_id: str, event: str, callback_url: str
+) -> tuple[dict[str, Any], bool]:
     """Register `callback_url` for `event` under this key; return (subscription, created).
 
     Subscribing the same callback to the same event with the same key again returns the existing one.
@@ -56,7 +58,9 @@ def delete(db: Database, actor: Actor, sub_id: str) -> None:
     """Remove a subscription; raises NotFound once it is gone (DELETE is answered 404 the second time)."""
     now = db.clock()
     with db.write() as conn:
-        row = conn.execute("SELECT * FROM webhook_subscriptions WHERE id = ? AND deleted_at IS NULL", (sub_id,)).fetchone()
+        row = conn.execute(
+            "SELECT * FROM webhook_subscriptions WHERE id = ? AND deleted_at IS NULL", (sub_id,)
+        ).fetchone()
         if row is None:
             raise NotFound(f"no webhook subscription with id {sub_id!r}", target="Id")
         conn.execute("UPDATE webhook_subscriptions SET deleted_at = ? WHERE id = ?", (iso(now), sub_id))

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from storage import access, events, lookups, readmodel
-from storage.db import Database, iso, new_id
+from storage.db import Database, insert_sql, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import ROLES, Actor, ApiKey
 
@@ -37,7 +37,9 @@ def _field_values(values: Any) -> str:
     for i, item in enumerate(values or []):
         title = (item.get("FieldTitle") or "").strip()
         if not title:
-            raise Invalid(f"UserFieldValues[{i}].FieldTitle must not be empty", target=f"UserFieldValues[{i}].FieldTitle")
+            raise Invalid(
+                f"UserFieldValues[{i}].FieldTitle must not be empty", target=f"UserFieldValues[{i}].FieldTitle"
+            )
         value = item.get("Value")
         out.append({"FieldId": field_id(title), "FieldTitle": title, "Value": None if value is None else str(value)})
     return json.dumps(out, separators=(",", ":"))
@@ -107,9 +109,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
             "modified_at": iso(now),
         }
         values.update({column: body.get(prop) for prop, column in TEXT_COLUMNS.items()})
-        conn.execute(
-            f"INSERT INTO users ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
-        )
+        conn.execute(insert_sql("users", values), list(values.values()))
         user = readmodel.load_users(conn, [user_id])[user_id]
         events.record(conn, "UserCreated", actor, now, {"user": user}, user_id=user_id)
     return user
@@ -144,9 +144,7 @@ def update(db: Database, actor: Actor, user_id: str, body: dict[str, Any]) -> di
             sets["field_values"] = _field_values(body["UserFieldValues"])
         if sets:
             sets["modified_at"] = iso(now)
-            conn.execute(
-                f"UPDATE users SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), user_id]
-            )
+            conn.execute(update_sql("users", sets), [*sets.values(), user_id])
         after = readmodel.load_users(conn, [user_id])[user_id]
         changes = {k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]}
         if changes:

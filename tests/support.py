@@ -42,8 +42,9 @@ class Api:
     db: Database
     settings: Settings
 
-    def request(self, method: str, path: str, *, user: str | None = None, headers: dict[str, str] | None = None,
-                **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, *, user: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
         h = {**basic(self.secret), **(headers or {})}
         if user:
             h["LMS365-User-Id"] = user
@@ -107,26 +108,52 @@ PEOPLE = {
 }
 
 
-def build_world(api: Api, *, max_attendees: str = "2", flow: str = "AutomaticApproval",
-                session_type: str = "EnrollToSingle") -> World:
+def build_world(
+    api: Api, *, max_attendees: str = "2", flow: str = "AutomaticApproval", session_type: str = "EnrollToSingle"
+) -> World:
     users = {}
     for name, extra in PEOPLE.items():
-        users[name] = api.ok("POST", "/odata/v2/Users", json={
-            "LoginName": f"{name}@x.example", "Email": f"{name}@x.example", "Title": name.title(),
-            "Department": "Ops", **extra,
-        })
+        users[name] = api.ok(
+            "POST",
+            "/odata/v2/Users",
+            json={
+                "LoginName": f"{name}@x.example",
+                "Email": f"{name}@x.example",
+                "Title": name.title(),
+                "Department": "Ops",
+                **extra,
+            },
+        )
     catalog = api.ok("POST", "/odata/v2/CourseCatalogs", json={"Title": "Academy", "AdminLogins": []})
-    course = api.ok("POST", "/odata/v2/Courses", json={
-        "CourseCatalogId": catalog["Id"], "CourseType": "ClassRoom", "Title": "First aid",
-        "Description": "Hands-on", "Culture": "en-US", "UICulture": "en-US", "Url": "first-aid",
-        "EnrollmentFlow": flow, "CourseSessionEnrollmentType": session_type,
-        "TeacherLogins": ["teacher@x.example"],
-    })
+    course = api.ok(
+        "POST",
+        "/odata/v2/Courses",
+        json={
+            "CourseCatalogId": catalog["Id"],
+            "CourseType": "ClassRoom",
+            "Title": "First aid",
+            "Description": "Hands-on",
+            "Culture": "en-US",
+            "UICulture": "en-US",
+            "Url": "first-aid",
+            "EnrollmentFlow": flow,
+            "CourseSessionEnrollmentType": session_type,
+            "TeacherLogins": ["teacher@x.example"],
+        },
+    )
     api.provision()
-    session = api.ok("POST", f"/odata/v2/Courses({course['Id']})/CourseSessions", json={
-        "Title": "Morning", "StartDate": "2030-04-01T09:00:00Z", "EndDate": "2030-04-01T12:00:00Z",
-        "TimeZone": "UTC", "MaxAttendees": max_attendees, "EnrollmentDeadline": "2030-03-25T00:00:00Z",
-    })
+    session = api.ok(
+        "POST",
+        f"/odata/v2/Courses({course['Id']})/CourseSessions",
+        json={
+            "Title": "Morning",
+            "StartDate": "2030-04-01T09:00:00Z",
+            "EndDate": "2030-04-01T12:00:00Z",
+            "TimeZone": "UTC",
+            "MaxAttendees": max_attendees,
+            "EnrollmentDeadline": "2030-03-25T00:00:00Z",
+        },
+    )
     return World(users, catalog, course, session)
 
 

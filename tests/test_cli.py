@@ -95,5 +95,6 @@ def test_every_command_and_option_is_in_the_readme(command: str) -> None:
     for param in cmd.params:
         for opt in param.opts:
             if opt.startswith("--"):
-                assert re.search(rf"coursewire {re.escape(command)}\b[^\n]*{re.escape(opt)}|`{re.escape(opt)}`",
-                                 section), f"README lacks {opt} of `coursewire {command}`"
+                assert re.search(
+                    rf"coursewire {re.escape(command)}\b[^\n]*{re.escape(opt)}|`{re.escape(opt)}`", section
+                ), f"README lacks {opt} of `coursewire {command}`"

@@ -22,16 +22,26 @@ REFERENCE = contract.load_json(contract.VENDORED_DIR / "lms365.reference.swagger
 # Every warning our document may raise, with why it stays. The test fails on any other warning and on
 # an entry here that no longer fires, so the list cannot go stale.
 ALLOWED_WARNINGS = {
-    ("HostNotProduction", "host"):
-        "the committed file carries a placeholder host; export-connector writes the real one",
-    ("PartialDuplicateOperationPath", "POST /{FileUploadUrl}"):
-        "the LMS365 upload path is a one-segment catch-all; it stays last so other routes match first",
-    ("EmptyResponseSchema", "POST /httprequest response 200"):
-        "HttpRequest passes the target's response through, so its shape is truly dynamic",
-    ("EmptyResponseSchema", "POST /v2/httprequest response 200"):
-        "HttpRequest_v2 passes the target's response through, so its shape is truly dynamic",
-    ("NotificationContentWithoutWebhook", "/webhooks/subscribe"):
-        "the LMS365 definition keeps this legacy payload-only path, so the superset keeps it too",
+    (
+        "HostNotProduction",
+        "host",
+    ): "the committed file carries a placeholder host; export-connector writes the real one",
+    (
+        "PartialDuplicateOperationPath",
+        "POST /{FileUploadUrl}",
+    ): "the LMS365 upload path is a one-segment catch-all; it stays last so other routes match first",
+    (
+        "EmptyResponseSchema",
+        "POST /httprequest response 200",
+    ): "HttpRequest passes the target's response through, so its shape is truly dynamic",
+    (
+        "EmptyResponseSchema",
+        "POST /v2/httprequest response 200",
+    ): "HttpRequest_v2 passes the target's response through, so its shape is truly dynamic",
+    (
+        "NotificationContentWithoutWebhook",
+        "/webhooks/subscribe",
+    ): "the LMS365 definition keeps this legacy payload-only path, so the superset keeps it too",
 }
 
 TAGS = {
@@ -99,9 +109,7 @@ ENTITY_SHAPES = {
     "SessionRegistration": (
         "Id s, EnrollmentId s, CourseSessionId s, UserId s, Status s, WaitlistPosition i?, RegisteredAt dt"
     ),
-    "Attendance": (
-        "Id s, CourseSessionId s, CourseSessionDayId s, EnrollmentId s, UserId s, Status s, RecordedAt dt"
-    ),
+    "Attendance": ("Id s, CourseSessionId s, CourseSessionDayId s, EnrollmentId s, UserId s, Status s, RecordedAt dt"),
     "User": (
         "Id s, LoginName s, Email s?, Title s?, Department s?, ManagerId s?, ManagerLoginName s?, City s?, "
         "Country s?, DirectoryObjectId s?, Office s?, JobTitle s?, IsExternal b, Role s, IsDeleted b, "
@@ -350,9 +358,7 @@ def _title_with_api(doc: dict[str, Any]) -> None:
 
 
 def _missing_dynamic_operation(doc: dict[str, Any]) -> None:
-    doc["definitions"]["CourseInput"]["properties"]["CourseCatalogId"]["x-ms-dynamic-values"][
-        "operationId"
-    ] = "Nope"
+    doc["definitions"]["CourseInput"]["properties"]["CourseCatalogId"]["x-ms-dynamic-values"]["operationId"] = "Nope"
 
 
 def _ref_with_sibling(doc: dict[str, Any]) -> None:

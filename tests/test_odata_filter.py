@@ -61,9 +61,7 @@ def database(tmp_path: Path) -> Iterator[Database]:
     db.migrate()
     with db.write() as conn:
         _insert(conn, "catalogs", id=CATALOG, title="Main", url="https://lms/main", created_at=T0)
-        _user(
-            conn, "u-boss", "boss@contoso.com", email="Boss@Contoso.com", title="The Boss", department="Sales"
-        )
+        _user(conn, "u-boss", "boss@contoso.com", email="Boss@Contoso.com", title="The Boss", department="Sales")
         _user(
             conn,
             "u-john",
@@ -216,9 +214,7 @@ def test_real_world_filters_return_the_right_rows(
         ("contains(Title,'_')", {"c-under"}),
     ],
 )
-def test_like_functions_treat_wildcards_and_quotes_literally(
-    database: Database, expr: str, expected: set[str]
-) -> None:
+def test_like_functions_treat_wildcards_and_quotes_literally(database: Database, expr: str, expected: set[str]) -> None:
     """`%`, `_`, `\\` and doubled quotes in contains/startswith/endswith match only themselves."""
     assert keys(database, "Courses", expr) == expected
 
@@ -338,9 +334,7 @@ def test_empty_filter_selects_everything(database: Database) -> None:
 
 def test_literals_become_parameters() -> None:
     """Values from the filter travel as parameters; the SQL holds `?` in their place."""
-    sql, params = compile_filter(
-        ENTITIES["Users"], "Email eq 'x''); DROP TABLE users; --' or contains(Title,'%')"
-    )
+    sql, params = compile_filter(ENTITIES["Users"], "Email eq 'x''); DROP TABLE users; --' or contains(Title,'%')")
     assert "DROP" not in sql and "%" not in sql
     assert params == ["x'); DROP TABLE users; --", "%\\%%"]
     assert sql.count("?") == len(params)
@@ -450,9 +444,7 @@ def test_every_whitelisted_property_compiles_and_runs(database: Database) -> Non
             for name, f in entity.fields.items()
         ]
         for cname, collection in entity.collections.items():
-            exprs += [
-                f"{cname}/any(x: x/{name} ne {samples[f.type]})" for name, f in collection.fields.items()
-            ]
+            exprs += [f"{cname}/any(x: x/{name} ne {samples[f.type]})" for name, f in collection.fields.items()]
             exprs += [f"{cname}/all(x: x/{name} eq null)" for name, f in collection.fields.items()]
         for expr in exprs:
             keys(database, entity.name, expr)
@@ -544,9 +536,7 @@ def options(**raw: str | int | bool | None) -> object:
 
 def test_expand_with_nested_options_parses() -> None:
     """Nested $expand options, separated by `;`, parse into ExpandItems, as LMS365 flows send them."""
-    parsed = options(
-        expand="DueDate,SharepointWeb($select=Url),Courses($expand=SharepointWeb;$select=Id,Title)"
-    )
+    parsed = options(expand="DueDate,SharepointWeb($select=Url),Courses($expand=SharepointWeb;$select=Id,Title)")
     assert parsed.expand == (  # type: ignore[attr-defined]
         ExpandItem("DueDate"),
         ExpandItem("SharepointWeb", select=("Url",)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import posixpath
+import re
 import threading
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -25,6 +26,24 @@ _SLOTS = threading.BoundedSemaphore(4)
 _DROP_REQUEST_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 _PASS_RESPONSE_HEADERS = {"content-type", "location", "retry-after", "allow", "www-authenticate"}
 _TIMEOUT_SECONDS = 60
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    """The described headers, lower-cased; a name or value HTTP cannot carry is a 400 naming it."""
+    headers = {}
+    for name, value in (raw or {}).items():
+        text = "" if value is None else str(value)
+        if not _TOKEN.fullmatch(name):
+            raise Invalid(f"header name {name!r} is not a valid HTTP header name", target="headers")
+        if not _FIELD_VALUE.fullmatch(text):
+            raise Invalid(
+                f"header {name} has a value HTTP cannot carry (line breaks or characters beyond Latin-1)",
+                target=f"headers.{name}",
+            )
+        headers[name.lower()] = text
+    return headers
 
 
 def http_request(parameters: dict[str, Any]) -> Response:
@@ -61,7 +80,7 @@ def resolve(uri: Any, prefix: str) -> tuple[str, str]:
 def _run(parameters: dict[str, Any], prefix: str) -> Response:
     method = (parameters.get("method") or "GET").upper()
     path, query = resolve(parameters.get("uri"), prefix)
-    headers = {str(k).lower(): str(v) for k, v in (parameters.get("headers") or {}).items()}
+    headers = _headers(parameters.get("headers"))
     body = parameters.get("body")
     payload = b"" if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
     if payload and "content-type" not in headers:
@@ -79,10 +98,14 @@ def _run(parameters: dict[str, Any], prefix: str) -> Response:
         "path": path,
         "raw_path": quote(path).encode(),
         "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if k not in _DROP_REQUEST_HEADERS]
-        + [(b"host", (context.header("Host") or "localhost").encode("latin-1")),
-           (b"content-length", str(len(payload)).encode())],
+        "query_string": quote(query, safe="=&%+;/?:@,$!*'()~").encode(),
+        "headers": [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if k not in _DROP_REQUEST_HEADERS
+        ]
+        + [
+            (b"host", (context.header("Host") or "localhost").encode("latin-1")),
+            (b"content-length", str(len(payload)).encode()),
+        ],
         "client": outer.get("client"),
         "server": outer.get("server"),
         "coursewire.key": context.api_key(),
@@ -121,4 +144,3 @@ async def _call(app: Any, scope: dict[str, Any], payload: bytes) -> tuple[int, l
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
     content = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     return int(start["status"]), headers, content
-

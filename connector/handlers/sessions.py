@@ -19,8 +19,10 @@ def get_course_sessions(courseId: str, **kwargs: Any) -> dict[str, Any]:
     with context.services().db.read() as conn:
         lookups.course(conn, course_id, "courseId")
     return shaping.many(
-        "CourseSessions", options(kwargs),
-        extra_where="course_sessions.course_id = ? AND course_sessions.is_deleted = 0", extra_params=[course_id],
+        "CourseSessions",
+        options(kwargs),
+        extra_where="course_sessions.course_id = ? AND course_sessions.is_deleted = 0",
+        extra_params=[course_id],
     )
 
 

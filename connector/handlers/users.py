@@ -8,7 +8,6 @@ from connector import context, shaping
 from connector.handlers import key, options
 from storage import users
 
-
 # The certified connector's default $filter is a placeholder for the maker to replace; a flow that
 # leaves it unchanged asks for all users.
 PLACEHOLDER_FILTER = "Email eq '{UserEmail}'"

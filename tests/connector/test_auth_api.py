@@ -65,8 +65,12 @@ def test_every_write_records_who_did_it(api: Api) -> None:
     """The event of a write carries the acting key and user."""
     world = build_world(api)
     api.ok("POST", f"/odata/v2/Courses({world.course['Id']})/Publish", 204)
-    api.ok("POST", f"/odata/v2/Courses({world.course['Id']})/Enroll", json={"userLoginName": "ann@x.example"},
-           user=world.uid("ann"))
+    api.ok(
+        "POST",
+        f"/odata/v2/Courses({world.course['Id']})/Enroll",
+        json={"userLoginName": "ann@x.example"},
+        user=world.uid("ann"),
+    )
     from storage import events
 
     created = events.latest(api.db, limit=1, types=["EnrollmentCreated"])[0]

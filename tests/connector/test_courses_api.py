@@ -6,8 +6,16 @@ from support import Api, build_world, error
 
 
 def course_body(catalog_id: str, **extra):
-    return {"CourseCatalogId": catalog_id, "CourseType": "ELearning", "Title": "Security", "Description": "Basics",
-            "Culture": "en-US", "UICulture": "en-US", "Url": "security", **extra}
+    return {
+        "CourseCatalogId": catalog_id,
+        "CourseType": "ELearning",
+        "Title": "Security",
+        "Description": "Basics",
+        "Culture": "en-US",
+        "UICulture": "en-US",
+        "Url": "security",
+        **extra,
+    }
 
 
 def catalog(api: Api) -> dict:
@@ -38,8 +46,17 @@ def test_default_expand_of_get_course_info_matches_the_reference(api: Api) -> No
     """Without $expand, GetCourseInfo expands what the certified connector's default asks for."""
     world = build_world(api)
     details = api.ok("GET", f"/odata/v2/Courses({world.course['Id']})")
-    for nav in ("DueDate", "Publishing", "CertificateExpiry", "SharepointWeb", "Categories", "Tags",
-                "CourseSessions", "ProvisioningProgress", "Trainers"):
+    for nav in (
+        "DueDate",
+        "Publishing",
+        "CertificateExpiry",
+        "SharepointWeb",
+        "Categories",
+        "Tags",
+        "CourseSessions",
+        "ProvisioningProgress",
+        "Trainers",
+    ):
         assert nav in details, nav
     assert set(details["SharepointWeb"]) == {"Url"}  # SharepointWeb($select=Url)
     assert details["DueDate@odata.context"].endswith("/DueDate/$entity")
@@ -91,8 +108,11 @@ def test_categories_and_tags(api: Api) -> None:
     """Categories (with parents) and tags are created per catalog and listed with $filter."""
     cat = catalog(api)
     parent = api.ok("POST", "/odata/v2/CourseCategories", json={"Name": "Safety", "CourseCatalogId": cat["Id"]})
-    child = api.ok("POST", "/odata/v2/CourseCategories",
-                   json={"Name": "Fire", "CourseCatalogId": cat["Id"], "ParentCategoryId": parent["Id"]})
+    child = api.ok(
+        "POST",
+        "/odata/v2/CourseCategories",
+        json={"Name": "Fire", "CourseCatalogId": cat["Id"], "ParentCategoryId": parent["Id"]},
+    )
     assert child["ParentCategoryId"] == parent["Id"]
     dup = api.post("/odata/v2/CourseCategories", json={"Name": "safety", "CourseCatalogId": cat["Id"]})
     assert dup.status_code == 409
@@ -108,8 +128,15 @@ def test_course_sessions_list_update_and_delete(api: Api) -> None:
     sid = world.session["Id"]
     listed = api.ok("GET", f"/odata/v2/Courses({world.course['Id']})/CourseSessions")["value"]
     assert [s["Id"] for s in listed] == [sid]
-    moved = api.ok("PATCH", f"/odata/v2/CourseSessions({sid})", json={
-        "StartDate": "2030-07-01T09:00:00", "EndDate": "2030-07-01T12:00:00", "TimeZone": "W. Europe Standard Time"})
+    moved = api.ok(
+        "PATCH",
+        f"/odata/v2/CourseSessions({sid})",
+        json={
+            "StartDate": "2030-07-01T09:00:00",
+            "EndDate": "2030-07-01T12:00:00",
+            "TimeZone": "W. Europe Standard Time",
+        },
+    )
     assert (moved["StartDate"], moved["TimeZone"]) == ("2030-07-01T07:00:00.000Z", "W. Europe Standard Time")
     api.ok("DELETE", f"/odata/v2/CourseSessions({sid})", 204)
     assert api.get(f"/odata/v2/CourseSessions({sid})").status_code == 404

@@ -45,12 +45,44 @@ def test_wrong_content_type_is_415(api: Api) -> None:
     assert error(response)["code"] == "UnsupportedMediaType"
 
 
+def test_bodies_that_are_not_utf8_json_are_400(api: Api) -> None:
+    """Bytes that are not UTF-8 and unpaired surrogate escapes are refused before any handler runs."""
+    before = event_count(api)
+    for body in (b"\xfb\x10K", b'{"LoginName": "\\ud800x@x.example"}'):
+        response = api.post("/odata/v2/Users", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, body
+        assert error(response)["code"] == "BadRequest"
+    assert event_count(api) == before
+    paired = api.post(
+        "/odata/v2/Users",
+        content=b'{"LoginName": "\\ud83d\\ude00@x.example"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert paired.status_code == 200
+    assert paired.json()["LoginName"] == "\U0001f600@x.example"
+
+
+def test_control_characters_in_the_path_are_400(api: Api) -> None:
+    """A percent-encoded newline in an id is bad input, not a server error."""
+    response = api.post("/odata/v2/Enrollments(%0Ap)/Start")
+    assert response.status_code == 400
+    assert "control character" in error(response)["message"]
+
+
 def test_users_create_filter_update_delete(api: Api) -> None:
     """Users can be created with custom fields, found by Email (case-insensitively), updated and deleted."""
     boss = api.ok("POST", "/odata/v2/Users", json={"LoginName": "boss@x.example"})
-    user = api.ok("POST", "/odata/v2/Users", json={
-        "LoginName": "kim@x.example", "Email": "Kim@X.example", "Title": "Kim", "ManagerLoginName": "boss@x.example",
-        "UserFieldValues": [{"FieldTitle": "Employee number", "Value": "42"}]})
+    user = api.ok(
+        "POST",
+        "/odata/v2/Users",
+        json={
+            "LoginName": "kim@x.example",
+            "Email": "Kim@X.example",
+            "Title": "Kim",
+            "ManagerLoginName": "boss@x.example",
+            "UserFieldValues": [{"FieldTitle": "Employee number", "Value": "42"}],
+        },
+    )
     assert user["ManagerId"] == boss["Id"]
     assert user["UserFieldValues"][0]["Value"] == "42"
     found = api.ok("GET", "/odata/v2/Users", params={"$filter": "Email eq 'kim@x.example'"})["value"]
@@ -70,8 +102,11 @@ def test_http_request_runs_inside_with_the_callers_identity(api: Api) -> None:
     v2 = api.post("/v2/httprequest", json={"method": "GET", "uri": "odata/v2/Nope"})
     assert v2.status_code == 404
     assert error(v2)["code"] == "NotFound"
-    created = api.post("/httprequest", json={"method": "POST", "uri": "Users", "body": '{"LoginName": "z@x.example"}'},
-                       user=world.uid("ann"))
+    created = api.post(
+        "/httprequest",
+        json={"method": "POST", "uri": "Users", "body": '{"LoginName": "z@x.example"}'},
+        user=world.uid("ann"),
+    )
     assert created.status_code == 403  # the learner named by LMS365-User-Id may not create users
 
 
@@ -81,6 +116,10 @@ def test_http_request_never_leaves_the_server(api: Api) -> None:
         response = api.post("/httprequest", json={"method": "GET", "uri": uri})
         assert response.status_code == 400, uri
         assert error(response)["target"] == "uri"
+    bad_header = api.post("/httprequest", json={"method": "GET", "uri": "Users", "headers": {"X-Name": "a\r\nb"}})
+    assert (bad_header.status_code, error(bad_header)["target"]) == (400, "headers.X-Name")
+    bad_name = api.post("/httprequest", json={"method": "GET", "uri": "Users", "headers": {"Bad Name": "x"}})
+    assert (bad_name.status_code, error(bad_name)["target"]) == (400, "headers")
 
 
 def test_file_upload_stores_under_the_data_directory(api: Api) -> None:
@@ -93,6 +132,14 @@ def test_file_upload_stores_under_the_data_directory(api: Api) -> None:
     big = api.post("/big/upload", files={"File": ("big.bin", b"x" * (api.settings.max_upload_bytes + 1))})
     assert big.status_code == 413
     assert not (api.settings.files_dir / "big").exists()
+    untyped = api.post("/plain/upload", content=b"raw bytes")
+    assert (untyped.status_code, error(untyped)["code"]) == (415, "UnsupportedMediaType")
+    no_boundary = api.post("/plain/upload", content=b"raw", headers={"Content-Type": "multipart/form-data"})
+    assert no_boundary.status_code == 400
+    malformed = api.post(
+        "/plain/upload", content=b"--b\r\n--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert (malformed.status_code, error(malformed)["code"]) == (400, "BadRequest")
 
 
 def test_trigger_subscription_lifecycle(api: Api) -> None:
@@ -114,6 +161,9 @@ def test_trigger_subscription_lifecycle(api: Api) -> None:
 
 def test_location_honours_forwarded_headers(api: Api) -> None:
     """Behind a proxy the Location uses X-Forwarded-Proto and X-Forwarded-Host."""
-    response = api.post("/webhooks/subscribe/UserDeleted", json={"WebHookUri": "https://flow.example/cb"},
-                        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "lms.contoso.com"})
+    response = api.post(
+        "/webhooks/subscribe/UserDeleted",
+        json={"WebHookUri": "https://flow.example/cb"},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "lms.contoso.com"},
+    )
     assert response.headers["Location"].startswith("https://lms.contoso.com/webhooks/subscriptions(")

@@ -630,9 +630,7 @@ def test_option_parsers_raise_only_invalid(option: str, value: str | int | bool 
 )
 def test_next_link_round_trips(others: dict[str, str], skip: int, top: int | None) -> None:
     """Parsing a nextLink's query gives back every other option unchanged plus the new $skip and $top."""
-    link = next_link(
-        "https://lms.example/odata/v2/Users", {**others, "$skip": "0"}, skip=skip, top_remaining=top
-    )
+    link = next_link("https://lms.example/odata/v2/Users", {**others, "$skip": "0"}, skip=skip, top_remaining=top)
     query = dict(parse_qsl(urlsplit(link).query, keep_blank_values=True))
     expected = {**others, "$skip": str(skip)} | ({} if top is None else {"$top": str(top)})
     assert query == expected

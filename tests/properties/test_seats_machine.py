@@ -23,21 +23,43 @@ LEARNERS = [f"l{i}@x.example" for i in range(8)]
 class Seats(RuleBasedStateMachine):
     """Model: per session, the ordered waitlist; check the database against it after every step."""
 
-    @initialize(capacities=st.lists(st.integers(1, 3), min_size=2, max_size=2),
-                flow=st.sampled_from(["AutomaticApproval", "CustomApproval"]))
+    @initialize(
+        capacities=st.lists(st.integers(1, 3), min_size=2, max_size=2),
+        flow=st.sampled_from(["AutomaticApproval", "CustomApproval"]),
+    )
     def setup(self, capacities: list[int], flow: str) -> None:
         self.dir = tempfile.TemporaryDirectory()
         self.db = Database(Path(self.dir.name) / "t.db")
         self.db.migrate()
         self.users = {login: users.create(self.db, ADMIN, {"LoginName": login})["Id"] for login in LEARNERS}
         cat = catalogs.create_catalog(self.db, ADMIN, {"Title": "C"}, "http://x")
-        self.course = courses.create(self.db, ADMIN, {
-            "CourseCatalogId": cat["Id"], "CourseType": "ClassRoom", "Title": "T", "Description": "D",
-            "Culture": "en", "UICulture": "en", "Url": "t", "EnrollmentFlow": flow})["Id"]
+        self.course = courses.create(
+            self.db,
+            ADMIN,
+            {
+                "CourseCatalogId": cat["Id"],
+                "CourseType": "ClassRoom",
+                "Title": "T",
+                "Description": "D",
+                "Culture": "en",
+                "UICulture": "en",
+                "Url": "t",
+                "EnrollmentFlow": flow,
+            },
+        )["Id"]
         self.sessions = [
-            sessions.create(self.db, ADMIN, self.course, {
-                "Title": f"S{i}", "StartDate": "2031-01-01T09:00:00Z", "EndDate": "2031-01-01T10:00:00Z",
-                "TimeZone": "UTC", "MaxAttendees": str(cap)})["Id"]
+            sessions.create(
+                self.db,
+                ADMIN,
+                self.course,
+                {
+                    "Title": f"S{i}",
+                    "StartDate": "2031-01-01T09:00:00Z",
+                    "EndDate": "2031-01-01T10:00:00Z",
+                    "TimeZone": "UTC",
+                    "MaxAttendees": str(cap),
+                },
+            )["Id"]
             for i, cap in enumerate(capacities)
         ]
         self.capacity = dict(zip(self.sessions, capacities, strict=True))
@@ -57,8 +79,9 @@ class Seats(RuleBasedStateMachine):
         if self_service:
             courses.provision_step(self.db, Path(self.dir.name))  # may still be provisioning; publish when ready
         try:
-            e = enrollments.enroll(self.db, actor, self.course,
-                                   {"userLoginName": login, "courseSessionId": self.sessions[which]})
+            e = enrollments.enroll(
+                self.db, actor, self.course, {"userLoginName": login, "courseSessionId": self.sessions[which]}
+            )
         except StorageError:
             return
         self.enrollments[login] = e["Id"]
@@ -119,10 +142,12 @@ class Seats(RuleBasedStateMachine):
         for session_id in self.sessions:
             seated = conn.execute(
                 "SELECT count(*) FROM session_registrations WHERE session_id = ? AND status = 'Registered'",
-                (session_id,)).fetchone()[0]
+                (session_id,),
+            ).fetchone()[0]
             waiting = conn.execute(
                 "SELECT count(*) FROM session_registrations WHERE session_id = ? AND status = 'Waitlisted'",
-                (session_id,)).fetchone()[0]
+                (session_id,),
+            ).fetchone()[0]
             assert seated <= self.capacity[session_id]
             # Nobody waits while a seat is free: promotion happened in order.
             assert waiting == 0 or seated == self.capacity[session_id]
@@ -132,7 +157,8 @@ class Seats(RuleBasedStateMachine):
         """Replaying the log, every promotion takes the head of its session's waitlist."""
         rows = self.db.conn.execute(
             "SELECT type, session_id, data FROM events WHERE type IN ('SessionRegistered', 'WaitlistPromoted',"
-            " 'SessionUnregistered') ORDER BY seq").fetchall()
+            " 'SessionUnregistered') ORDER BY seq"
+        ).fetchall()
         queues: dict[str, list[str]] = {s: [] for s in self.sessions}
         for row in rows:
             data = json.loads(row["data"])
@@ -147,7 +173,9 @@ class Seats(RuleBasedStateMachine):
 
 
 Seats.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=30, deadline=None,
+    max_examples=100,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestSeats = Seats.TestCase

@@ -38,8 +38,9 @@ class Server:
 def start(data: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
     """Create a key, start `coursewire serve` with `args`, wait until /healthz answers, stop it after."""
     env = {**os.environ, "COURSEWIRE_DATA_DIR": str(data), **(env or {})}
-    created = subprocess.run([str(BIN), "apikey", "create", "--name", "e2e", "--json"], env=env,
-                             capture_output=True, text=True, check=True)
+    created = subprocess.run(
+        [str(BIN), "apikey", "create", "--name", "e2e", "--json"], env=env, capture_output=True, text=True, check=True
+    )
     key = json.loads(created.stdout)["key"]
     port = free_port()
     log = (data.parent / "serve.log").open("wb")  # a file, not a pipe nobody drains

@@ -25,25 +25,60 @@ def test_flow_like_scenario(server: Server, tmp_path: Path) -> None:
     """Catalog, users, ILT course, session, enroll, waitlist, cancel, promote, approve, complete, retake,
     HttpRequest and FileUpload, all over real HTTP against `coursewire serve` with two worker processes."""
     s = server
-    people = {n: s.call("POST", "/odata/v2/Users", json={"LoginName": f"{n}@e2e.example", "Email": f"{n}@e2e.example",
-                                                         "Title": n.title(), **({"ManagerLoginName": "boss@e2e.example"} if n != "boss" else {})})
-              for n in ("boss", "ann", "bob", "cid")}
+    people = {
+        n: s.call(
+            "POST",
+            "/odata/v2/Users",
+            json={
+                "LoginName": f"{n}@e2e.example",
+                "Email": f"{n}@e2e.example",
+                "Title": n.title(),
+                **({"ManagerLoginName": "boss@e2e.example"} if n != "boss" else {}),
+            },
+        )
+        for n in ("boss", "ann", "bob", "cid")
+    }
     catalog = s.call("POST", "/odata/v2/CourseCatalogs", json={"Title": "E2E Academy"})
-    course = s.call("POST", "/odata/v2/Courses", json={
-        "CourseCatalogId": catalog["Id"], "CourseType": "ClassRoom", "Title": "Forklift safety",
-        "Description": "Practical", "Culture": "en-US", "UICulture": "en-US", "Url": "forklift"})
+    course = s.call(
+        "POST",
+        "/odata/v2/Courses",
+        json={
+            "CourseCatalogId": catalog["Id"],
+            "CourseType": "ClassRoom",
+            "Title": "Forklift safety",
+            "Description": "Practical",
+            "Culture": "en-US",
+            "UICulture": "en-US",
+            "Url": "forklift",
+        },
+    )
     cid = course["Id"]
-    created = wait_for(lambda: s.call("GET", "/odata/v2/Courses/IncludeNotCreated",
-                                      params={"$filter": f"Id eq '{cid}'"})["value"][0]["ProvisioningProgress"] == "Created")
+    created = wait_for(
+        lambda: s.call("GET", "/odata/v2/Courses/IncludeNotCreated", params={"$filter": f"Id eq '{cid}'"})["value"][0][
+            "ProvisioningProgress"
+        ]
+        == "Created"
+    )
     assert created, "the in-process worker did not provision the course"
-    session = s.call("POST", f"/odata/v2/Courses({cid})/CourseSessions", json={
-        "Title": "Tuesday", "StartDate": "2031-05-06T09:00:00", "EndDate": "2031-05-06T15:00:00",
-        "TimeZone": "GMT Standard Time", "MaxAttendees": "1"})
+    session = s.call(
+        "POST",
+        f"/odata/v2/Courses({cid})/CourseSessions",
+        json={
+            "Title": "Tuesday",
+            "StartDate": "2031-05-06T09:00:00",
+            "EndDate": "2031-05-06T15:00:00",
+            "TimeZone": "GMT Standard Time",
+            "MaxAttendees": "1",
+        },
+    )
     assert session["StartDate"] == "2031-05-06T08:00:00.000Z"  # BST wall clock -> UTC
 
     def enroll(name: str):
-        return s.call("POST", f"/odata/v2/Courses({cid})/Enroll",
-                      json={"userLoginName": f"{name}@e2e.example", "courseSessionId": session["Id"]})
+        return s.call(
+            "POST",
+            f"/odata/v2/Courses({cid})/Enroll",
+            json={"userLoginName": f"{name}@e2e.example", "courseSessionId": session["Id"]},
+        )
 
     ann, bob = enroll("ann"), enroll("bob")
     assert (ann["EnrollmentStatusText"], bob["EnrollmentStatusText"]) == ("NotStarted", "Waitlisted")
@@ -51,11 +86,16 @@ def test_flow_like_scenario(server: Server, tmp_path: Path) -> None:
     assert s.call("GET", f"/odata/v2/Enrollments({bob['Id']})")["EnrollmentStatusText"] == "NotStarted"
 
     s.call("PATCH", f"/odata/v2/Courses({cid})", json={"EnrollmentFlow": "LineManagerApproval"})
-    request = s.call("POST", f"/odata/v2/Courses({cid})/Enroll", json={"userLoginName": "cid@e2e.example"},
-                     headers={"LMS365-User-Id": people["cid"]["Id"]})
+    request = s.call(
+        "POST",
+        f"/odata/v2/Courses({cid})/Enroll",
+        json={"userLoginName": "cid@e2e.example"},
+        headers={"LMS365-User-Id": people["cid"]["Id"]},
+    )
     assert request["EnrollmentStatusText"] == "PendingApproval"
-    s.call("POST", f"/odata/v2/Enrollments({request['Id']})/Approve", 204,
-           headers={"LMS365-User-Id": people["boss"]["Id"]})
+    s.call(
+        "POST", f"/odata/v2/Enrollments({request['Id']})/Approve", 204, headers={"LMS365-User-Id": people["boss"]["Id"]}
+    )
     assert s.call("GET", f"/odata/v2/Enrollments({request['Id']})")["EnrollmentStatusText"] == "NotStarted"
 
     s.call("POST", f"/odata/v2/Enrollments({bob['Id']})/Complete", 204)
@@ -67,8 +107,11 @@ def test_flow_like_scenario(server: Server, tmp_path: Path) -> None:
     absolute = s.session.post(s.base + "/httprequest", json={"method": "GET", "uri": "http://169.254.169.254/"})
     assert absolute.status_code == 400
 
-    uploaded = s.call("POST", f"/certificates/{bob['Id']}/upload",
-                      files={"File": ("certificate.pdf", b"%PDF-1.7 e2e", "application/pdf")})
+    uploaded = s.call(
+        "POST",
+        f"/certificates/{bob['Id']}/upload",
+        files={"File": ("certificate.pdf", b"%PDF-1.7 e2e", "application/pdf")},
+    )
     assert uploaded["Size"] == len(b"%PDF-1.7 e2e")
 
     listed = s.call("GET", "/odata/v2/Enrollments", params={"$filter": f"CourseId eq '{cid}'", "$count": "true"})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connector import context, odata
 from storage import query
+from storage.errors import Invalid
 from storage.readmodel import ENTITY_SETS
 
 
@@ -35,7 +37,46 @@ def selectable(set_name: str) -> frozenset[str]:
 
 def parse(set_name: str, raw: Mapping[str, Any]) -> odata.QueryOptions:
     """Parse and check the query options against the entity set; raises Invalid naming the option."""
-    return odata.parse_options(raw, selectable=selectable(set_name), expandable=expandable(set_name))
+    options = odata.parse_options(raw, selectable=selectable(set_name), expandable=expandable(set_name))
+    check_expand(set_name, options.expand)
+    return options
+
+
+def check_expand(set_name: str, items: Sequence[odata.ExpandItem]) -> None:
+    """Check nested `$expand` items against the entity sets all the way down (the parser checks one level).
+
+    Raises Invalid (target `$expand`) for a name that is not a navigation of its entity set, a nested
+    option a navigation cannot take, or a nested `$filter`/`$orderby` the target cannot be queried by.
+    """
+    es = ENTITY_SETS[set_name]
+    for item in items:
+        nav = es.navigations.get(item.name)
+        if nav is None:
+            names = ", ".join(sorted(es.navigations)) or "(none)"
+            raise Invalid(f"$expand: {set_name} has no navigation {item.name!r}; expandable: {names}", "$expand")
+        where = f"$expand: inside {item.name}(...)"
+        if nav.target is None:
+            if item.expand or item.filter or item.orderby or item.top is not None:
+                raise Invalid(f"{where} only $select applies; {item.name} is a value, not an entity set", "$expand")
+            continue
+        target = ENTITY_SETS[nav.target]
+        unknown = [n for n in item.select or () if n != "*" and n not in target.properties | target.navigations.keys()]
+        if unknown:
+            raise Invalid(f"{where} $select names unknown property {unknown[0]!r}", "$expand")
+        if not nav.many and (item.filter or item.orderby or item.top is not None):
+            raise Invalid(
+                f"{where} $filter, $orderby and $top apply to collections; {item.name} is one entity", "$expand"
+            )
+        if item.filter or item.orderby:
+            entity_map = query.ENTITIES.get(nav.target)
+            if entity_map is None:
+                raise Invalid(f"{where} $filter and $orderby are not supported for {item.name}", "$expand")
+            try:
+                query.compile_filter(entity_map, item.filter)
+                query.compile_orderby(entity_map, item.orderby)
+            except Invalid as exc:
+                raise Invalid(f"{where} {exc.message}", "$expand") from None
+        check_expand(nav.target, item.expand)
 
 
 def shape(
@@ -46,6 +87,17 @@ def shape(
     expand: Sequence[odata.ExpandItem],
 ) -> list[dict[str, Any]]:
     """Load entities by key (in order, skipping missing ones) and apply `$select` and `$expand`."""
+    return list(_shape(conn, set_name, ids, select, expand).values())
+
+
+def _shape(
+    conn: sqlite3.Connection,
+    set_name: str,
+    ids: Sequence[str],
+    select: Sequence[str] | None,
+    expand: Sequence[odata.ExpandItem],
+) -> dict[str, dict[str, Any]]:
+    """`shape` keyed by id, in order: a nested `$select` may leave `Id` out of the entities themselves."""
     es = ENTITY_SETS[set_name]
     loaded = es.load(conn, ids)
     present = [i for i in ids if i in loaded]
@@ -56,16 +108,19 @@ def shape(
         if nav.target is None:
             expansions[item.name] = {k: _select_value(v, item.select) for k, v in values.items()}
             continue
-        child_ids = [c for v in values.values() for c in (v if nav.many else [v]) if c]
-        children = {
-            c["Id"]: c for c in shape(conn, nav.target, list(dict.fromkeys(child_ids)), item.select, item.expand)
-        }
+        child_ids = list(dict.fromkeys(c for v in values.values() for c in (v if nav.many else [v]) if c))
+        if nav.many and (item.filter or item.orderby):
+            values = _filter_children(conn, nav.target, item, child_ids, values)
+            child_ids = list(dict.fromkeys(c for v in values.values() for c in v))
+        if nav.many and item.top is not None:
+            values = {parent: v[: item.top] for parent, v in values.items()}
+        children = _shape(conn, nav.target, child_ids, item.select, item.expand)
         expansions[item.name] = {
             parent: ([children[c] for c in v if c in children] if nav.many else children.get(v))
             for parent, v in values.items()
         }
     wanted = None if not select or "*" in select else set(select)
-    out = []
+    out = {}
     for i in present:
         entity = loaded[i]
         result = {k: v for k, v in entity.items() if wanted is None or k in wanted}
@@ -74,8 +129,37 @@ def shape(
             if nav.context and not nav.many:
                 result[f"{item.name}@odata.context"] = metadata(f"{set_name}({i})/{item.name}", entity=True)
             result[item.name] = expansions[item.name].get(i)
-        out.append(result)
+        out[i] = result
     return out
+
+
+def _filter_children(
+    conn: sqlite3.Connection,
+    target: str,
+    item: odata.ExpandItem,
+    child_ids: Sequence[str],
+    values: Mapping[str, list[str]],
+) -> dict[str, list[str]]:
+    """Apply a nested `$filter`/`$orderby` to each parent's children with one query over all of them."""
+    entity_map = query.ENTITIES[target]
+    where, params = query.compile_filter(entity_map, item.filter)
+    kept, _ = query.select_page(
+        conn,
+        entity_map,
+        where=where,
+        params=params,
+        order_by=query.compile_orderby(entity_map, item.orderby),
+        limit=len(child_ids),
+        offset=0,
+        count=False,
+        # One JSON parameter holds every key, however many there are.
+        extra_where=f"{entity_map.key_sql} IN (SELECT value FROM json_each(?))",  # noqa: S608 (key from code)
+        extra_params=[json.dumps(list(child_ids))],
+    )
+    rank = {c: i for i, c in enumerate(kept)}
+    if item.orderby:
+        return {parent: sorted((c for c in v if c in rank), key=rank.__getitem__) for parent, v in values.items()}
+    return {parent: [c for c in v if c in rank] for parent, v in values.items()}
 
 
 def _select_value(value: Any, select: Sequence[str] | None) -> Any:

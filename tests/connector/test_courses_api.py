@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from support import Api, build_world, error
 
 
@@ -102,6 +104,37 @@ def test_course_catalog_expands_its_courses(api: Api) -> None:
     assert "SharepointWeb" in body["Courses"][0]
     listed = api.ok("GET", "/odata/v2/CourseCatalogs")["value"]
     assert [c["Id"] for c in listed] == [cat["Id"]]
+
+
+def test_nested_expand_filters_orders_and_limits_each_parent(api: Api) -> None:
+    """`Courses($filter=...;$orderby=...;$top=...;$select=...)` applies inside the catalog's courses."""
+    cat = catalog(api)
+    for title in ("Security", "Safety", "Sales", "Ethics"):
+        api.ok("POST", "/odata/v2/Courses", json=course_body(cat["Id"], Title=title, Url=title.lower()))
+    expand = "Courses($filter=startswith(Title,'S');$orderby=Title desc;$top=2;$select=Title)"
+    body = api.ok("GET", f"/odata/v2/CourseCatalogs({cat['Id']})", params={"$expand": expand})
+    assert body["Courses"] == [{"Title": "Security"}, {"Title": "Sales"}]
+    deeper = api.ok("GET", "/odata/v2/CourseCatalogs", params={"$expand": "Courses($expand=Tags;$select=Id,Tags)"})
+    assert all(set(c) == {"Id", "Tags"} for c in deeper["value"][0]["Courses"])
+
+
+@pytest.mark.parametrize(
+    ("expand", "says"),
+    [
+        ("Courses($expand=Title)", "no navigation 'Title'"),
+        ("Courses($expand=Tags($select=Nope))", "unknown property 'Nope'"),
+        ("Courses($filter=Nope eq 1)", "Nope"),
+        ("Courses($expand=DueDate($top=1))", "only $select applies"),
+        ("Courses($expand=CourseCatalog($top=1))", "is one entity"),
+    ],
+)
+def test_bad_nested_expand_is_400_naming_expand(api: Api, expand: str, says: str) -> None:
+    """Every level of a nested $expand is checked against the entity sets, not only the first."""
+    cat = catalog(api)
+    response = api.get(f"/odata/v2/CourseCatalogs({cat['Id']})", params={"$expand": expand})
+    assert response.status_code == 400, response.text
+    assert error(response)["target"] == "$expand"
+    assert says in error(response)["message"]
 
 
 def test_categories_and_tags(api: Api) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from support import Api, build_world, error
 
 from storage import events
+from webhooks.registry import EVENTS
 
 
 def event_count(api: Api) -> int:
@@ -99,6 +101,8 @@ def test_http_request_runs_inside_with_the_callers_identity(api: Api) -> None:
     world = build_world(api)
     inner = api.ok("POST", "/httprequest", json={"method": "GET", "uri": f"Courses({world.course['Id']})"})
     assert inner["Title"] == "First aid"
+    users = api.ok("POST", "/v2/httprequest", json={"method": "GET", "uri": "odata/v2/Users?$top=1&$select=Id"})
+    assert list(users["value"][0]) == ["Id"]
     v2 = api.post("/v2/httprequest", json={"method": "GET", "uri": "odata/v2/Nope"})
     assert v2.status_code == 404
     assert error(v2)["code"] == "NotFound"
@@ -157,6 +161,16 @@ def test_trigger_subscription_lifecycle(api: Api) -> None:
     assert api.delete(path).status_code == 404
     bad = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": "not a url"})
     assert (bad.status_code, error(bad)["target"]) == (400, "WebHookUri")
+
+
+@pytest.mark.parametrize("event", sorted(EVENTS))
+def test_every_trigger_can_be_subscribed_and_unsubscribed(api: Api, event: str) -> None:
+    """Each of the reference's trigger operations answers 201 with a Location that DELETE ends."""
+    hook = {"WebHookUri": f"https://flow.example/workflows/{event}/run?sig=s"}
+    created = api.post(f"/webhooks/subscribe/{event}", json=hook)
+    assert created.status_code == 201, created.text
+    assert created.json()["Event"] == event
+    api.ok("DELETE", created.headers["Location"].replace("http://testserver", ""), 204)
 
 
 def test_location_honours_forwarded_headers(api: Api) -> None:

@@ -10,7 +10,7 @@ from storage import files
 
 def file_upload(FileUploadUrl: str, File: Any) -> dict[str, Any]:
     services = context.services()
-    info = files.store(
+    return files.store(
         services.db,
         context.actor(),
         services.settings.files_dir,
@@ -20,4 +20,3 @@ def file_upload(FileUploadUrl: str, File: Any) -> dict[str, Any]:
         File.stream,
         services.settings.max_upload_bytes,
     )
-    return {**info, "Url": f"{context.base_url()}/{info['Path']}"}

@@ -125,7 +125,7 @@ ENTITY_SHAPES = {
     ),
     "ProvisioningStatus": "Id s, ProvisioningProgress s, ProvisioningError s?",
     "WebhookSubscription": "Id s, Event s, WebHookUri s, CreatedAt dt, Location s",
-    "FileInfo": "Id s, Path s, FileName s, Size i64, ContentType s, Sha256 s, UploadedAt dt, Url s",
+    "FileInfo": "Id s, Path s, FileName s, Size i64, ContentType s, Sha256 s, UploadedAt dt",
 }
 SCALARS = {
     "s": ("string", None),

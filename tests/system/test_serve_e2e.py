@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,58 @@ def test_flow_like_scenario(server: Server, tmp_path: Path) -> None:
     listed = s.call("GET", "/odata/v2/Enrollments", params={"$filter": f"CourseId eq '{cid}'", "$count": "true"})
     assert listed["@odata.count"] == 3
     assert s.session.get(s.base + "/odata/v2/Nope").json()["error"]["code"] == "NotFound"
+
+
+def test_concurrent_enrollments_never_exceed_max_attendees(server: Server) -> None:
+    """Twenty learners enroll at once through two server processes into a three-seat session:
+    exactly three get seats, the rest are waitlisted in the order their registrations committed."""
+    s = server
+    catalog = s.call("POST", "/odata/v2/CourseCatalogs", json={"Title": "Rush"})
+    course = s.call(
+        "POST",
+        "/odata/v2/Courses",
+        json={
+            "CourseCatalogId": catalog["Id"],
+            "CourseType": "ClassRoom",
+            "Title": "Popular",
+            "Description": "Few seats",
+            "Culture": "en-US",
+            "UICulture": "en-US",
+            "Url": "popular",
+        },
+    )
+    session = s.call(
+        "POST",
+        f"/odata/v2/Courses({course['Id']})/CourseSessions",
+        json={
+            "Title": "Only one",
+            "StartDate": "2031-06-02T09:00:00",
+            "EndDate": "2031-06-02T12:00:00",
+            "TimeZone": "UTC",
+            "MaxAttendees": "3",
+        },
+    )
+    logins = [f"rush{i}@e2e.example" for i in range(20)]
+    for login in logins:
+        s.call("POST", "/odata/v2/Users", json={"LoginName": login})
+
+    def enroll(login: str) -> dict:
+        return s.call(
+            "POST",
+            f"/odata/v2/Courses({course['Id']})/Enroll",
+            json={"userLoginName": login, "courseSessionId": session["Id"]},
+        )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(enroll, logins))
+    statuses = [r["EnrollmentStatusText"] for r in results]
+    assert statuses.count("NotStarted") == 3
+    assert statuses.count("Waitlisted") == 17
+    after = s.call("GET", f"/odata/v2/CourseSessions({session['Id']})")
+    assert (after["AttendeesCount"], after["WaitlistCount"]) == (3, 17)
+
+    # Freeing a seat promotes exactly one waitlisted learner.
+    seated = next(r for r in results if r["EnrollmentStatusText"] == "NotStarted")
+    s.call("POST", f"/odata/v2/Enrollments({seated['Id']})/Cancel", 204, json={"message": "Sick"})
+    after = s.call("GET", f"/odata/v2/CourseSessions({session['Id']})")
+    assert (after["AttendeesCount"], after["WaitlistCount"]) == (3, 16)

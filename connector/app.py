@@ -15,6 +15,7 @@ from a2wsgi import WSGIMiddleware
 from connexion.exceptions import ProblemException, ResolverError
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
 from connector import errors
@@ -83,7 +84,8 @@ def create_app(
     spec = load_spec()
     services = Services(settings=settings, db=db, limiter=limiter, routes=compile_routes(spec["paths"]))
 
-    app = connexion.FlaskApp(__name__)
+    # No Swagger UI: the document is for Power Platform's import, and the UI's assets are not installed.
+    app = connexion.FlaskApp(__name__, swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
     app.add_api(
         spec,

@@ -101,11 +101,11 @@ def create_app(
         app.add_error_handler(status, errors.handle)
 
     flask_app = app.app
-    flask_app.json.compact = True  # type: ignore[attr-defined]
-    flask_app.json.sort_keys = False  # type: ignore[attr-defined]
+    flask_app.json.compact = True
+    flask_app.json.sort_keys = False
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + (1 << 20)
     # HttpRequest holds a worker thread while its inner request runs on another: give the pool room.
-    app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app, workers=WSGI_THREADS)  # type: ignore[attr-defined]
+    app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app, workers=WSGI_THREADS)
     services.app = app
     return app
 

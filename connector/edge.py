@@ -16,6 +16,7 @@ from connector.errors import HttpError
 from connector.settings import Settings
 from storage import apikeys
 from storage.db import Database
+from storage.models import ApiKey
 from storage.ratelimit import RateLimiter
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -118,7 +119,7 @@ class EdgeMiddleware:
         self._guard(path, method)
         await self.app(scope, receive, send)
 
-    def _authenticate(self, scope: Scope) -> apikeys.ApiKey:
+    def _authenticate(self, scope: Scope) -> ApiKey:
         username, password = _credentials(scope)
         if username != "api":
             raise HttpError(

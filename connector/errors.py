@@ -110,14 +110,12 @@ def handle(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     if isinstance(exc, ProblemException):
         return _problem(exc)
     if isinstance(exc, WerkzeugHTTPException | StarletteHTTPException):
-        status = getattr(exc, "code", None) or getattr(exc, "status_code", 500)
+        code: int = getattr(exc, "code", None) or getattr(exc, "status_code", None) or 500
         message = {
             404: "no operation at this path; see openapi/apiDefinition.swagger.json",
             405: "this path does not accept that method",
             413: "the request body is too large",
-        }.get(
-            status, str(getattr(exc, "description", None) or getattr(exc, "detail", "")) or CODES.get(status, "Error")
-        )
-        return response(status, message)
+        }.get(code, str(getattr(exc, "description", None) or getattr(exc, "detail", "")) or CODES.get(code, "Error"))
+        return response(code, message)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return response(500, "the server failed to handle this request; the error has been logged")

@@ -373,7 +373,9 @@ def record_attendance(db: Database, actor: Actor, session_id: str, items: list[d
 
 def _attendee(conn: sqlite3.Connection, session: sqlite3.Row, item: dict[str, Any], target: str) -> sqlite3.Row:
     if item.get("EnrollmentId"):
-        e = conn.execute("SELECT * FROM enrollments WHERE id = ?", (item["EnrollmentId"],)).fetchone()
+        e: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM enrollments WHERE id = ?", (item["EnrollmentId"],)
+        ).fetchone()
         if e is None:
             raise Invalid(
                 f"{target}.EnrollmentId: no enrollment {item['EnrollmentId']!r}", target=f"{target}.EnrollmentId"

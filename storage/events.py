@@ -85,7 +85,8 @@ def latest(
     enrollment_id: str | None = None,
 ) -> list[Event]:
     """Return the newest `limit` events matching the filters, oldest first."""
-    clauses, params = ["1=1"], []
+    clauses: list[str] = ["1=1"]
+    params: list[object] = []
     if types:
         clauses.append(f"type IN ({','.join('?' * len(types))})")
         params.extend(types)

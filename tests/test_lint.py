@@ -23,3 +23,11 @@ def test_code_is_formatted() -> None:
     """`ruff format` would change nothing."""
     result = ruff("format", "--check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_packages_type_check_strictly() -> None:
+    """mypy --strict holds on connector, webhooks and storage (settings in pyproject.toml)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", "/dev/null"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

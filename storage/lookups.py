@@ -43,9 +43,8 @@ def user_by_reference(conn: sqlite3.Connection, ref: str) -> sqlite3.Row | None:
     """The live user whose id or directory object id is `ref` (how LMS365-User-Id names a user)."""
     return _one(
         conn,
-        "SELECT * FROM users WHERE (id = ? OR directory_object_id = ? COLLATE NOCASE) AND is_deleted = 0"
-        " ORDER BY id = ? DESC LIMIT 1",
-        (ref, ref, ref),
+        "SELECT * FROM users WHERE (id = ? OR directory_object_id = ?) AND is_deleted = 0 ORDER BY id = ? DESC LIMIT 1",
+        (ref.lower(), ref.strip().lower(), ref.lower()),
     )
 
 

@@ -296,6 +296,16 @@ def initial(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations(name="0002_id_lookups")
+def id_lookups(db: Database) -> None:
+    """Ids compare exactly from here on: directory object ids in lower case like every other id, and an
+    index for a course's enrollments by status (bench/results/data_scale.md showed both scans)."""
+    db.execute(
+        "UPDATE users SET directory_object_id = lower(directory_object_id) WHERE directory_object_id IS NOT NULL"
+    )
+    db.execute("CREATE INDEX enrollments_course_status ON enrollments(course_id, status, registered_at)")
+
+
 def _statements(script: str) -> list[str]:
     """Split a schema script into statements (our scripts have no `;` inside literals)."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]

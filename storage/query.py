@@ -220,7 +220,7 @@ def _coerce(node: ast._Literal, kind: FieldType, label: str) -> object:
     if kind == "string" and isinstance(node, ast.String):
         return node.val
     if kind == "guid" and isinstance(node, ast.String | ast.GUID):
-        return str(node.val)
+        return str(node.val).lower()  # ids are stored in lower case, so they compare exactly (and use indexes)
     if kind in ("int", "float") and isinstance(node, ast.Integer):
         return _checked_int(node)
     if kind in ("int", "float") and isinstance(node, ast.Float):
@@ -478,8 +478,8 @@ def _is_condition(node: ast._Node) -> bool:
 
 
 def _is_text_value(value: _Value) -> bool:
-    """Compared as text (case-insensitively), as opposed to a code standing for a text."""
-    return _is_text(value.type) and (value.field is None or value.field.to_db is None)
+    """Compared as text (case-insensitively), as opposed to a code standing for a text or an id."""
+    return value.type == "string" and (value.field is None or value.field.to_db is None)
 
 
 def _as_text(value: _Value) -> _Value:

@@ -27,6 +27,11 @@ TEXT_COLUMNS = {
 }
 
 
+def _object_id(value: Any) -> Any:
+    """Directory object ids are GUIDs, stored in lower case like every id so lookups can use the index."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def field_id(title: str) -> str:
     """A custom field's id is derived from its title, so the same title always has the same id."""
     return str(uuid.uuid5(FIELD_NAMESPACE, title.strip().lower()))
@@ -109,6 +114,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
             "modified_at": iso(now),
         }
         values.update({column: body.get(prop) for prop, column in TEXT_COLUMNS.items()})
+        values["directory_object_id"] = _object_id(values["directory_object_id"])
         conn.execute(insert_sql("users", values), list(values.values()))
         user = readmodel.load_users(conn, [user_id])[user_id]
         events.record(conn, "UserCreated", actor, now, {"user": user}, user_id=user_id)
@@ -132,6 +138,8 @@ def update(db: Database, actor: Actor, user_id: str, body: dict[str, Any]) -> di
         for prop, column in TEXT_COLUMNS.items():
             if prop in body:
                 sets[column] = body[prop]
+        if "directory_object_id" in sets:
+            sets["directory_object_id"] = _object_id(sets["directory_object_id"])
         if "ManagerLoginName" in body:
             sets["manager_id"] = _manager(conn, body["ManagerLoginName"], user_id)
         if "IsExternal" in body:

@@ -29,7 +29,7 @@ from storage.ratelimit import RateLimiter
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "apiDefinition.swagger.json"
 HANDLER_MODULES: tuple[ModuleType, ...] = (catalogs, courses, sessions, enrollments, users, files, proxy, webhooks)
-WSGI_THREADS = 32
+WSGI_THREADS = 16
 
 
 def snake(operation_id: str) -> str:

@@ -99,18 +99,9 @@ class EdgeMiddleware:
             await _plain(send, 200, b'{"status":"ok"}')
             return
         if "coursewire.key" not in scope:  # requests re-dispatched by HttpRequest are already authenticated
-            key = self._authenticate(scope)
-            if services.limiter is not None:
-                wait = services.limiter.acquire(key.id)
-                if wait > 0:
-                    seconds = max(1, math.ceil(wait))
-                    raise HttpError(
-                        429,
-                        f"rate limit of {services.limiter.calls} calls per {services.limiter.period:g} seconds"
-                        f" for this API key exceeded; retry after {seconds} s",
-                        headers={"Retry-After": str(seconds)},
-                    )
-            scope["coursewire.key"] = key
+            # Both steps are SQLite calls: run them on a thread so the event loop never waits on the GIL
+            # behind the WSGI threads (measured: 0.73x -> 0.86x of bare connexion's GET throughput).
+            scope["coursewire.key"] = await asyncio.to_thread(self._admit, scope)
         key = scope["coursewire.key"]
         if key.access != "full" and method not in READ_METHODS and path not in PROXY_PATHS:
             raise HttpError(403, f"API key '{key.name}' is Read Only: writes need a Full Control key")
@@ -118,6 +109,22 @@ class EdgeMiddleware:
             raise HttpError(400, "the path contains a control character (such as a newline); ids and file paths cannot")
         self._guard(path, method)
         await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope) -> ApiKey:
+        """Authenticate the request and charge its key's rate limit; raise 401 or 429."""
+        key = self._authenticate(scope)
+        limiter = self.services.limiter
+        if limiter is not None:
+            wait = limiter.acquire(key.id)
+            if wait > 0:
+                seconds = max(1, math.ceil(wait))
+                raise HttpError(
+                    429,
+                    f"rate limit of {limiter.calls} calls per {limiter.period:g} seconds"
+                    f" for this API key exceeded; retry after {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+        return key
 
     def _authenticate(self, scope: Scope) -> ApiKey:
         username, password = _credentials(scope)

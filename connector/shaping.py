@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from connector import context, odata
 from storage import query
-from storage.errors import Invalid
+from storage.errors import Invalid, NotFound
 from storage.readmodel import ENTITY_SETS
 
 
@@ -173,12 +173,27 @@ def _select_value(value: Any, select: Sequence[str] | None) -> Any:
     return value
 
 
-def one(set_name: str, entity_id: str, raw: Mapping[str, Any], *, context_set: str | None = None) -> dict[str, Any]:
-    """One entity shaped by `$select`/`$expand`, with `@odata.context`; the caller checked it exists."""
+def one(
+    set_name: str,
+    entity_id: str,
+    raw: Mapping[str, Any],
+    *,
+    context_set: str | None = None,
+    check: Callable[[sqlite3.Connection], object] | None = None,
+) -> dict[str, Any]:
+    """One entity shaped by `$select`/`$expand`, with `@odata.context`, read in one transaction.
+
+    `check(conn)` runs first in that transaction and raises NotFound for rows the loader would still
+    return (soft-deleted courses and sessions); an id the loader does not know is NotFound too.
+    """
     options = parse(set_name, raw)
     db = context.services().db
     with db.read() as conn:
+        if check is not None:
+            check(conn)
         shaped = shape(conn, set_name, [entity_id], options.select, options.expand)
+    if not shaped:
+        raise NotFound(f"{set_name} has no entity with id {entity_id!r}", target="Id")
     return {"@odata.context": metadata(context_set or set_name, entity=True), **shaped[0]}
 
 

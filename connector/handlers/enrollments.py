@@ -6,7 +6,7 @@ from typing import Any
 
 from connector import context, shaping
 from connector.handlers import key, options
-from storage import enrollments
+from storage import enrollments, lookups
 
 
 def enroll_user_to_course(courseId: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -16,8 +16,12 @@ def enroll_user_to_course(courseId: str, body: dict[str, Any]) -> dict[str, Any]
 
 def get_enrollment_by_id(EnrollmentId: str, **kwargs: Any) -> dict[str, Any]:
     enrollment_id = key(EnrollmentId)
-    enrollments.get(context.services().db, enrollment_id)  # NotFound before shaping
-    return shaping.one("Enrollments", enrollment_id, options(kwargs))
+    return shaping.one(
+        "Enrollments",
+        enrollment_id,
+        options(kwargs),
+        check=lambda c: lookups.enrollment(c, enrollment_id, "EnrollmentId"),
+    )
 
 
 def get_enrollments(**kwargs: Any) -> dict[str, Any]:

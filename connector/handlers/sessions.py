@@ -28,9 +28,7 @@ def get_course_sessions(courseId: str, **kwargs: Any) -> dict[str, Any]:
 
 def get_course_session_by_id(Id: str, **kwargs: Any) -> dict[str, Any]:
     session_id = key(Id)
-    with context.services().db.read() as conn:
-        lookups.session(conn, session_id)
-    return shaping.one("CourseSessions", session_id, options(kwargs))
+    return shaping.one("CourseSessions", session_id, options(kwargs), check=lambda c: lookups.session(c, session_id))
 
 
 def update_course_session(Id: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,7 @@ def create_user(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_user_by_id(Id: str, **kwargs: Any) -> dict[str, Any]:
-    user_id = key(Id)
-    users.get(context.services().db, user_id)
-    return shaping.one("Users", user_id, options(kwargs))
+    return shaping.one("Users", key(Id), options(kwargs))
 
 
 def update_user(Id: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from loadgen import LoadError, Measurement, median, run_guarded, wrk_path
 from machine import describe
 from servers import Server, start_baseline, start_coursewire
 
+from connector.app import WSGI_THREADS
+
 RESULTS = Path(__file__).resolve().parent / "results" / "http_overhead.md"
 TARGETS = ("coursewire", "connexion", "flask")
 GOAL = 0.8  # coursewire should keep at least this share of bare connexion's throughput
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         " SQLite WAL, synchronous=NORMAL, busy_timeout 10 s, foreign keys on (storage/db.py), one database per"
         " target migrated by storage/migrations.py",
         "- coursewire: `coursewire serve`, COURSEWIRE_RATE_LIMIT=off (throttling disabled), Basic auth with a"
-        " Full Control key, a2wsgi pool of 32 threads (connector/app.py); the baselines keep a2wsgi's default 10",
+        f" Full Control key, a2wsgi pool of {WSGI_THREADS} threads (connector/app.py); the baselines keep a2wsgi's"
+        " default 10",
         f"- Load: wrk {args.threads} thread(s), {args.connections} keep-alive connections, {args.runs} runs of"
         f" {args.seconds:g} s per target and call after a {args.warmup:g} s warm-up, targets in rotating order;"
         " wrk runs on the same 2 cores as the server",

@@ -20,9 +20,9 @@ from connector import context
 from connector.errors import HttpError
 from storage.errors import Invalid
 
-# Each proxied call holds one WSGI worker thread while its inner request needs another; bounding the
-# concurrent proxied calls keeps threads free for the inner requests.
-_SLOTS = threading.BoundedSemaphore(4)
+# Each proxied call holds one WSGI worker thread while its inner request needs another; three at once
+# hold six of the app's ten threads (connector.app.WSGI_THREADS) and leave four for everything else.
+_SLOTS = threading.BoundedSemaphore(3)
 _DROP_REQUEST_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 _PASS_RESPONSE_HEADERS = {"content-type", "location", "retry-after", "allow", "www-authenticate"}
 _TIMEOUT_SECONDS = 60

@@ -4,8 +4,9 @@ The baselines must differ from coursewire only in the HTTP edge, so they open th
 `storage.db.Database` does (one connection per thread, WAL, synchronous=NORMAL, busy timeout, foreign
 keys), work on a database migrated by coursewire's own migrations, and run the same statements in the
 same transactions: a read transaction around the user SELECT, and BEGIN IMMEDIATE around the login
-check, the INSERT, the read-back and the `UserCreated` event. This module imports nothing from
-coursewire, so a baseline stays a bare framework app.
+check, the INSERT, the read-back and the `UserCreated` event. It borrows only coursewire's SQL text and
+row mapping (plain functions), never its edge, handlers or transactions, so a baseline stays a bare
+framework app.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-USER_SELECT = "SELECT u.*, m.login_name AS manager_login_name FROM users u LEFT JOIN users m ON m.id = u.manager_id"
-TEXT_COLUMNS = {
-    "Email": "email",
-    "Title": "title",
-    "Department": "department",
-    "City": "city",
-    "Country": "country",
-    "Office": "office",
-    "JobTitle": "job_title",
-    "DirectoryObjectId": "directory_object_id",
-}
+# The same SQL and row mapping coursewire uses, so the baselines do exactly its database work.
+from storage.readmodel import USER_SELECT, user_from_row
+from storage.users import TEXT_COLUMNS
+
 _local = threading.local()
 
 
@@ -54,28 +48,6 @@ def _now() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _user(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "Id": row["id"],
-        "LoginName": row["login_name"],
-        "Email": row["email"],
-        "Title": row["title"],
-        "Department": row["department"],
-        "ManagerId": row["manager_id"],
-        "ManagerLoginName": row["manager_login_name"],
-        "City": row["city"],
-        "Country": row["country"],
-        "DirectoryObjectId": row["directory_object_id"],
-        "Office": row["office"],
-        "JobTitle": row["job_title"],
-        "IsExternal": bool(row["is_external"]),
-        "Role": row["role"],
-        "IsDeleted": bool(row["is_deleted"]),
-        "UserFieldValues": json.loads(row["field_values"]),
-        "CreatedAt": row["created_at"],
-    }
-
-
 def get_user(user_id: str) -> dict[str, Any] | None:
     """The user in its wire shape, or None; one read transaction like `Database.read()`."""
     conn = _conn()
@@ -84,7 +56,7 @@ def get_user(user_id: str) -> dict[str, Any] | None:
         row = conn.execute(USER_SELECT + " WHERE u.id IN (?)", (user_id,)).fetchone()
     finally:
         conn.execute("COMMIT")
-    return None if row is None else _user(row)
+    return None if row is None else user_from_row(row)
 
 
 def create_user(body: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +89,7 @@ def create_user(body: dict[str, Any]) -> dict[str, Any]:
             f"INSERT INTO users ({columns}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608 - names from code
             list(values.values()),
         )
-        user = _user(conn.execute(USER_SELECT + " WHERE u.id IN (?)", (user_id,)).fetchone())
+        user = user_from_row(conn.execute(USER_SELECT + " WHERE u.id IN (?)", (user_id,)).fetchone())
         conn.execute(
             "INSERT INTO events (id, type, occurred_at, actor, catalog_id, course_id, session_id,"
             " enrollment_id, user_id, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -191,6 +191,18 @@ def _resolve(doc: Json, node: Json) -> Json:
     return {}
 
 
+def _enter(doc: Json, node: Json, stack: tuple[str, ...]) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    """Step into a schema for a recursive walk: resolve its `$ref` and add it to `stack`; None for a
+    reference already being expanded (a recursive schema) or for anything that is not an object."""
+    ref = node.get("$ref") if isinstance(node, dict) else None
+    if isinstance(ref, str):
+        if ref in stack:
+            return None, stack
+        stack = (*stack, ref)
+    resolved = _resolve(doc, node)
+    return (resolved if isinstance(resolved, dict) else None), stack
+
+
 def _schema_type(schema: Json) -> str | None:
     if not isinstance(schema, dict):
         return None
@@ -212,13 +224,8 @@ def flatten_schema(doc: Json, schema: Json, prefix: str = "") -> dict[str, dict[
     out: dict[str, dict[str, Any]] = {}
 
     def visit(node: Json, path: str, required: bool, stack: tuple[str, ...]) -> None:
-        ref = node.get("$ref") if isinstance(node, dict) else None
-        if isinstance(ref, str):
-            if ref in stack:
-                return
-            stack = (*stack, ref)
-        node = _resolve(doc, node)
-        if not isinstance(node, dict):
+        node, stack = _enter(doc, node, stack)
+        if node is None:
             return
         if path:
             out[path] = {
@@ -826,13 +833,8 @@ def _notification_urls(doc: Json, body: dict[str, Any]) -> list[tuple[str, dict[
     found = []
 
     def visit(node: Json, path: str, internal: bool, required: bool, stack: tuple[str, ...]) -> None:
-        ref = node.get("$ref") if isinstance(node, dict) else None
-        if isinstance(ref, str):
-            if ref in stack:
-                return
-            stack = (*stack, ref)
-        node = _resolve(doc, node)
-        if not isinstance(node, dict):
+        node, stack = _enter(doc, node, stack)
+        if node is None:
             return
         internal = internal or node.get("x-ms-visibility") == "internal"
         if node.get("x-ms-notification-url") is True:

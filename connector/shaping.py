@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 from connector import context, odata
 from storage import query
@@ -249,6 +250,4 @@ def many(
 
 
 def _raw_query(query_string: str) -> dict[str, str]:
-    from urllib.parse import parse_qsl
-
     return dict(parse_qsl(query_string, keep_blank_values=True))

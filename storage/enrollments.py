@@ -14,13 +14,6 @@ from storage.models import Actor, EnrollmentStatus
 S = EnrollmentStatus
 
 
-def get(db: Database, enrollment_id: str) -> dict[str, Any]:
-    """Return the enrollment; NotFound if unknown."""
-    with db.read() as conn:
-        lookups.enrollment(conn, enrollment_id, "EnrollmentId")
-        return readmodel.load_enrollments(conn, [enrollment_id])[enrollment_id]
-
-
 def _record(conn: sqlite3.Connection, type: str, actor: Actor, now: datetime, enrollment_id: str, **data: Any) -> None:
     e = conn.execute("SELECT * FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
     events.record(

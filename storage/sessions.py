@@ -16,12 +16,6 @@ from storage.timeutil import parse_when, zone
 SESSION_COURSE_TYPES = ("ClassRoom", "Webinar")
 
 
-def get(db: Database, session_id: str) -> dict[str, Any]:
-    with db.read() as conn:
-        lookups.session(conn, session_id)
-        return readmodel.load_sessions(conn, [session_id])[session_id]
-
-
 def _max_attendees(value: Any) -> int | None:
     if value is None or value == "":
         return None

@@ -82,15 +82,6 @@ def _manager(conn: sqlite3.Connection, login: str | None, user_id: str) -> str |
     return str(manager["id"])
 
 
-def get(db: Database, user_id: str) -> dict[str, Any]:
-    """Return the user (deleted users too, so their ids stay resolvable); NotFound if unknown."""
-    with db.read() as conn:
-        found = readmodel.load_users(conn, [user_id])
-    if user_id not in found:
-        lookups.user(db.conn, user_id)  # raises NotFound
-    return found[user_id]
-
-
 def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
     """Create a user; return it. Raises Forbidden, Invalid (naming the field) or Conflict (login taken)."""
     login = _login(body.get("LoginName"))

@@ -1,9 +1,11 @@
-"""Request body validators: connexion's, hardened against bodies that would otherwise crash them.
+"""Request validators: connexion's, hardened against bodies that would otherwise crash them, and faster.
 
 connexion decodes JSON bodies without handling bytes that are not UTF-8, lets unpaired surrogate
 escapes (`"\\ud800"`) through into strings that SQLite and every encoder refuse, parses multipart
 bodies without checking for a boundary, and never closes the spooled files of the parts it parsed.
-Each of those is a 400 here, or a closed file, instead of a 500 or a leak.
+Each of those is a 400 here, or a closed file, instead of a 500 or a leak. connexion also copies
+each parameter's definition and builds a JSON Schema validator for it on every request; here each
+parameter's validator is built once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import re
 from typing import Any
 
 from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, MultiPartFormDataValidator
+from connexion.utils import is_null, is_nullable
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, MultiPartFormDataValidator, ParameterValidator
+from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Scope
@@ -77,6 +81,34 @@ class MultiPartBodyValidator(MultiPartFormDataValidator):
             raise BadRequestProblem(detail=f"the multipart/form-data body is malformed: {exc.message}") from None
 
 
-VALIDATORS: dict[str, Any] = {**VALIDATOR_MAP, "body": copy.copy(VALIDATOR_MAP["body"])}
+# Parameter definitions live as long as the app's specification: id() is stable while the entry
+# holds the definition itself.
+_PARAMETER_SCHEMAS: dict[int, tuple[dict[str, Any], Draft4Validator]] = {}
+
+
+class CachedParameterValidator(ParameterValidator):
+    @staticmethod
+    def validate_parameter(
+        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
+    ) -> str | None:
+        if value is None or (is_nullable(param) and is_null(value)):
+            return ParameterValidator.validate_parameter(parameter_type, value, param, param_name)  # type: ignore[no-any-return]
+        entry = _PARAMETER_SCHEMAS.get(id(param))
+        if entry is None or entry[0] is not param:
+            schema = param.get("schema", param)
+            entry = (param, Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+            _PARAMETER_SCHEMAS[id(param)] = entry
+        try:
+            entry[1].validate(value)
+        except ValidationError as exc:
+            return str(exc)
+        return None
+
+
+VALIDATORS: dict[str, Any] = {
+    **VALIDATOR_MAP,
+    "parameter": CachedParameterValidator,
+    "body": copy.copy(VALIDATOR_MAP["body"]),
+}
 VALIDATORS["body"]["*/*json"] = JSONBodyValidator
 VALIDATORS["body"]["multipart/form-data"] = MultiPartBodyValidator

@@ -101,7 +101,8 @@ class CachedParameterValidator(ParameterValidator):
         try:
             entry[1].validate(value)
         except ValidationError as exc:
-            return str(exc)
+            # connexion's message would quote the whole parameter definition; name the parameter instead.
+            return f"{parameter_type} parameter '{param['name']}': {exc.message}"
         return None
 
 

@@ -40,6 +40,19 @@ def test_bad_filter_is_400_naming_filter(api: Api) -> None:
     assert api.get("/odata/v2/Users").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [({"$top": "abc"}, "'abc' is not of type 'integer'"), ({"$top": "0"}, "0 is less than the minimum of 1")],
+)
+def test_bad_query_parameter_is_400_naming_it(api: Api, params: dict[str, str], reason: str) -> None:
+    """A query parameter of the wrong type or range is 400 naming the parameter, not its whole schema."""
+    response = api.get("/odata/v2/Users", params=params)
+    assert response.status_code == 400
+    body = error(response)
+    assert body["target"] == "$top"
+    assert body["message"] == f"query parameter '$top': {reason}"
+
+
 def test_wrong_content_type_is_415(api: Api) -> None:
     """A JSON operation sent form data answers 415 in the OData shape."""
     response = api.post("/odata/v2/Users", content=b"LoginName=x", headers={"Content-Type": "text/plain"})

@@ -26,6 +26,8 @@ from connector.validation import VALIDATORS
 from storage.db import Database
 from storage.errors import StorageError
 from storage.ratelimit import RateLimiter
+from storage.secrets import SecretBox
+from webhooks import guard
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "apiDefinition.swagger.json"
 HANDLER_MODULES: tuple[ModuleType, ...] = (catalogs, courses, sessions, enrollments, users, files, proxy, webhooks)
@@ -73,6 +75,7 @@ def create_app(
     db: Database | None = None,
     validate_responses: bool = False,
     migrate: bool = False,
+    resolve: Callable[[str], list[str]] = guard.resolve,
 ) -> connexion.FlaskApp:
     """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving)."""
     db = db or Database(settings.database_path)
@@ -84,7 +87,14 @@ def create_app(
         else None
     )
     spec = load_spec()
-    services = Services(settings=settings, db=db, limiter=limiter, routes=compile_routes(spec["paths"]))
+    services = Services(
+        settings=settings,
+        db=db,
+        limiter=limiter,
+        box=SecretBox.for_database(db.path),
+        resolve=resolve,
+        routes=compile_routes(spec["paths"]),
+    )
 
     # No Swagger UI: the document is for Power Platform's import, and the UI's assets are not installed.
     app = connexion.FlaskApp(__name__, swagger_ui_options=SwaggerUIOptions(swagger_ui=False))

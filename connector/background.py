@@ -1,13 +1,17 @@
-"""Background work of a server process: course provisioning (and, with issue 3, webhook delivery)."""
+"""Background work of a server process: course provisioning and webhook delivery."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
 
 from storage import courses
 from storage.db import Database
+from storage.secrets import SecretBox
+from webhooks.config import DeliveryConfig
+from webhooks.worker import Worker
 
 log = logging.getLogger("coursewire.background")
 
@@ -43,3 +47,32 @@ class Provisioner:
         thread = threading.Thread(target=self.run, args=(stop,), name="coursewire-provisioner", daemon=True)
         thread.start()
         return thread, stop
+
+
+class DeliveryThread:
+    """The webhook delivery worker on its own thread and event loop, as `coursewire serve` runs it."""
+
+    def __init__(self, db: Database, box: SecretBox, config: DeliveryConfig) -> None:
+        self.worker = Worker(db, box, config)
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="coursewire-webhooks", daemon=True)
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._stop = asyncio.Event()
+        self._ready.set()
+        self._loop.run_until_complete(self.worker.run(self._stop))
+        self._loop.close()
+
+    def start(self) -> DeliveryThread:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the sends in flight (up to `timeout`), record them, and end the thread."""
+        if self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)

@@ -1,10 +1,13 @@
-"""The `coursewire` command line: serve, API keys, demo data, contract checks, connector export, events."""
+"""The `coursewire` command line: serve, the delivery worker, API keys, demo data, contract checks,
+connector export, events and webhook deliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -14,9 +17,12 @@ from typing import Any, TypeVar
 import click
 
 from connector.settings import Settings, SettingsError
-from storage import apikeys, events
+from storage import apikeys, deliveries, events, subscriptions
 from storage.db import Database
 from storage.errors import StorageError
+from storage.models import CLI
+from storage.secrets import SecretBox
+from webhooks.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,13 +75,20 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
 @click.option("--port", default=8365, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", type=int, help="Server processes [env COURSEWIRE_WORKERS; default: one per core].")
 @click.option("--demo", is_flag=True, help="Load the demo data first (if the database has none).")
+@click.option(
+    "--worker/--no-worker",
+    "in_process_worker",
+    default=True,
+    show_default=True,
+    help="Deliver webhooks from this process (turn off when `coursewire worker` runs elsewhere).",
+)
 @click.pass_context
 @user_errors
-def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: bool) -> None:
-    """Migrate the database and serve the API, with the background worker in this process."""
+def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: bool, in_process_worker: bool) -> None:
+    """Migrate the database and serve the API, with provisioning and webhook delivery in this process."""
     import uvicorn
 
-    from connector.background import Provisioner
+    from connector.background import DeliveryThread, Provisioner
 
     settings = _settings(ctx)
     db = _database(settings)
@@ -86,6 +99,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     provisioner = Provisioner(db, settings.files_dir, settings.provisioning_interval)
     thread, stop = provisioner.start()
+    box = SecretBox.for_database(db.path)
+    subscriptions.seal_legacy(db, box)
+    delivery = DeliveryThread(Database(db.path), box, settings.delivery).start() if in_process_worker else None
     click.echo(f"coursewire: serving http://{host}:{port} with {count} worker(s); data in {settings.data_dir}")
     try:
         uvicorn.run(
@@ -101,7 +117,37 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
         )
     finally:
         stop.set()
+        if delivery is not None:
+            delivery.stop()
         thread.join(timeout=5)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Deliver what is due now, wait for it, and exit.")
+@click.pass_context
+@user_errors
+def worker(ctx: click.Context, once: bool) -> None:
+    """Run the webhook delivery worker alone (several may share one database)."""
+    settings = _settings(ctx)
+    db = _database(settings)
+    box = SecretBox.for_database(db.path)
+    subscriptions.seal_legacy(db, box)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        delivery = Worker(db, box, settings.delivery)
+        if once:
+            async with delivery:
+                await delivery.run_until_idle()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo(f"coursewire worker {delivery.owner}: delivering webhooks from {db.path}")
+        await delivery.run(stop)
+
+    asyncio.run(run())
 
 
 @main.group()
@@ -292,3 +338,63 @@ def events_command(
             click.echo(f"{e.seq:>6}  {e.occurred_at}  {e.type:28} {about}")
     if not found and not as_json:
         click.echo("No events.")
+
+
+@main.group("deliveries", invoke_without_command=True)
+@click.option(
+    "--status", type=click.Choice(deliveries.STATUSES), help="Only deliveries in this state (dead: dead letters)."
+)
+@click.option("--subscription", help="Only deliveries to this subscription id.")
+@click.option("--event", help="Only deliveries of this trigger, such as CourseCompleted.")
+@click.option("--limit", type=int, default=50, show_default=True, help="How many to show, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@click.pass_context
+@user_errors
+def deliveries_command(
+    ctx: click.Context, status: str | None, subscription: str | None, event: str | None, limit: int, as_json: bool
+) -> None:
+    """List webhook deliveries; `show` one with its attempts, `redeliver` dead letters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    db = _database(_settings(ctx))
+    rows = deliveries.list_deliveries(db, status=status, subscription_id=subscription, event=event, limit=limit)
+    for d in rows:
+        if as_json:
+            click.echo(json.dumps(d))
+        else:
+            last = d["DeadReason"] or d["LastError"] or (f"HTTP {d['LastStatusCode']}" if d["LastStatusCode"] else "")
+            click.echo(
+                f"{d['Id']}  {d['CreatedAt']}  {d['Event']:24} {d['Status']:9} attempts={d['Attempts']}"
+                f" notifications={d['Notifications']}  {last}".rstrip()
+            )
+    if not rows and not as_json:
+        counts = deliveries.counts(db)
+        click.echo("No deliveries. " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+@deliveries_command.command("show")
+@click.argument("delivery_id")
+@click.pass_context
+@user_errors
+def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
+    """Show one delivery: its notifications and every attempt, as JSON."""
+    click.echo(json.dumps(deliveries.get(_database(_settings(ctx)), delivery_id), indent=2, ensure_ascii=False))
+
+
+@deliveries_command.command("redeliver")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--all-dead", is_flag=True, help="Redeliver every dead letter (of --event, if given).")
+@click.option("--event", help="With --all-dead: only dead letters of this trigger.")
+@click.pass_context
+@user_errors
+def deliveries_redeliver(ctx: click.Context, delivery_ids: tuple[str, ...], all_dead: bool, event: str | None) -> None:
+    """Send dead letters again now, under the same ids; a running worker picks them up."""
+    db = _database(_settings(ctx))
+    ids = list(delivery_ids)
+    if all_dead:
+        ids += [d["Id"] for d in deliveries.list_deliveries(db, status="dead", event=event, limit=1_000_000)]
+    if not ids:
+        raise click.UsageError("name delivery ids, or pass --all-dead")
+    for delivery_id in dict.fromkeys(ids):
+        deliveries.redeliver(db, CLI, delivery_id)
+        click.echo(f"{delivery_id}: pending again")

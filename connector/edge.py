@@ -7,6 +7,7 @@ import base64
 import binascii
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from storage import apikeys
 from storage.db import Database
 from storage.models import ApiKey
 from storage.ratelimit import RateLimiter
+from storage.secrets import SecretBox
+from webhooks import guard
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # HttpRequest wraps another request; the wrapped request is checked when it runs.
@@ -36,6 +39,8 @@ class Services:
     settings: Settings
     db: Database
     limiter: RateLimiter | None
+    box: SecretBox
+    resolve: Callable[[str], list[str]] = guard.resolve  # DNS for the callback check at subscribe time
     app: ASGIApp | None = None
     loop: asyncio.AbstractEventLoop | None = None
     routes: list[tuple[re.Pattern[str], frozenset[str]]] = field(default_factory=list)

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webhooks.config import ConfigError, DeliveryConfig
+
 
 class SettingsError(ValueError):
     """A COURSEWIRE_* variable has a value coursewire cannot use."""
@@ -48,6 +50,7 @@ class Settings:
     public_url: str | None = None
     workers: int = 0
     provisioning_interval: float = 1.0
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -88,6 +91,10 @@ class Settings:
                 kwargs[key] = _int(env, name, low)
         if env.get("COURSEWIRE_PUBLIC_URL"):
             kwargs["public_url"] = env["COURSEWIRE_PUBLIC_URL"].rstrip("/")
+        try:
+            kwargs["delivery"] = DeliveryConfig.from_env(env)
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:

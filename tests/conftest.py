@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from support import Api, Clock
+from support import Api, Clock, fake_resolve
 
 from connector.app import create_app
 from connector.settings import Settings
 from storage import apikeys
 from storage.db import Database
+from webhooks.config import DeliveryConfig, parse_networks
 
 
 @pytest.fixture
@@ -24,7 +25,13 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", rate_limit=None, page_size=5, max_upload_bytes=64 * 1024)
+    # Webhook receivers of the tests listen on 127.0.0.1; batching is off unless a test turns it on.
+    delivery = DeliveryConfig(
+        allowed_networks=parse_networks("127.0.0.0/8"), batch_window=0, retry_schedule=(5, 30, 120)
+    )
+    return Settings(
+        data_dir=tmp_path / "data", rate_limit=None, page_size=5, max_upload_bytes=64 * 1024, delivery=delivery
+    )
 
 
 @pytest.fixture
@@ -37,7 +44,7 @@ def db(settings: Settings, clock: Clock) -> Iterator[Database]:
 
 @pytest.fixture
 def app(settings: Settings, db: Database) -> Any:
-    return create_app(settings, db=db, validate_responses=True)
+    return create_app(settings, db=db, validate_responses=True, resolve=fake_resolve)
 
 
 @pytest.fixture

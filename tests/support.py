@@ -28,6 +28,22 @@ class Clock:
         self.now += timedelta(**delta)
 
 
+# DNS stand-in for the callback check: no name resolves here (no internet). Any host is a public
+# address unless listed; the listed ones are what SSRF attempts look like.
+FAKE_DNS = {
+    "internal.example": ["10.1.2.3"],
+    "metadata.example": ["169.254.169.254"],
+    "mixed.example": ["20.50.2.1", "192.168.1.10"],
+    "loopback.example": ["127.0.0.1"],
+}
+
+
+def fake_resolve(host: str) -> list[str]:
+    if host == "nxdomain.example":
+        raise OSError("Name or service not known")
+    return FAKE_DNS.get(host, ["20.50.2.1"])
+
+
 def basic(secret: str, username: str = "api") -> dict[str, str]:
     token = base64.b64encode(f"{username}:{secret}".encode()).decode()
     return {"Authorization": f"Basic {token}"}

@@ -66,6 +66,15 @@ LIST_OPERATIONS = {
     "GetCourseSessions",
     "GetEnrollments",
 }
+SESSION_TRIGGERS = (
+    "CourseSessionCreated",
+    "CourseSessionUpdated",
+    "CourseSessionDeleted",
+    "SessionRegistration",
+    "SessionUnregistration",
+    "WaitlistPromotion",
+    "AttendanceRecorded",
+)
 ADDED_OPERATIONS = {
     "CreateCourseCatalog": ("post", "/odata/v2/CourseCatalogs"),
     "GetCourses": ("get", "/odata/v2/Courses"),
@@ -86,6 +95,11 @@ ADDED_OPERATIONS = {
     "StartEnrollment": ("post", "/odata/v2/Enrollments({Id})/Start"),
     "GetWebhookSubscription": ("get", "/webhooks/subscriptions({Id})"),
     "DeleteWebhookSubscription": ("delete", "/webhooks/subscriptions({Id})"),
+    "GetWebhookSubscriptions": ("get", "/webhooks/subscriptions"),
+    "GetWebhookDeliveries": ("get", "/webhooks/deliveries"),
+    "GetWebhookDelivery": ("get", "/webhooks/deliveries({Id})"),
+    "RedeliverWebhookDelivery": ("post", "/webhooks/deliveries({Id})/Redeliver"),
+    **{event: ("post", f"/webhooks/subscribe/{event}") for event in SESSION_TRIGGERS},
 }
 # docs/design.md "Entity shapes": s string, dt date-time, b boolean, i int32, i64 int64, d double, ? nullable.
 ENTITY_SHAPES = {

@@ -1,42 +1,35 @@
-"""The subscription registry: checks callback URLs, then records subscriptions in storage."""
+"""The subscription registry: which triggers exist, and subscribing a callback after checking it is safe."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from storage import subscriptions
 from storage.db import Database
 from storage.errors import Invalid
 from storage.models import Actor
+from storage.secrets import SecretBox
+from webhooks import guard
+from webhooks.config import IPNetwork
+from webhooks.payloads import TRIGGERS
 
-# The triggers of the LMS365 connector; each is `POST /webhooks/subscribe/{Event}`.
-EVENTS = (
-    "EnrollmentApprovalRequest",
-    "CourseEnrollment",
-    "CourseUnenrollment",
-    "CourseStarted",
-    "CourseCompleted",
-    "CoursePublished",
-    "CourseUnpublished",
-    "CourseCreated",
-    "CourseDeleted",
-    "UserCreated",
-    "UserDeleted",
-)
+# Every trigger: `POST /webhooks/subscribe/{Event}`. The first eleven are the LMS365 connector's.
+EVENTS = tuple(dict.fromkeys(TRIGGERS.values()))
 
 
-def check_callback(url: Any) -> str:
-    """Return the callback URL if it is an absolute http(s) URL with a host; raise Invalid otherwise."""
-    text = url.strip() if isinstance(url, str) else ""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(text) > 4096:
-        raise Invalid("WebHookUri must be an absolute https URL (the flow's callback URL)", target="WebHookUri")
-    return text
-
-
-def subscribe(db: Database, actor: Actor, api_key_id: str, event: str, callback: Any) -> tuple[dict[str, Any], bool]:
-    """Subscribe a callback to an event; return (subscription, created). Raises Invalid for a bad URL."""
+def subscribe(
+    db: Database,
+    box: SecretBox,
+    actor: Actor,
+    api_key_id: str,
+    event: str,
+    callback: Any,
+    networks: Sequence[IPNetwork] = (),
+    resolver: guard.Resolve = guard.resolve,
+) -> tuple[dict[str, Any], bool]:
+    """Subscribe a callback to an event; return (subscription, created). Raises Invalid for an unsafe URL."""
     if event not in EVENTS:
-        raise Invalid(f"unknown event {event!r}", target="Event")
-    return subscriptions.subscribe(db, actor, api_key_id, event, check_callback(callback))
+        raise Invalid(f"unknown event {event!r}; one of {', '.join(EVENTS)}", target="Event")
+    url = guard.check_callback(callback, networks, resolver)
+    return subscriptions.subscribe(db, box, actor, api_key_id, event, url)

@@ -1,72 +1,89 @@
-"""Handlers for the webhook triggers: subscribe (201 + Location), inspect and DELETE a subscription."""
+"""Handlers for the webhook triggers: subscribe (201 + Location), inspect, list and DELETE subscriptions,
+and, for administrators, the delivery log and redelivery of dead letters."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from connector import context
 from connector.handlers import key
-from storage import subscriptions
+from storage import deliveries, subscriptions
+from storage.errors import Forbidden
 from webhooks import registry
 
 
+def _location(sub_id: str) -> str:
+    return f"{context.base_url()}/webhooks/subscriptions({sub_id})"
+
+
 def _subscribe(event: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    services = context.services()
     sub, created = registry.subscribe(
-        context.services().db, context.actor(), context.api_key().id, event, body.get("WebHookUri")
+        services.db,
+        services.box,
+        context.actor(),
+        context.api_key().id,
+        event,
+        body.get("WebHookUri"),
+        services.settings.delivery.allowed_networks,
+        services.resolve,
     )
-    location = f"{context.base_url()}/webhooks/subscriptions({sub['Id']})"
+    location = _location(sub["Id"])
     return {**sub, "Location": location}, 201 if created else 200, {"Location": location}
 
 
-def enrollment_approval_request(body: dict[str, Any]) -> Any:
-    return _subscribe("EnrollmentApprovalRequest", body)
+def _trigger(event: str) -> Any:
+    def handler(body: dict[str, Any]) -> Any:
+        return _subscribe(event, body)
+
+    handler.__name__ = handler.__qualname__ = event
+    handler.__doc__ = f"Subscribe a callback to {event}."
+    return handler
 
 
-def course_enrollment(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseEnrollment", body)
+# One handler per trigger, named as connexion resolves its operationId (CourseEnrollment -> course_enrollment).
+for _event in registry.EVENTS:
+    _name = "".join(f"_{c.lower()}" if c.isupper() else c for c in _event).lstrip("_")
+    setattr(sys.modules[__name__], _name, _trigger(_event))
 
 
-def course_unenrollment(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseUnenrollment", body)
-
-
-def course_started(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseStarted", body)
-
-
-def course_completed(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseCompleted", body)
-
-
-def course_published(body: dict[str, Any]) -> Any:
-    return _subscribe("CoursePublished", body)
-
-
-def course_unpublished(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseUnpublished", body)
-
-
-def course_created(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseCreated", body)
-
-
-def course_deleted(body: dict[str, Any]) -> Any:
-    return _subscribe("CourseDeleted", body)
-
-
-def user_created(body: dict[str, Any]) -> Any:
-    return _subscribe("UserCreated", body)
-
-
-def user_deleted(body: dict[str, Any]) -> Any:
-    return _subscribe("UserDeleted", body)
+def _require_admin(doing: str) -> None:
+    if not context.actor().is_admin:
+        raise Forbidden(f"{doing} needs an administrator (a Full Control key, or LMS365-User-Id of an administrator)")
 
 
 def get_webhook_subscription(Id: str) -> dict[str, Any]:
-    sub = subscriptions.get(context.services().db, key(Id))
-    return {**sub, "Location": f"{context.base_url()}/webhooks/subscriptions({sub['Id']})"}
+    sub = subscriptions.get(context.services().db, context.actor(), context.api_key().id, key(Id))
+    return {**sub, "Location": _location(sub["Id"])}
+
+
+def get_webhook_subscriptions(Event: str | None = None, Status: str | None = None) -> dict[str, Any]:
+    own = None if context.actor().is_admin else context.api_key().id
+    subs = subscriptions.list_all(context.services().db, event=Event, status=Status, api_key_id=own)
+    return {"value": [{**s, "Location": _location(s["Id"])} for s in subs]}
 
 
 def delete_webhook_subscription(Id: str) -> tuple[None, int]:
-    subscriptions.delete(context.services().db, context.actor(), key(Id))
+    subscriptions.delete(context.services().db, context.actor(), context.api_key().id, key(Id))
     return None, 204
+
+
+def get_webhook_deliveries(
+    Status: str | None = None, SubscriptionId: str | None = None, Event: str | None = None, top: int = 50
+) -> dict[str, Any]:
+    _require_admin("Listing webhook deliveries")
+    rows = deliveries.list_deliveries(
+        context.services().db, status=Status, subscription_id=SubscriptionId, event=Event, limit=top
+    )
+    return {"value": rows}
+
+
+def get_webhook_delivery(Id: str) -> dict[str, Any]:
+    _require_admin("Reading a webhook delivery")
+    return deliveries.get(context.services().db, key(Id))
+
+
+def redeliver_webhook_delivery(Id: str) -> dict[str, Any]:
+    _require_admin("Redelivering a webhook delivery")
+    return deliveries.redeliver(context.services().db, context.actor(), key(Id))

@@ -1,0 +1,400 @@
+"""Webhook deliveries: notifications queued per subscription, grouped into deliveries, claimed, recorded.
+
+The life of a notification:
+
+1. `enqueue` writes it in the dispatcher's transaction, the one that moves its event cursor, so an
+   event becomes notifications exactly once whatever crashes.
+2. `assemble` groups a subscription's waiting notifications into a delivery (one POST, several
+   notifications when batching) once the oldest is due. A notification about an entity (an
+   enrollment, a user...) waits while an earlier one about the same entity is still undelivered, so
+   a receiver never sees them out of order.
+3. `claim` leases due deliveries to one worker (`sending` until `lease_until`) and counts the attempt.
+   A worker that dies mid-send leaves the lease to expire; the delivery is then claimed again with
+   the same id and the next attempt number: at least once, never lost.
+4. `record` stores each attempt and moves the delivery on: delivered, pending again (retry), dead
+   (a dead letter, kept with its reason until redelivered), or cancelled with its subscription.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from storage import events, subscriptions
+from storage.db import Database, iso, new_id, parse_iso
+from storage.errors import Conflict, Invalid, NotFound
+from storage.models import Actor
+
+STATUSES = ("pending", "sending", "delivered", "dead", "cancelled")
+UNFINISHED = ("pending", "sending")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery leased to a worker for one attempt."""
+
+    id: str
+    subscription_id: str
+    event: str
+    attempt: int
+    notifications: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to, as the worker decided it.
+
+    result: `delivered`; `retry` at `next_attempt_at`; `dead` (no more retries: `reason`); `gone` (the
+    callback answered 404/410: the subscription is removed).
+    """
+
+    delivery_id: str
+    owner: str
+    attempt: int
+    started_at: datetime
+    result: Literal["delivered", "retry", "dead", "gone"]
+    status_code: int | None = None
+    latency_ms: float | None = None
+    response: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    reason: str | None = None
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    subscription_id: str,
+    event_seq: int,
+    entity_key: str,
+    notification: dict[str, Any],
+    now: datetime,
+    due_at: datetime,
+) -> None:
+    """Queue one notification inside the caller's transaction (again for the same event: ignored)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO webhook_notifications (subscription_id, event_seq, entity_key, payload, created_at,"
+        " due_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            subscription_id,
+            event_seq,
+            entity_key,
+            json.dumps(notification, separators=(",", ":"), ensure_ascii=False),
+            iso(now),
+            iso(due_at),
+        ),
+    )
+
+
+def assemble(db: Database, *, batch: bool, max_batch: int = 100) -> int:
+    """Group due notifications into deliveries; return how many deliveries were created."""
+    now = db.clock()
+    stamp = iso(now)
+    created = 0
+    with db.write() as conn:
+        subs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT subscription_id FROM webhook_notifications WHERE delivery_id IS NULL AND due_at <= ?",
+                (stamp,),
+            )
+        ]
+        for sub_id in subs:
+            sub = conn.execute("SELECT event, status FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone()
+            if sub is None or sub["status"] != "active":
+                continue
+            blocked = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT n.entity_key FROM webhook_notifications n"
+                    " JOIN webhook_deliveries d ON d.id = n.delivery_id"
+                    " WHERE n.subscription_id = ? AND d.status IN ('pending', 'sending')",
+                    (sub_id,),
+                )
+            }
+            waiting = conn.execute(
+                "SELECT id, entity_key, due_at FROM webhook_notifications"
+                " WHERE subscription_id = ? AND delivery_id IS NULL ORDER BY id",
+                (sub_id,),
+            ).fetchall()
+            groups: list[list[int]] = []
+            current: list[int] = []
+            current_keys: set[str] = set()
+            for row in waiting:
+                key = row["entity_key"]
+                if key in blocked:
+                    continue  # an earlier notification about this entity is not delivered yet
+                if not batch:
+                    blocked.add(key)
+                    if row["due_at"] <= stamp:
+                        groups.append([row["id"]])
+                    continue
+                if len(current) >= max_batch:
+                    groups.append(current)
+                    blocked |= current_keys
+                    current, current_keys = [], set()
+                    if key in blocked:
+                        continue
+                current.append(row["id"])
+                current_keys.add(key)
+            if current:
+                groups.append(current)
+            for ids in groups:
+                delivery_id = new_id()
+                conn.execute(
+                    "INSERT INTO webhook_deliveries (id, subscription_id, event, status, next_attempt_at, created_at)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (delivery_id, sub_id, sub["event"], stamp, stamp),
+                )
+                for chunk in range(0, len(ids), 500):
+                    part = ids[chunk : chunk + 500]
+                    conn.execute(
+                        f"UPDATE webhook_notifications SET delivery_id = ? WHERE id IN ({','.join('?' * len(part))})",  # noqa: S608
+                        [delivery_id, *part],
+                    )
+                created += 1
+    return created
+
+
+def claim(db: Database, owner: str, limit: int, lease: timedelta) -> list[Claimed]:
+    """Lease up to `limit` due deliveries (and expired leases) to `owner`; each counts as an attempt."""
+    if limit <= 0:
+        return []
+    now = db.clock()
+    stamp = iso(now)
+    with db.write() as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM (SELECT id, next_attempt_at AS t FROM webhook_deliveries"
+                " WHERE status = 'pending' AND next_attempt_at <= ?"
+                " UNION ALL SELECT id, lease_until AS t FROM webhook_deliveries"
+                " WHERE status = 'sending' AND lease_until < ?) ORDER BY t LIMIT ?",
+                (stamp, stamp, limit),
+            )
+        ]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        conn.execute(
+            f"UPDATE webhook_deliveries SET status = 'sending', lease_owner = ?, lease_until = ?,"  # noqa: S608
+            f" attempts = attempts + 1 WHERE id IN ({marks})",
+            [owner, iso(now + lease), *ids],
+        )
+        rows = conn.execute(
+            f"SELECT id, subscription_id, event, attempts FROM webhook_deliveries WHERE id IN ({marks})",  # noqa: S608
+            ids,
+        ).fetchall()
+        payloads: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for n in conn.execute(
+            f"SELECT delivery_id, payload FROM webhook_notifications WHERE delivery_id IN ({marks}) ORDER BY id",  # noqa: S608
+            ids,
+        ):
+            payloads[n["delivery_id"]].append(json.loads(n["payload"]))
+    order = {i: n for n, i in enumerate(ids)}
+    claimed = [Claimed(r["id"], r["subscription_id"], r["event"], r["attempts"], payloads[r["id"]]) for r in rows]
+    return sorted(claimed, key=lambda c: order[c.id])
+
+
+def record(db: Database, outcomes: Iterable[Outcome], *, disable_after: timedelta | None) -> None:
+    """Store attempts and move their deliveries on, in one transaction.
+
+    An outcome whose lease was lost (the delivery was claimed again after it expired) is logged as an
+    attempt but changes nothing else: the newer claim owns the delivery.
+    """
+    now = db.clock()
+    stamp = iso(now)
+    with db.write() as conn:
+        for o in outcomes:
+            conn.execute(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response,"
+                " error, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    o.delivery_id,
+                    o.attempt,
+                    iso(o.started_at),
+                    o.status_code,
+                    o.latency_ms,
+                    o.response,
+                    o.error,
+                    o.result,
+                ),
+            )
+            row = conn.execute(
+                "SELECT subscription_id FROM webhook_deliveries"
+                " WHERE id = ? AND status = 'sending' AND lease_owner = ? AND attempts = ?",
+                (o.delivery_id, o.owner, o.attempt),
+            ).fetchone()
+            if row is None:
+                continue
+            sub_id = row["subscription_id"]
+            if o.result == "delivered":
+                conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'delivered', completed_at = ?, last_status = ?,"
+                    " last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                    (stamp, o.status_code, o.delivery_id),
+                )
+                conn.execute(
+                    "UPDATE webhook_subscriptions SET failing_since = NULL, last_delivered_at = ? WHERE id = ?",
+                    (stamp, sub_id),
+                )
+                continue
+            error = o.error or (f"HTTP {o.status_code}" if o.status_code else "failed")
+            if o.result == "gone":
+                conn.execute(
+                    "UPDATE webhook_deliveries SET last_status = ?, last_error = ? WHERE id = ?",
+                    (o.status_code, error, o.delivery_id),
+                )
+                subscriptions.remove_in(conn, sub_id, o.reason or f"the callback answered {o.status_code}", now)
+                continue
+            conn.execute(
+                "UPDATE webhook_subscriptions SET failing_since = coalesce(failing_since, ?) WHERE id = ?",
+                (stamp, sub_id),
+            )
+            if o.result == "retry" and o.next_attempt_at is not None:
+                conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, last_status = ?,"
+                    " last_error = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                    (iso(o.next_attempt_at), o.status_code, error, o.delivery_id),
+                )
+                continue
+            conn.execute(
+                "UPDATE webhook_deliveries SET status = 'dead', completed_at = ?, last_status = ?, last_error = ?,"
+                " dead_reason = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                (stamp, o.status_code, error, o.reason or error, o.delivery_id),
+            )
+            if disable_after is not None:
+                since = conn.execute(
+                    "SELECT failing_since FROM webhook_subscriptions WHERE id = ?", (sub_id,)
+                ).fetchone()[0]
+                started = parse_iso(since)
+                if started is not None and now - started >= disable_after:
+                    subscriptions.disable_in(
+                        conn, sub_id, f"every delivery failed since {since}; subscribe again to resume", now
+                    )
+
+
+def redeliver(db: Database, actor: Actor, delivery_id: str) -> dict[str, Any]:
+    """Send a dead letter again, now, under the same id. Conflict unless it is dead and its subscription live."""
+    now = db.clock()
+    with db.write() as conn:
+        row = conn.execute("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no webhook delivery with id {delivery_id!r}", target="Id")
+        if row["status"] != "dead":
+            raise Conflict(f"delivery {delivery_id} is {row['status']}; only dead letters are redelivered", target="Id")
+        sub = conn.execute(
+            "SELECT status FROM webhook_subscriptions WHERE id = ?", (row["subscription_id"],)
+        ).fetchone()
+        if sub["status"] != "active":
+            raise Conflict(
+                f"the subscription of delivery {delivery_id} is {sub['status']}; subscribe again first", target="Id"
+            )
+        conn.execute(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, completed_at = NULL,"
+            " dead_reason = NULL WHERE id = ?",
+            (iso(now), delivery_id),
+        )
+        events.record(conn, "WebhookRedelivered", actor, now, {"DeliveryId": delivery_id})
+    return get(db, delivery_id)
+
+
+def _delivery(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "Id": row["id"],
+        "SubscriptionId": row["subscription_id"],
+        "Event": row["event"],
+        "Status": row["status"],
+        "Attempts": row["attempts"],
+        "NextAttemptAt": row["next_attempt_at"] if row["status"] in UNFINISHED else None,
+        "CreatedAt": row["created_at"],
+        "CompletedAt": row["completed_at"],
+        "LastStatusCode": row["last_status"],
+        "LastError": row["last_error"],
+        "DeadReason": row["dead_reason"],
+        "Notifications": row["notifications"],
+    }
+
+
+_SELECT = (
+    "SELECT d.*, (SELECT count(*) FROM webhook_notifications n WHERE n.delivery_id = d.id) AS notifications"
+    " FROM webhook_deliveries d"
+)
+
+
+def list_deliveries(
+    db: Database,
+    *,
+    status: str | None = None,
+    subscription_id: str | None = None,
+    event: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Deliveries, newest first, filtered by status, subscription and event."""
+    if status is not None and status not in STATUSES:
+        raise Invalid(f"status must be one of {', '.join(STATUSES)}", target="Status")
+    clauses, params = [], []
+    for column, value in (("status", status), ("subscription_id", subscription_id), ("event", event)):
+        if value is not None:
+            clauses.append(f"d.{column} = ?")
+            params.append(value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    with db.read() as conn:
+        rows = conn.execute(f"{_SELECT}{where} ORDER BY d.created_at DESC, d.rowid DESC LIMIT ?", [*params, limit])
+        return [_delivery(r) for r in rows]
+
+
+def get(db: Database, delivery_id: str) -> dict[str, Any]:
+    """One delivery with its notifications and every attempt."""
+    with db.read() as conn:
+        row = conn.execute(f"{_SELECT} WHERE d.id = ?", (delivery_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no webhook delivery with id {delivery_id!r}", target="Id")
+        out = _delivery(row)
+        out["Payload"] = [
+            json.loads(r[0])
+            for r in conn.execute(
+                "SELECT payload FROM webhook_notifications WHERE delivery_id = ? ORDER BY id", (delivery_id,)
+            )
+        ]
+        out["AttemptLog"] = [
+            {
+                "Attempt": a["attempt"],
+                "StartedAt": a["started_at"],
+                "StatusCode": a["status_code"],
+                "LatencyMs": a["latency_ms"],
+                "Response": a["response"],
+                "Error": a["error"],
+                "Outcome": a["outcome"],
+            }
+            for a in conn.execute(
+                "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY attempt, id", (delivery_id,)
+            )
+        ]
+    return out
+
+
+def counts(db: Database) -> dict[str, int]:
+    """How many deliveries are in each status, and how many notifications wait to be grouped."""
+    with db.read() as conn:
+        out = {s: 0 for s in STATUSES}
+        for r in conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY status"):
+            out[r[0]] = r[1]
+        out["queued"] = conn.execute("SELECT count(*) FROM webhook_notifications WHERE delivery_id IS NULL").fetchone()[
+            0
+        ]
+    return out
+
+
+def next_due(db: Database) -> datetime | None:
+    """When the earliest waiting notification or pending delivery falls due (None: nothing waits)."""
+    with db.read() as conn:
+        row = conn.execute(
+            "SELECT min(t) FROM (SELECT min(due_at) AS t FROM webhook_notifications WHERE delivery_id IS NULL"
+            " UNION ALL SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
+            " UNION ALL SELECT min(lease_until) FROM webhook_deliveries WHERE status = 'sending')"
+        ).fetchone()
+    return parse_iso(row[0]) if row and row[0] else None

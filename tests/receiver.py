@@ -1,0 +1,86 @@
+"""A real HTTP receiver on 127.0.0.1 for webhook tests: records every POST and answers as scripted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.raw)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    hold: threading.Event | None = None  # answer only once this is set (a slow receiver)
+
+
+class Receiver:
+    """Answers each POST with the next scripted Reply (then `default`), and keeps what it received."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.script: list[Reply] = []
+        self.default = Reply()
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.arrived:
+                    receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, raw))
+                    reply = receiver.script.pop(0) if receiver.script else receiver.default
+                    receiver.arrived.notify_all()
+                if reply.hold is not None:
+                    reply.hold.wait(30)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until `count` requests have arrived (a condition, not a sleep)."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(f"expected {count} requests, got {len(self.received)}")
+            return list(self.received)
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return [n for r in self.received for n in r.body["Notifications"]]
+
+
+@contextmanager
+def receiving() -> Iterator[Receiver]:
+    receiver = Receiver()
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()

@@ -1,0 +1,247 @@
+"""From events to notifications: which trigger each event fires, about which entity, carrying what.
+
+Each notification is one item of a delivery's `Notifications` array and has the fields of its
+trigger's `x-ms-notification-content` schema in openapi/apiDefinition.swagger.json; `validate`
+checks it against that schema before it is queued. The enrollment, course and user triggers carry
+the LMS365 connector's payloads; the session triggers are coursewire's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft4Validator
+
+from storage.models import Event
+
+SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "apiDefinition.swagger.json"
+
+# Event type in the log -> the trigger it fires.
+TRIGGERS: dict[str, str] = {
+    "EnrollmentRequested": "EnrollmentApprovalRequest",
+    "EnrollmentCreated": "CourseEnrollment",
+    "EnrollmentApproved": "CourseEnrollment",
+    "EnrollmentCancelled": "CourseUnenrollment",
+    "EnrollmentStarted": "CourseStarted",
+    "EnrollmentCompleted": "CourseCompleted",
+    "CoursePublished": "CoursePublished",
+    "CourseUnpublished": "CourseUnpublished",
+    "CourseCreated": "CourseCreated",
+    "CourseDeleted": "CourseDeleted",
+    "UserCreated": "UserCreated",
+    "UserDeleted": "UserDeleted",
+    "CourseSessionCreated": "CourseSessionCreated",
+    "CourseSessionUpdated": "CourseSessionUpdated",
+    "CourseSessionDeleted": "CourseSessionDeleted",
+    "SessionRegistered": "SessionRegistration",
+    "SessionUnregistered": "SessionUnregistration",
+    "WaitlistPromoted": "WaitlistPromotion",
+    "AttendanceRecorded": "AttendanceRecorded",
+}
+
+
+def _course(c: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "SiteId": c.get("SiteId"),
+        "WebId": c.get("WebId"),
+        "Id": c["Id"],
+        "Title": c["Title"],
+        "Url": c.get("Url") or "",
+        "CourseType": c["CourseType"],
+        "Published": bool(c.get("IsPublished")),
+    }
+
+
+def _person(u: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Id": u["Id"],
+        "DirectoryObjectId": u.get("DirectoryObjectId"),
+        "LoginName": u["LoginName"],
+        "Title": u.get("Title") or "",
+        "Department": u.get("Department"),
+        "Email": u.get("Email"),
+    }
+
+
+def _enrollment(event: Event) -> dict[str, Any]:
+    d = event.data
+    return {
+        "EnrollmentStatus": d["enrollment"]["EnrollmentStatus"],
+        "EnrollmentStatusText": d["enrollment"]["EnrollmentStatusText"],
+        "Course": _course(d["course"]),
+        "Users": [{**_person(d["user"]), "EnrollmentId": d["enrollment"]["Id"]}],
+    }
+
+
+def _training(event: Event) -> dict[str, Any]:
+    course = _course(event.data["course"])
+    return {k: course[k] for k in ("SiteId", "WebId", "Id", "Title", "Url", "CourseType", "Published")}
+
+
+def _user(event: Event) -> dict[str, Any]:
+    u = event.data["user"]
+    return {
+        "UserId": u["Id"],
+        "LoginName": u["LoginName"],
+        "Email": u.get("Email"),
+        "Title": u.get("Title") or "",
+        "DirectoryObjectId": u.get("DirectoryObjectId"),
+        "IsDeleted": event.type == "UserDeleted" or bool(u.get("IsDeleted")),
+        "UserFieldValues": u.get("UserFieldValues") or [],
+    }
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _session(event: Event) -> dict[str, Any]:
+    s = event.data["session"]
+    out = {
+        "CourseSessionId": s["Id"],
+        "Title": s["Title"],
+        "StartDate": s.get("StartDate"),
+        "EndDate": s.get("EndDate"),
+        "TimeZone": s.get("TimeZone"),
+        "Days": [{"Id": d["Id"], "StartDate": d["StartDate"], "EndDate": d["EndDate"]} for d in s.get("Days") or []],
+        "Room": _text(s.get("Room")),
+        "MeetingUrl": s.get("MeetingUrl"),
+        "MaxAttendees": s.get("MaxAttendees"),
+        "EnrollmentDeadline": s.get("EnrollmentDeadline"),
+        "Instructors": s.get("Instructors") or [],
+        "Course": _course(event.data["course"]),
+    }
+    if event.type == "CourseSessionUpdated":
+        out["Changes"] = [
+            {"Property": name, "Before": _text(change.get("before")), "After": _text(change.get("after"))}
+            for name, change in (event.data.get("changes") or {}).items()
+        ]
+    if event.type == "CourseSessionDeleted":
+        out["UnregisteredEnrollmentIds"] = event.data.get("UnregisteredEnrollmentIds") or []
+    return out
+
+
+def _registration(event: Event) -> dict[str, Any]:
+    d = event.data
+    status = {"SessionRegistered": d.get("Status"), "WaitlistPromoted": "Registered"}.get(event.type, "Cancelled")
+    return {
+        "CourseSessionId": d["session"]["Id"],
+        "SessionTitle": d["session"]["Title"],
+        "RegistrationId": d["RegistrationId"],
+        "EnrollmentId": event.enrollment_id,
+        "Status": status,
+        "PreviousStatus": d.get("PreviousStatus") or ("Waitlisted" if event.type == "WaitlistPromoted" else None),
+        "Reason": d.get("Reason"),
+        "Course": _course(d["course"]),
+        "User": _person(d["user"]),
+    }
+
+
+def _attendance(event: Event) -> dict[str, Any]:
+    d = event.data
+    return {
+        "CourseSessionId": d["session"]["Id"],
+        "SessionTitle": d["session"]["Title"],
+        "CourseSessionDayId": d["CourseSessionDayId"],
+        "EnrollmentId": event.enrollment_id,
+        "Status": d["Status"],
+        "PreviousStatus": d.get("PreviousStatus"),
+        "Course": _course(d["course"]),
+        "User": _person(d["user"]),
+    }
+
+
+BUILDERS: dict[str, Callable[[Event], dict[str, Any]]] = {
+    "EnrollmentApprovalRequest": _enrollment,
+    "CourseEnrollment": _enrollment,
+    "CourseUnenrollment": _enrollment,
+    "CourseStarted": _enrollment,
+    "CourseCompleted": _enrollment,
+    "CoursePublished": _training,
+    "CourseUnpublished": _training,
+    "CourseCreated": _training,
+    "CourseDeleted": _training,
+    "UserCreated": _user,
+    "UserDeleted": _user,
+    "CourseSessionCreated": _session,
+    "CourseSessionUpdated": _session,
+    "CourseSessionDeleted": _session,
+    "SessionRegistration": _registration,
+    "SessionUnregistration": _registration,
+    "WaitlistPromotion": _registration,
+    "AttendanceRecorded": _attendance,
+}
+
+
+def entity_key(event: Event) -> str:
+    """What the notification is about; notifications about one entity reach a subscriber in order."""
+    if event.enrollment_id:
+        return f"enrollment:{event.enrollment_id}"
+    if event.user_id and event.type.startswith("User"):
+        return f"user:{event.user_id}"
+    if event.session_id:
+        return f"session:{event.session_id}"
+    if event.course_id:
+        return f"course:{event.course_id}"
+    return f"event:{event.seq}"
+
+
+def notification(event: Event) -> tuple[str, dict[str, Any]] | None:
+    """(trigger, notification) for an event that fires a trigger, None for one that fires none."""
+    trigger = TRIGGERS.get(event.type)
+    if trigger is None:
+        return None
+    return trigger, {"Action": trigger, **BUILDERS[trigger](event), "TimeStamp": event.occurred_at}
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SPEC_PATH.read_text())
+    return loaded
+
+
+def body_schema(trigger: str) -> dict[str, Any]:
+    """The trigger's `x-ms-notification-content` schema (the whole POST body), references resolved."""
+    spec = _spec()
+    schema = spec["paths"][f"/webhooks/subscribe/{trigger}"]["x-ms-notification-content"]["schema"]
+    return {**_resolve(schema, spec), "definitions": spec["definitions"]}
+
+
+def _resolve(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        resolved: dict[str, Any] = spec["definitions"][ref.rsplit("/", 1)[1]]
+        return resolved
+    return schema
+
+
+@functools.cache
+def _validator(trigger: str) -> Draft4Validator:
+    schema = body_schema(trigger)
+    item = {**schema["properties"]["Notifications"]["items"], "definitions": schema["definitions"]}
+    return Draft4Validator(_nullable(item))
+
+
+def _nullable(schema: Any) -> Any:
+    """Swagger's `x-nullable: true` as JSON Schema: null is allowed too."""
+    if isinstance(schema, list):
+        return [_nullable(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _nullable(v) for k, v in schema.items()}
+    if schema.get("x-nullable") and "type" in schema:
+        out["type"] = [schema["type"], "null"]
+    return out
+
+
+def validate(trigger: str, item: dict[str, Any]) -> list[str]:
+    """Problems of a notification against its trigger's schema (empty when it conforms)."""
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(item)'}: {e.message}" for e in _validator(trigger).iter_errors(item)
+    ]

@@ -1,0 +1,333 @@
+"""The delivery worker: events to notifications, notifications to signed POSTs, outcomes to the log.
+
+One loop, three steps, each its own short SQLite transaction:
+
+- **dispatch**: read events after the `webhooks` cursor; queue a notification per active
+  subscription of the trigger each fires; move the cursor, all in one transaction.
+- **assemble**: group due notifications into deliveries (storage/deliveries.py).
+- **send**: claim due deliveries (leased), POST each concurrently with aiohttp, and record every
+  outcome. A slow callback holds only its own task; the loop keeps claiming others.
+
+Several workers (in `coursewire serve` processes or `coursewire worker`) can share one database:
+the write lock serializes dispatch and claims, and leases keep a delivery with one worker at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from standardwebhooks.webhooks import Webhook
+
+from storage import deliveries, events, subscriptions
+from storage.db import Database
+from storage.deliveries import Claimed, Outcome
+from storage.secrets import SecretBox
+from webhooks import guard, payloads
+from webhooks.config import DeliveryConfig
+
+log = logging.getLogger("coursewire.webhooks")
+
+CONSUMER = "webhooks"
+RESPONSE_EXCERPT = 2048
+# Power Platform answers a payload that does not match the trigger's schema with this code.
+SCHEMA_MISMATCH = "TriggerInputSchemaMismatch"
+
+
+def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500) -> int:
+    """Turn the next events into queued notifications; return how many events were consumed."""
+    now = db.clock()
+    due = now + timedelta(seconds=config.batch_window)
+    with db.write() as conn:
+        row = conn.execute("SELECT seq FROM event_cursors WHERE consumer = ?", (CONSUMER,)).fetchone()
+        after = row["seq"] if row else 0
+        batch = events.read_after(db, after, limit=limit)
+        if not batch:
+            return 0
+        subscribers: dict[str, list[tuple[str, int]]] = {}
+        for event in batch:
+            built = payloads.notification(event)
+            if built is None:
+                continue
+            trigger, item = built
+            if trigger not in subscribers:
+                subscribers[trigger] = subscriptions.active_ids(conn, trigger)
+            if not subscribers[trigger]:
+                continue
+            problems = payloads.validate(trigger, item)
+            if problems:  # a bug, never the caller's doing: keep the pipeline moving and say so loudly
+                log.error(
+                    "event %s (%s) makes an invalid %s notification: %s", event.seq, event.type, trigger, problems
+                )
+                continue
+            key = payloads.entity_key(event)
+            for sub_id, since in subscribers[trigger]:
+                if event.seq > since:
+                    deliveries.enqueue(conn, sub_id, event.seq, key, item, now, due)
+        events.advance_cursor(conn, CONSUMER, batch[-1].seq, now)
+    return len(batch)
+
+
+def backlog(db: Database) -> int:
+    """Events written but not yet dispatched."""
+    with db.read() as conn:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM events)"
+            " - coalesce((SELECT seq FROM event_cursors WHERE consumer = ?), 0)",
+            (CONSUMER,),
+        ).fetchone()
+    return int(row[0])
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date), None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class Worker:
+    """Delivers webhook notifications from one database; see the module docstring.
+
+    `tick()` runs each step once and starts sends without waiting for them; `drain()` waits for the
+    sends in flight and records them. Tests drive those with an injected clock; `run()` loops them.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        config: DeliveryConfig,
+        *,
+        owner: str | None = None,
+        rng: Callable[[], float] = random.random,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.config = config
+        self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.rng = rng
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+        self._inflight: set[asyncio.Task[Outcome]] = set()
+        self._done: list[Outcome] = []
+        self._wake = asyncio.Event()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=guard.GuardedResolver(self.config.allowed_networks, self._resolver),
+                limit=self.config.concurrency,
+                limit_per_host=0,
+                ttl_dns_cache=10,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": "coursewire-webhooks/1"},
+            )
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def tick(self) -> int:
+        """Dispatch, assemble, record finished sends and start due ones; return how many were started."""
+        self._record_done()
+        while dispatch(self.db, self.config):
+            pass
+        deliveries.assemble(self.db, batch=self.config.batch_window > 0, max_batch=self.config.max_batch)
+        room = self.config.concurrency - len(self._inflight)
+        claimed = deliveries.claim(self.db, self.owner, room, self.config.lease) if room > 0 else []
+        if claimed:
+            targets = self._targets(claimed)
+            for c in claimed:
+                task = asyncio.get_running_loop().create_task(self._send(c, targets.get(c.subscription_id)))
+                self._inflight.add(task)
+                task.add_done_callback(self._finished)
+        return len(claimed)
+
+    def _targets(self, claimed: list[Claimed]) -> dict[str, subscriptions.Target]:
+        with self.db.read() as conn:
+            return subscriptions.targets(conn, self.box, sorted({c.subscription_id for c in claimed}))
+
+    def _finished(self, task: asyncio.Task[Outcome]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self._done.append(task.result())
+        self._wake.set()
+
+    def _record_done(self) -> None:
+        if self._done:
+            done, self._done = self._done, []
+            deliveries.record(self.db, done, disable_after=timedelta(seconds=self.config.disable_after))
+
+    async def drain(self) -> None:
+        """Wait for every send in flight, then record them."""
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
+        self._record_done()
+
+    async def run_until_idle(self, *, rounds: int = 100) -> None:
+        """Tick and drain until nothing is due at the current (injected) time: for tests and the CLI."""
+        for _ in range(rounds):
+            started = self.tick()
+            await self.drain()
+            if not started and not backlog(self.db):
+                return
+        raise RuntimeError("deliveries kept falling due: is the clock moving?")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set, polling every `poll_interval` seconds while idle."""
+        await self.start()
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("webhook worker step failed; retrying")
+                self._wake.clear()
+                stopper = asyncio.ensure_future(stop.wait())
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({stopper, waker}, timeout=self.config.poll_interval, return_when="FIRST_COMPLETED")
+                stopper.cancel()
+                waker.cancel()
+        finally:
+            await self.close()
+
+    def body(self, claimed: Claimed) -> dict[str, Any]:
+        return {
+            "Id": claimed.id,
+            "Attempt": claimed.attempt,
+            "Properties": {"SubscriptionId": claimed.subscription_id, "Event": claimed.event},
+            "Notifications": claimed.notifications,
+        }
+
+    async def _send(self, claimed: Claimed, target: subscriptions.Target | None) -> Outcome:
+        started = self.db.clock()
+        if target is None or target.status != "active":
+            return self._outcome(claimed, started, "dead", error="the subscription is no longer active")
+        payload = json.dumps(self.body(claimed), separators=(",", ":"), ensure_ascii=False)
+        signed_at = datetime.now(UTC)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": claimed.id,
+            "webhook-timestamp": str(int(signed_at.timestamp())),
+            "webhook-signature": Webhook(target.secret).sign(claimed.id, signed_at, payload),
+        }
+        host = target.url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        address = guard.literal(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+        if address is not None and not guard.allowed(address, self.config.allowed_networks):
+            return self._failure(claimed, started, None, None, f"{address} is not a public address", 0.0)
+        assert self._session is not None
+        t0 = time.perf_counter()
+        try:
+            async with self._session.post(
+                target.url, data=payload.encode(), headers=headers, allow_redirects=False
+            ) as r:
+                text = (await r.content.read(RESPONSE_EXCERPT)).decode("utf-8", "replace")
+                status, retry = r.status, r.headers.get("Retry-After")
+        except TimeoutError:
+            return self._failure(claimed, started, None, None, f"timed out after {self.config.timeout:g} s", t0)
+        except guard.BlockedAddress as exc:
+            return self._failure(claimed, started, None, None, str(exc), t0)
+        except aiohttp.ClientConnectorError as exc:
+            blocked = exc.os_error if isinstance(exc.os_error, guard.BlockedAddress) else None
+            error = str(blocked) if blocked else f"{type(exc).__name__}: {exc}"
+            return self._failure(claimed, started, None, None, error, t0)
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._failure(claimed, started, None, None, f"{type(exc).__name__}: {exc}", t0)
+        latency = (time.perf_counter() - t0) * 1000
+        if 200 <= status < 300:
+            return self._outcome(claimed, started, "delivered", status=status, latency=latency, response=text)
+        if status in (404, 410):
+            reason = f"the callback answered {status}: the flow or endpoint is gone"
+            return self._outcome(claimed, started, "gone", status=status, latency=latency, response=text, reason=reason)
+        if status == 400 and SCHEMA_MISMATCH in text:
+            reason = (
+                "the callback rejected the payload as not matching the trigger's schema (TriggerInputSchemaMismatch)"
+            )
+            return self._outcome(claimed, started, "dead", status=status, latency=latency, response=text, reason=reason)
+        return self._failure(claimed, started, status, text, f"HTTP {status}", t0, retry)
+
+    def _failure(
+        self,
+        claimed: Claimed,
+        started: datetime,
+        status: int | None,
+        response: str | None,
+        error: str,
+        t0: float,
+        retry_after_header: str | None = None,
+    ) -> Outcome:
+        latency = (time.perf_counter() - t0) * 1000 if t0 else None
+        schedule = self.config.retry_schedule
+        if claimed.attempt > len(schedule):
+            reason = f"gave up after {claimed.attempt} attempts; last: {error}"
+            return self._outcome(
+                claimed, started, "dead", status=status, latency=latency, response=response, error=error, reason=reason
+            )
+        base = schedule[claimed.attempt - 1]
+        delay = base * (1 + self.config.jitter * (2 * self.rng() - 1))
+        asked = retry_after(retry_after_header, started)
+        if asked is not None:
+            delay = max(delay, min(asked, 86400.0))
+        return self._outcome(
+            claimed,
+            started,
+            "retry",
+            status=status,
+            latency=latency,
+            response=response,
+            error=error,
+            next_attempt_at=self.db.clock() + timedelta(seconds=delay),
+        )
+
+    def _outcome(self, claimed: Claimed, started: datetime, result: Any, **kw: Any) -> Outcome:
+        return Outcome(
+            delivery_id=claimed.id,
+            owner=self.owner,
+            attempt=claimed.attempt,
+            started_at=started,
+            result=result,
+            status_code=kw.get("status"),
+            latency_ms=kw.get("latency"),
+            response=kw.get("response"),
+            error=kw.get("error"),
+            next_attempt_at=kw.get("next_attempt_at"),
+            reason=kw.get("reason"),
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -197,6 +197,33 @@ def claim(db: Database, owner: str, limit: int, lease: timedelta) -> list[Claime
     order = {i: n for n, i in enumerate(ids)}
     claimed = [Claimed(r["id"], r["subscription_id"], r["event"], r["attempts"], payloads[r["id"]]) for r in rows]
     return sorted(claimed, key=lambda c: order[c.id])
+
+
+def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> int:
+    """Give back the leases of workers on `host` whose process is gone (owner `host:pid:...`).
+
+    Their deliveries would otherwise wait out the lease; they are due again at once, under the same
+    id. Returns how many were released.
+    """
+    now = db.clock()
+    with db.write() as conn:
+        rows = conn.execute(
+            "SELECT id, lease_owner FROM webhook_deliveries WHERE status = 'sending' AND lease_owner LIKE ?",
+            (f"{host}:%",),
+        ).fetchall()
+        dead = [r["id"] for r in rows if _pid(r["lease_owner"]) is not None and not alive(_pid(r["lease_owner"]) or 0)]
+        for delivery_id in dead:
+            conn.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ?",
+                (iso(now), delivery_id),
+            )
+    return len(dead)
+
+
+def _pid(owner: str) -> int | None:
+    parts = owner.split(":")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
 
 
 def record(db: Database, outcomes: Iterable[Outcome], *, disable_after: timedelta | None) -> None:

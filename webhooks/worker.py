@@ -18,6 +18,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import os
 import random
 import socket
 import time
@@ -105,6 +106,16 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Worker:
     """Delivers webhook notifications from one database; see the module docstring.
 
@@ -125,7 +136,8 @@ class Worker:
         self.db = db
         self.box = box
         self.config = config
-        self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        # host:pid:random, so a restarted worker can tell the leases of dead processes on its host.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -141,6 +153,9 @@ class Worker:
         await self.close()
 
     async def start(self) -> None:
+        released = deliveries.release_abandoned(self.db, socket.gethostname(), _alive)
+        if released:
+            log.warning("took back %d deliveries leased by workers of this host that are no longer running", released)
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=guard.GuardedResolver(self.config.allowed_networks, self._resolver),

@@ -17,7 +17,7 @@ from receiver import Receiver, Reply, receiving
 from standardwebhooks.webhooks import Webhook
 from support import Api, Clock, World, build_world, error
 
-from storage import deliveries
+from storage import apikeys, deliveries
 from storage.secrets import SecretBox
 from webhooks import payloads
 from webhooks.registry import EVENTS
@@ -365,3 +365,20 @@ def aiohttp_resolver() -> type:
     from aiohttp.abc import AbstractResolver
 
     return AbstractResolver
+
+
+def test_subscriptions_are_listed_for_admins_and_only_their_own_for_others(api: Api) -> None:
+    """An administrator lists every key's subscriptions; a learner's call sees its key's only; a
+    subscription of another key cannot be read or deleted by a non-administrator."""
+    other = Api(api.client, apikeys.create(api.db, "other", "full").secret, api.db, api.settings)
+    mine = subscribe(api, "UserCreated", "https://flow.example/mine")
+    theirs = subscribe(other, "UserCreated", "https://flow.example/theirs")
+    learner = api.ok("POST", "/odata/v2/Users", json={"LoginName": "learner@x.example"})["Id"]
+    listed = api.ok("GET", "/webhooks/subscriptions")["value"]
+    assert {s["Id"] for s in listed} == {mine["Id"], theirs["Id"]}
+    assert all(s["WebHookUri"] == "https://flow.example/…" and "Secret" not in s for s in listed)
+    own = api.ok("GET", "/webhooks/subscriptions", user=learner)["value"]
+    assert [s["Id"] for s in own] == [mine["Id"]]
+    assert api.get(f"/webhooks/subscriptions({theirs['Id']})", user=learner).status_code == 403
+    assert api.delete(f"/webhooks/subscriptions({theirs['Id']})", user=learner).status_code == 403
+    assert api.get("/webhooks/deliveries", user=learner).status_code == 403

@@ -211,7 +211,7 @@ def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> 
             "SELECT id, lease_owner FROM webhook_deliveries WHERE status = 'sending' AND lease_owner LIKE ?",
             (f"{host}:%",),
         ).fetchall()
-        dead = [r["id"] for r in rows if _pid(r["lease_owner"]) is not None and not alive(_pid(r["lease_owner"]) or 0)]
+        dead = [r["id"] for r in rows if (pid := _pid(r["lease_owner"])) is not None and not alive(pid)]
         for delivery_id in dead:
             conn.execute(
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,"
@@ -414,14 +414,3 @@ def counts(db: Database) -> dict[str, int]:
             0
         ]
     return out
-
-
-def next_due(db: Database) -> datetime | None:
-    """When the earliest waiting notification or pending delivery falls due (None: nothing waits)."""
-    with db.read() as conn:
-        row = conn.execute(
-            "SELECT min(t) FROM (SELECT min(due_at) AS t FROM webhook_notifications WHERE delivery_id IS NULL"
-            " UNION ALL SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
-            " UNION ALL SELECT min(lease_until) FROM webhook_deliveries WHERE status = 'sending')"
-        ).fetchone()
-    return parse_iso(row[0]) if row and row[0] else None

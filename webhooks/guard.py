@@ -58,17 +58,18 @@ def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = 
         raise Invalid("WebHookUri has an invalid port", target="WebHookUri") from None
     host = parts.hostname
     try:
-        addresses = [literal(host)] if literal(host) else resolver(host)
+        fixed = literal(host)
+        addresses = [fixed] if fixed else resolver(host)
     except OSError:
         raise Invalid(f"WebHookUri: the host {host!r} does not resolve", target="WebHookUri") from None
-    blocked = [a for a in addresses if a and not allowed(a, networks)]
+    blocked = [a for a in addresses if not allowed(a, networks)]
     if blocked or not addresses:
         raise Invalid(
             f"WebHookUri: {host!r} resolves to {', '.join(blocked) or 'nothing'}, which is not a public address;"
             " private networks are reachable only when listed in COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS",
             target="WebHookUri",
         )
-    in_allowed = all(any(ipaddress.ip_address(a) in n for n in networks) for a in addresses if a)
+    in_allowed = all(any(ipaddress.ip_address(a) in n for n in networks) for a in addresses)
     if parts.scheme != "https" and not in_allowed:
         raise Invalid("WebHookUri must use https", target="WebHookUri")
     return text

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
@@ -50,9 +51,7 @@ def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500) -> int:
     now = db.clock()
     due = now + timedelta(seconds=config.batch_window)
     with db.write() as conn:
-        row = conn.execute("SELECT seq FROM event_cursors WHERE consumer = ?", (CONSUMER,)).fetchone()
-        after = row["seq"] if row else 0
-        batch = events.read_after(db, after, limit=limit)
+        batch = events.read_after(db, events.cursor(db, CONSUMER), limit=limit)  # both read through `conn`
         if not batch:
             return 0
         subscribers: dict[str, list[tuple[str, int]]] = {}
@@ -264,8 +263,7 @@ class Worker:
             "webhook-timestamp": str(int(signed_at.timestamp())),
             "webhook-signature": Webhook(target.secret).sign(claimed.id, signed_at, payload),
         }
-        host = target.url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-        address = guard.literal(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+        address = guard.literal(urlsplit(target.url).hostname or "")
         if address is not None and not guard.allowed(address, self.config.allowed_networks):
             return self._failure(claimed, started, None, None, f"{address} is not a public address", 0.0)
         assert self._session is not None

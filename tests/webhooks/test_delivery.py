@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from aiohttp.abc import AbstractResolver
 from receiver import Receiver, Reply, receiving
 from standardwebhooks.webhooks import Webhook
 from support import Api, Clock, World, build_world, error
@@ -346,7 +347,7 @@ def test_the_address_is_checked_again_at_delivery(api: Api, clock: Clock) -> Non
     """A host that resolved to a public address at subscribe time but to 10.x at delivery is not posted to."""
     subscribe(api, "UserCreated", "https://rebind.example/hook")
 
-    class Rebinding(aiohttp_resolver()):  # type: ignore[misc]
+    class Rebinding(AbstractResolver):
         async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
             return [{"hostname": host, "host": "10.9.8.7", "port": port, "family": 2, "proto": 0, "flags": 0}]
 
@@ -359,12 +360,6 @@ def test_the_address_is_checked_again_at_delivery(api: Api, clock: Clock) -> Non
     deliver(worker)
     (pending,) = deliveries.list_deliveries(api.db)
     assert pending["Status"] == "pending" and "not public" in pending["LastError"]
-
-
-def aiohttp_resolver() -> type:
-    from aiohttp.abc import AbstractResolver
-
-    return AbstractResolver
 
 
 def test_subscriptions_are_listed_for_admins_and_only_their_own_for_others(api: Api) -> None:

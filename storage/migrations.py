@@ -409,6 +409,16 @@ def webhook_delivery(db: Database) -> None:
     db.execute("UPDATE webhook_subscriptions SET since_seq = (SELECT coalesce(max(seq), 0) FROM events)")
 
 
+@migrations(name="0005_webhook_entity_order")
+def webhook_entity_order(db: Database) -> None:
+    """Notifications by subscription and entity: the per-entity order check looks up only the keys that
+    wait, instead of every unfinished delivery of the subscription (which made each pass over a
+    backlog cost as much as the backlog; bench/results/delivery.md)."""
+    db.execute(
+        "CREATE INDEX webhook_notifications_entity ON webhook_notifications(subscription_id, entity_key, delivery_id)"
+    )
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"

@@ -46,8 +46,12 @@ RESPONSE_EXCERPT = 2048
 SCHEMA_MISMATCH = "TriggerInputSchemaMismatch"
 
 
-def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500) -> int:
-    """Turn the next events into queued notifications; return how many events were consumed."""
+def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500, max_notifications: int = 2000) -> int:
+    """Turn the next events into queued notifications; return how many events were consumed.
+
+    One transaction, ended after `limit` events or the event that brings the notifications queued to
+    `max_notifications`, so a backlog with many subscribers never holds the write lock for long.
+    """
     now = db.clock()
     due = now + timedelta(seconds=config.batch_window)
     with db.write() as conn:
@@ -55,7 +59,9 @@ def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500) -> int:
         if not batch:
             return 0
         subscribers: dict[str, list[tuple[str, int]]] = {}
+        queued = consumed = 0
         for event in batch:
+            consumed += 1
             built = payloads.notification(event)
             if built is None:
                 continue
@@ -74,8 +80,11 @@ def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500) -> int:
             for sub_id, since in subscribers[trigger]:
                 if event.seq > since:
                     deliveries.enqueue(conn, sub_id, event.seq, key, item, now, due)
-        events.advance_cursor(conn, CONSUMER, batch[-1].seq, now)
-    return len(batch)
+                    queued += 1
+            if queued >= max_notifications:
+                break
+        events.advance_cursor(conn, CONSUMER, batch[consumed - 1].seq, now)
+    return consumed
 
 
 def backlog(db: Database) -> int:
@@ -143,6 +152,7 @@ class Worker:
         self._inflight: set[asyncio.Task[Outcome]] = set()
         self._done: list[Outcome] = []
         self._wake = asyncio.Event()
+        self.busy = False  # events are still waiting to be dispatched after the last tick
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -180,13 +190,26 @@ class Worker:
         return len(self._inflight)
 
     def tick(self) -> int:
-        """Dispatch, assemble, record finished sends and start due ones; return how many were started."""
+        """Dispatch, assemble, record finished sends and start due ones; return how many were started.
+
+        A read first tells which steps have anything to do, so an idle worker polls without taking
+        the write lock the API's requests need. One dispatch per tick: a backlog of events is worked
+        through between sends (`busy` says more is waiting), not before the first of them.
+        """
+        self.busy = False
         self._record_done()
-        while dispatch(self.db, self.config):
-            pass
-        deliveries.assemble(self.db, batch=self.config.batch_window > 0, max_batch=self.config.max_batch)
+        with self.db.read():  # one snapshot, and an idle round takes no write lock
+            waiting, claimable = deliveries.due(self.db)
+            undispatched = backlog(self.db)
+        if undispatched:
+            consumed = dispatch(self.db, self.config)
+            self.busy = consumed > 0 and backlog(self.db) > 0
+            waiting = waiting or consumed > 0
+        if waiting:
+            created = deliveries.assemble(self.db, batch=self.config.batch_window > 0, max_batch=self.config.max_batch)
+            claimable = claimable or created > 0
         room = self.config.concurrency - len(self._inflight)
-        claimed = deliveries.claim(self.db, self.owner, room, self.config.lease) if room > 0 else []
+        claimed = deliveries.claim(self.db, self.owner, room, self.config.lease) if room > 0 and claimable else []
         if claimed:
             targets = self._targets(claimed)
             for c in claimed:
@@ -218,28 +241,36 @@ class Worker:
 
     async def run_until_idle(self, *, rounds: int = 100) -> None:
         """Tick and drain until nothing is due at the current (injected) time: for tests and the CLI."""
-        for _ in range(rounds):
+        while True:
             started = self.tick()
             await self.drain()
             if not started and not backlog(self.db):
                 return
-        raise RuntimeError("deliveries kept falling due: is the clock moving?")
+            if not self.busy:  # working through a backlog of events is progress; anything else counts
+                rounds -= 1
+                if rounds <= 0:
+                    raise RuntimeError("deliveries kept falling due: is the clock moving?")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, polling every `poll_interval` seconds while idle."""
         await self.start()
         try:
+            loop = asyncio.get_running_loop()
+            stopper = loop.create_task(stop.wait())
+            stopper.add_done_callback(lambda _: self._wake.set())
             while not stop.is_set():
+                self._wake.clear()  # sends finishing from here on wake the next round (they call back only at awaits)
                 try:
                     self.tick()
                 except Exception:
                     log.exception("webhook worker step failed; retrying")
-                self._wake.clear()
-                stopper = asyncio.ensure_future(stop.wait())
-                waker = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({stopper, waker}, timeout=self.config.poll_interval, return_when="FIRST_COMPLETED")
-                stopper.cancel()
-                waker.cancel()
+                if self.busy:
+                    await asyncio.sleep(0)  # let sends progress, then keep working through the backlog
+                    continue
+                timer = loop.call_later(self.config.poll_interval, self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
+            stopper.cancel()
         finally:
             await self.close()
 

@@ -153,6 +153,16 @@ class Database:
         migrations.apply(db)
         return pending
 
+    def scrub(self) -> None:
+        """Rewrite the file (VACUUM) and empty the WAL, so nothing overwritten or deleted stays on disk.
+
+        SQLite keeps old row versions in free pages and WAL frames until they are reused; after
+        encrypting what was stored in clear, this makes sure the clear text is gone.
+        """
+        with self._write_lock:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         """Close this thread's connection (other threads close theirs when they end)."""
         conn = getattr(self._local, "conn", None)

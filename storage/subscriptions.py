@@ -223,7 +223,10 @@ def targets(conn: sqlite3.Connection, box: SecretBox, ids: list[str]) -> dict[st
 
 
 def seal_legacy(db: Database, box: SecretBox) -> int:
-    """Encrypt callbacks stored in clear before migration 0004 and give them secrets; return how many."""
+    """Encrypt callbacks stored in clear before migration 0004 and give them secrets; return how many.
+
+    Runs at the start of `serve` and `worker`; after sealing anything it scrubs the database file.
+    """
     with db.write() as conn:
         rows = conn.execute(
             "SELECT id, callback_url FROM webhook_subscriptions WHERE callback_sealed IS NULL AND callback_url != ''"
@@ -234,4 +237,6 @@ def seal_legacy(db: Database, box: SecretBox) -> int:
                 " WHERE id = ?",
                 (box.seal(row["callback_url"]), box.seal(new_secret()), row["id"]),
             )
+    if rows:
+        db.scrub()  # the clear URLs linger in free pages (and the dropped index's) and the WAL otherwise
     return len(rows)

@@ -44,17 +44,18 @@ def _revision() -> str:
     return head.stdout.strip() + (" with uncommitted changes" if status.stdout.strip() else "")
 
 
-def describe() -> list[str]:
+SERVER_PACKAGES = ("connexion", "flask", "uvicorn", "uvloop", "httptools", "a2wsgi")
+
+
+def describe(*, packages: tuple[str, ...] = SERVER_PACKAGES, wrk: bool = True) -> list[str]:
     """Markdown bullet lines: date, CPU and cores, memory, Python, SQLite and the packages that matter."""
-    packages = ", ".join(
-        f"{name} {metadata.version(name)}"
-        for name in ("connexion", "flask", "uvicorn", "uvloop", "httptools", "a2wsgi")
-    )
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in packages)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return [
         f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), {memory:.0f} GiB RAM, {platform.system()}"
         f" {platform.release()}",
         f"- coursewire at commit {_revision()}",
-        f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; {packages}; {_wrk_version()}",
+        f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; {versions}"
+        + (f"; {_wrk_version()}" if wrk else ""),
     ]

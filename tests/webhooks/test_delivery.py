@@ -18,7 +18,9 @@ from receiver import Receiver, Reply, receiving
 from standardwebhooks.webhooks import Webhook
 from support import Api, Clock, World, build_world, error
 
+from connector.settings import Settings
 from storage import apikeys, deliveries
+from storage.db import Database
 from storage.secrets import SecretBox
 from webhooks import payloads
 from webhooks.registry import EVENTS
@@ -197,6 +199,98 @@ def test_delete_stops_deliveries(api: Api, receiver: Receiver, clock: Clock) -> 
     deliver(worker)
     assert len(receiver.received) == 1
     assert [d["Status"] for d in deliveries.list_deliveries(api.db)] == ["cancelled"]
+
+
+def test_trigger_update_deletes_the_old_callback_and_subscribes_the_new(api: Api, clock: Clock) -> None:
+    """Power Platform's sequence on saving a changed trigger: DELETE the old, subscribe the new."""
+    with receiving() as old, receiving() as new:
+        first = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": old.url})
+        api.ok("DELETE", first.headers["Location"].replace("http://testserver", ""), 204)
+        second = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": new.url})
+        assert second.status_code == 201 and second.json()["Id"] != first.json()["Id"]
+        again = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": old.url})
+        assert again.status_code == 201  # a deleted subscription is not revived: the flow subscribes anew
+        api.ok("DELETE", again.headers["Location"].replace("http://testserver", ""), 204)
+        api.ok("POST", "/odata/v2/Users", json={"LoginName": "one@x.example"})
+        deliver(make_worker(api))
+        assert (len(old.received), len(new.received)) == (0, 1)
+
+
+def test_redirects_are_not_followed(api: Api, clock: Clock) -> None:
+    """A 3xx is a failed attempt, retried at the callback itself; its Location is never visited."""
+    with receiving() as callback, receiving() as elsewhere:
+        callback.script = [Reply(302, headers={"Location": elsewhere.url})]
+        subscribe(api, "UserCreated", callback.url)
+        api.ok("POST", "/odata/v2/Users", json={"LoginName": "one@x.example"})
+        worker = make_worker(api)
+        deliver(worker)
+        clock.advance(seconds=6)
+        deliver(worker)
+        assert elsewhere.received == []
+        assert [r.body["Attempt"] for r in callback.received] == [1, 2]
+    (delivery,) = deliveries.list_deliveries(api.db)
+    log = deliveries.get(api.db, delivery["Id"])["AttemptLog"]
+    assert [(a["StatusCode"], a["Outcome"]) for a in log] == [(302, "retry"), (200, "delivered")]
+
+
+def test_attempts_time_out_and_long_answers_are_kept_short(api: Api, receiver: Receiver, clock: Clock) -> None:
+    """An attempt past the timeout fails and is retried; the attempt log keeps 2 KiB of an answer."""
+    release = threading.Event()
+    receiver.script = [Reply(200, hold=release), Reply(500, body=b"x" * 10_000)]
+    subscribe(api, "UserCreated", receiver.url)
+    api.ok("POST", "/odata/v2/Users", json={"LoginName": "one@x.example"})
+    worker = make_worker(api, timeout=0.3)  # aiohttp times out in real time; kept short
+    try:
+        deliver(worker)
+    finally:
+        release.set()
+    clock.advance(seconds=6)
+    deliver(worker)
+    (delivery,) = deliveries.list_deliveries(api.db)
+    first, second = deliveries.get(api.db, delivery["Id"])["AttemptLog"]
+    assert (first["StatusCode"], first["Error"], first["Outcome"]) == (None, "timed out after 0.3 s", "retry")
+    assert (second["StatusCode"], second["Outcome"], len(second["Response"])) == (500, "retry", 2048)
+
+
+def test_two_workers_on_one_database_send_each_delivery_once(api: Api, settings: Settings, clock: Clock) -> None:
+    """Two running workers, each with its own connection, share 40 deliveries: all sent, none twice."""
+    gate = threading.Event()
+    loops: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
+
+    def work(name: str) -> None:
+        db = Database(settings.database_path, clock=clock)
+        config = dataclasses.replace(settings.delivery, concurrency=4)
+        worker = Worker(db, SecretBox.for_database(db.path), config, owner=f"test:{name}")
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            loops[name] = (asyncio.get_running_loop(), stop)
+            await worker.run(stop)
+
+        asyncio.run(go())
+        db.close()
+
+    with receiving() as receiver:
+        subscribe(api, "UserCreated", receiver.url)
+        for n in range(40):
+            api.ok("POST", "/odata/v2/Users", json={"LoginName": f"user{n}@x.example"})
+        receiver.script = [Reply(200, hold=gate) for _ in range(8)]
+        threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        try:
+            # Eight POSTs open at once, more than either worker's four: both are sending.
+            receiver.wait_for(8)
+        finally:
+            gate.set()
+        receiver.wait_for(40)
+        for loop, stop in loops.values():
+            loop.call_soon_threadsafe(stop.set)
+        for t in threads:
+            t.join(30)
+        ids = [r.body["Id"] for r in receiver.received]
+    assert len(ids) == 40 and len(set(ids)) == 40
+    assert deliveries.counts(api.db)["delivered"] == 40
 
 
 def test_a_slow_receiver_does_not_hold_up_others(api: Api) -> None:

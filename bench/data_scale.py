@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import Dataset, Scale, build
-from machine import describe
+from machine import describe, publish
 from servers import Server, basic_auth, start_coursewire
 from tracing import SqlStatement, trace_call
 
@@ -442,9 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in [*timings, *writes]:
             t.statements = trace_call(data.path, auth, t.scenario.make(ctx))
         text = report(timings, writes, header, args.requests)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
     return 0
 
 

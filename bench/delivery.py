@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadgen import median
-from machine import describe
+from machine import describe, publish
 from noise import _group_seconds
 from servers import BIN, free_port
 
@@ -354,10 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "- Receiver: aiohttp server (bench/hook_receiver.py), one process, answers 204 at once",
     ]
     text = report(runs, settings)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print()
-    print(text)
+    publish(text, args.out)
     return 0
 
 

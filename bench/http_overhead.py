@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadgen import LoadError, Measurement, median, run_guarded, wrk_path
-from machine import describe
+from machine import describe, publish
 from servers import Server, start_baseline, start_coursewire
 
 from connector.app import WSGI_THREADS
@@ -313,10 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             for server, _ in targets.values():
                 server.stop()
     text = report(results, settings)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print()
-    print(text)
+    publish(text, args.out)
     return 0
 
 

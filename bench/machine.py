@@ -59,3 +59,11 @@ def describe(*, packages: tuple[str, ...] = SERVER_PACKAGES, wrk: bool = True) -
         f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; {versions}"
         + (f"; {_wrk_version()}" if wrk else ""),
     ]
+
+
+def publish(text: str, out: Path) -> None:
+    """Write a results file (committed: the baseline for later runs) and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print()
+    print(text)

@@ -70,6 +70,17 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     ctx.obj = {"settings": lambda: Settings.from_env(env)}
 
 
+def _sealed(db: Database) -> SecretBox:
+    """The secret box, after encrypting the callbacks a database from before migration 0004 kept in clear."""
+    box = SecretBox.for_database(db.path)
+    sealed = subscriptions.seal_legacy(db, box)
+    if sealed:
+        click.echo(
+            f"Encrypted {sealed} webhook callback(s) stored in clear; the database file was rewritten without them."
+        )
+    return box
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8365, show_default=True, type=int, help="Port to listen on.")
@@ -97,10 +108,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
     count = workers or settings.workers or os.cpu_count() or 1
     os.environ.update(settings.to_env())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    box = _sealed(db)  # before any other thread opens the database: sealing may rewrite the file
     provisioner = Provisioner(db, settings.files_dir, settings.provisioning_interval)
     thread, stop = provisioner.start()
-    box = SecretBox.for_database(db.path)
-    subscriptions.seal_legacy(db, box)
     delivery = DeliveryThread(Database(db.path), box, settings.delivery).start() if in_process_worker else None
     click.echo(f"coursewire: serving http://{host}:{port} with {count} worker(s); data in {settings.data_dir}")
     try:
@@ -123,22 +133,23 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Deliver what is due now, wait for it, and exit.")
+@click.option(
+    "--once", is_flag=True, help="Deliver what is due now (batch windows end at once), wait for it, and exit."
+)
 @click.pass_context
 @user_errors
 def worker(ctx: click.Context, once: bool) -> None:
     """Run the webhook delivery worker alone (several may share one database)."""
     settings = _settings(ctx)
     db = _database(settings)
-    box = SecretBox.for_database(db.path)
-    subscriptions.seal_legacy(db, box)
+    box = _sealed(db)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def run() -> None:
         delivery = Worker(db, box, settings.delivery)
         if once:
             async with delivery:
-                await delivery.run_until_idle()
+                await delivery.run_until_idle(flush=True)
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

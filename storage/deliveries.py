@@ -105,6 +105,15 @@ def due(db: Database) -> tuple[bool, bool]:
     return bool(row[0]), bool(row[1])
 
 
+def flush_windows(db: Database) -> int:
+    """Make every notification waiting out its batch window due now; return how many."""
+    stamp = iso(db.clock())
+    with db.write() as conn:
+        return conn.execute(
+            "UPDATE webhook_notifications SET due_at = ? WHERE delivery_id IS NULL AND due_at > ?", (stamp, stamp)
+        ).rowcount
+
+
 def assemble(db: Database, *, batch: bool, max_batch: int = 100) -> int:
     """Group due notifications into deliveries; return how many deliveries were created."""
     now = db.clock()

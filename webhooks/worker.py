@@ -239,11 +239,17 @@ class Worker:
             await asyncio.wait(set(self._inflight))
         self._record_done()
 
-    async def run_until_idle(self, *, rounds: int = 100) -> None:
-        """Tick and drain until nothing is due at the current (injected) time: for tests and the CLI."""
+    async def run_until_idle(self, *, rounds: int = 100, flush: bool = False) -> None:
+        """Tick and drain until nothing is due at the current (injected) time: for tests and the CLI.
+
+        `flush` ends batch windows at once (`worker --once`: no later round would send what waits in
+        them); retries stay scheduled.
+        """
         while True:
             started = self.tick()
             await self.drain()
+            if flush and deliveries.flush_windows(self.db):
+                continue
             if not started and not backlog(self.db):
                 return
             if not self.busy:  # working through a backlog of events is progress; anything else counts
@@ -254,24 +260,25 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, polling every `poll_interval` seconds while idle."""
         await self.start()
+        loop = asyncio.get_running_loop()
+        stopper = loop.create_task(stop.wait())
+        stopper.add_done_callback(lambda _: self._wake.set())
         try:
-            loop = asyncio.get_running_loop()
-            stopper = loop.create_task(stop.wait())
-            stopper.add_done_callback(lambda _: self._wake.set())
             while not stop.is_set():
                 self._wake.clear()  # sends finishing from here on wake the next round (they call back only at awaits)
                 try:
                     self.tick()
                 except Exception:
                     log.exception("webhook worker step failed; retrying")
+                    self.busy = False  # wait a poll interval before trying again
                 if self.busy:
                     await asyncio.sleep(0)  # let sends progress, then keep working through the backlog
                     continue
                 timer = loop.call_later(self.config.poll_interval, self._wake.set)
                 await self._wake.wait()
                 timer.cancel()
-            stopper.cancel()
         finally:
+            stopper.cancel()
             await self.close()
 
     def body(self, claimed: Claimed) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 from receiver import Receiver, Reply, receiving
 from standardwebhooks.webhooks import Webhook
-from support import Api, Clock
+from support import Api
 
 from connector.cli import main
 from storage import apikeys, events, users
@@ -20,8 +20,6 @@ from storage.db import Database
 from storage.migrations import migrations
 from storage.models import CLI
 from storage.secrets import SecretBox
-from storage.subscriptions import seal_legacy
-from webhooks.config import DeliveryConfig, parse_networks
 from webhooks.worker import Worker
 
 MISMATCH = b'{"error":{"code":"TriggerInputSchemaMismatch","message":"Users is required"}}'
@@ -84,11 +82,10 @@ def test_deliveries_cli_lists_filters_shows_and_redelivers(api: Api, receiver: R
     assert "'bogus' is not one of" in cli(api, "deliveries", "--status", "bogus", code=2).output
 
 
-def test_subscriptions_stored_in_clear_are_sealed_and_still_delivered(
-    tmp_path: Path, clock: Clock, receiver: Receiver
-) -> None:
-    """A database from before 0004 keeps its live subscriptions: URL encrypted, a secret created, delivered."""
-    db = Database(tmp_path / "coursewire.db", clock=clock)
+def test_subscriptions_stored_in_clear_are_sealed_and_still_delivered(tmp_path: Path, receiver: Receiver) -> None:
+    """A database from before 0004 keeps its live subscriptions: the first `coursewire worker` encrypts
+    their URLs, scrubs the clear text from the file, creates signing secrets, and delivers."""
+    db = Database(tmp_path / "coursewire.db")
     migrations.apply(db.utils(), stop_before="0004_webhook_delivery")
     key = apikeys.create(db, "flows").key
     with db.write() as conn:  # rows as the code before 0004 wrote them: the flow's signed URL in clear
@@ -98,24 +95,31 @@ def test_subscriptions_stored_in_clear_are_sealed_and_still_delivered(
                 " VALUES (?, 'UserCreated', ?, ?, '2030-01-01T00:00:00.000Z', ?)",
                 (sub_id, f"{receiver.url}?sig=secret-of-{sub_id}", key.id, deleted),
             )
+    db.migrate()  # the upgraded server's first start migrates; then an event happens
+    users.create(db, CLI, {"LoginName": "after-upgrade@x.example"})
+    db.close()
 
-    db.migrate()
-    box = SecretBox.for_database(db.path)
-    assert seal_legacy(db, box) == 2
-    assert seal_legacy(db, box) == 0  # serve and worker both run it at start
+    def worker_once() -> str:
+        result = CliRunner().invoke(
+            main,
+            ["--data-dir", str(tmp_path), "worker", "--once"],
+            env={"COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "COURSEWIRE_SECRET_KEY": ""},
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "Encrypted 2 webhook callback(s) stored in clear" in worker_once()
+    assert "Encrypted" not in worker_once()  # once only: serve and worker both check at start
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("coursewire.db*"))
+    assert b"secret-of-" not in on_disk  # not in a free page or the WAL either
+
+    box = SecretBox.for_database(str(tmp_path / "coursewire.db"))
     with db.read() as conn:
         rows = {r["id"]: r for r in conn.execute("SELECT * FROM webhook_subscriptions")}
     assert {r["callback_url"] for r in rows.values()} == {""}
     assert box.open(rows["live"]["callback_sealed"]) == f"{receiver.url}?sig=secret-of-live"
     assert (rows["live"]["status"], rows["gone"]["status"]) == ("active", "removed")
-    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("coursewire.db*"))
-    assert b"secret-of-" not in on_disk  # not in a free page or the WAL either
-
     secret = box.open(rows["live"]["secret_sealed"])
-    assert secret.startswith("whsec_")
-    users.create(db, CLI, {"LoginName": "after-upgrade@x.example"})
-    config = DeliveryConfig(allowed_networks=parse_networks("127.0.0.0/8"), batch_window=0)
-    deliver(Worker(db, box, config))
     (got,) = receiver.received
     assert got.path.endswith("?sig=secret-of-live")
     assert got.body["Notifications"][0]["LoginName"] == "after-upgrade@x.example"

@@ -71,8 +71,12 @@ class DeliveryThread:
         self._ready.wait()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish the sends in flight (up to `timeout`), record them, and end the thread."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the sends in flight, record them, and end the thread.
+
+        Waits up to one attempt's timeout and a margin by default: a send cut short goes again after
+        its lease, a duplicate a clean shutdown should not cause.
+        """
         if self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
+        self._thread.join(self.worker.config.timeout + 5 if timeout is None else timeout)

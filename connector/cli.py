@@ -19,7 +19,7 @@ import click
 from connector.settings import Settings, SettingsError
 from storage import apikeys, deliveries, events, subscriptions
 from storage.db import Database
-from storage.errors import StorageError
+from storage.errors import Conflict, StorageError
 from storage.models import CLI
 from storage.secrets import SecretBox
 from webhooks.worker import Worker
@@ -402,10 +402,19 @@ def deliveries_redeliver(ctx: click.Context, delivery_ids: tuple[str, ...], all_
     """Send dead letters again now, under the same ids; a running worker picks them up."""
     db = _database(_settings(ctx))
     ids = list(delivery_ids)
-    if all_dead:
-        ids += [d["Id"] for d in deliveries.list_deliveries(db, status="dead", event=event, limit=1_000_000)]
+    if all_dead:  # oldest first, so that notifications about one entity go in the order they happened
+        dead = deliveries.list_deliveries(db, status="dead", event=event, limit=1_000_000)
+        ids += [d["Id"] for d in reversed(dead)]
     if not ids:
         raise click.UsageError("name delivery ids, or pass --all-dead")
+    refused = 0
     for delivery_id in dict.fromkeys(ids):
-        deliveries.redeliver(db, CLI, delivery_id)
+        try:
+            deliveries.redeliver(db, CLI, delivery_id)
+        except Conflict as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            refused += 1
+            continue
         click.echo(f"{delivery_id}: pending again")
+    if refused:
+        raise click.ClickException(f"{refused} of {len(set(ids))} not redelivered (see above)")

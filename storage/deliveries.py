@@ -95,7 +95,7 @@ def due(db: Database) -> tuple[bool, bool]:
     with db.read() as conn:
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM webhook_notifications INDEXED BY webhook_notifications_due"
-            " WHERE delivery_id IS NULL AND due_at <= ?),"
+            " WHERE delivery_id IS NULL AND held_by IS NULL AND due_at <= ?),"
             " EXISTS (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_due"
             " WHERE status = 'pending' AND next_attempt_at <= ?)"
             " OR EXISTS (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_leased"
@@ -114,8 +114,13 @@ def flush_windows(db: Database) -> int:
         ).rowcount
 
 
-def assemble(db: Database, *, batch: bool, max_batch: int = 100) -> int:
-    """Group due notifications into deliveries; return how many deliveries were created."""
+def assemble(db: Database, *, batch: bool, max_batch: int = 100, limit: int = 2000) -> int:
+    """Group due notifications into deliveries; return how many deliveries were created.
+
+    A notification whose entity has an earlier one on its way is held by that delivery instead
+    (`held_by`), and released when it ends (`release`). Looks at `limit` notifications per
+    subscription per call, so one call's work stays bounded whatever the backlog.
+    """
     now = db.clock()
     stamp = iso(now)
     created = 0
@@ -123,7 +128,8 @@ def assemble(db: Database, *, batch: bool, max_batch: int = 100) -> int:
         subs = [
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT subscription_id FROM webhook_notifications WHERE delivery_id IS NULL AND due_at <= ?",
+                "SELECT DISTINCT subscription_id FROM webhook_notifications INDEXED BY webhook_notifications_due"
+                " WHERE delivery_id IS NULL AND held_by IS NULL AND due_at <= ?",
                 (stamp,),
             )
         ]
@@ -131,61 +137,83 @@ def assemble(db: Database, *, batch: bool, max_batch: int = 100) -> int:
             sub = conn.execute("SELECT event, status FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone()
             if sub is None or sub["status"] != "active":
                 continue
-            # Entities with an earlier notification still on its way: theirs wait for it.
-            blocked = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT w.entity_key FROM webhook_notifications w INDEXED BY webhook_notifications_waiting"
-                    " WHERE w.subscription_id = ? AND w.delivery_id IS NULL AND EXISTS ("
-                    " SELECT 1 FROM webhook_notifications e INDEXED BY webhook_notifications_entity"
-                    " JOIN webhook_deliveries d ON d.id = e.delivery_id"
-                    " WHERE e.subscription_id = w.subscription_id AND e.entity_key = w.entity_key"
-                    " AND d.status IN ('pending', 'sending'))",
-                    (sub_id,),
-                )
-            }
             waiting = conn.execute(
-                "SELECT id, entity_key, due_at FROM webhook_notifications"
-                " WHERE subscription_id = ? AND delivery_id IS NULL ORDER BY id",
-                (sub_id,),
+                "SELECT id, entity_key, due_at FROM webhook_notifications INDEXED BY webhook_notifications_waiting"
+                " WHERE subscription_id = ? AND delivery_id IS NULL AND held_by IS NULL ORDER BY id LIMIT ?",
+                (sub_id, limit),
             ).fetchall()
-            groups: list[list[int]] = []
+            blocker = _on_their_way(conn, sub_id, {row["entity_key"] for row in waiting})
+            groups: list[tuple[str, list[int]]] = []
+            held: dict[str, list[int]] = {}
             current: list[int] = []
             current_keys: set[str] = set()
+            current_id = new_id()
             for row in waiting:
                 key = row["entity_key"]
-                if key in blocked:
-                    continue  # an earlier notification about this entity is not delivered yet
+                if key in blocker:  # an earlier notification about this entity is not delivered yet
+                    held.setdefault(blocker[key], []).append(row["id"])
+                    continue
                 if not batch:
-                    blocked.add(key)
                     if row["due_at"] <= stamp:
-                        groups.append([row["id"]])
+                        delivery_id = new_id()
+                        groups.append((delivery_id, [row["id"]]))
+                        blocker[key] = delivery_id
                     continue
                 if len(current) >= max_batch:
-                    groups.append(current)
-                    blocked |= current_keys
-                    current, current_keys = [], set()
-                    if key in blocked:
+                    groups.append((current_id, current))
+                    blocker.update(dict.fromkeys(current_keys, current_id))
+                    current, current_keys, current_id = [], set(), new_id()
+                    if key in blocker:
+                        held.setdefault(blocker[key], []).append(row["id"])
                         continue
                 current.append(row["id"])
                 current_keys.add(key)
             if current:
-                groups.append(current)
-            for ids in groups:
-                delivery_id = new_id()
+                groups.append((current_id, current))
+            for delivery_id, ids in groups:
                 conn.execute(
                     "INSERT INTO webhook_deliveries (id, subscription_id, event, status, next_attempt_at, created_at)"
                     " VALUES (?, ?, ?, 'pending', ?, ?)",
                     (delivery_id, sub_id, sub["event"], stamp, stamp),
                 )
-                for chunk in range(0, len(ids), 500):
-                    part = ids[chunk : chunk + 500]
-                    conn.execute(
-                        f"UPDATE webhook_notifications SET delivery_id = ? WHERE id IN ({','.join('?' * len(part))})",  # noqa: S608
-                        [delivery_id, *part],
-                    )
+                _set(conn, "delivery_id", delivery_id, ids)
                 created += 1
+            for holder, ids in held.items():
+                _set(conn, "held_by", holder, ids)
     return created
+
+
+def _set(conn: sqlite3.Connection, column: str, value: str, ids: list[int]) -> None:
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk : chunk + 500]
+        conn.execute(
+            f"UPDATE webhook_notifications SET {column} = ? WHERE id IN ({','.join('?' * len(part))})",  # noqa: S608
+            [value, *part],
+        )
+
+
+def _on_their_way(conn: sqlite3.Connection, sub_id: str, keys: set[str]) -> dict[str, str]:
+    """entity key -> an unfinished delivery (pending or sending) with a notification about it."""
+    found: dict[str, str] = {}
+    ordered = sorted(keys)
+    for chunk in range(0, len(ordered), 500):
+        part = ordered[chunk : chunk + 500]
+        marks = ",".join("?" * len(part))
+        for row in conn.execute(
+            "SELECT e.entity_key, e.delivery_id FROM webhook_notifications e"  # noqa: S608 (placeholders only)
+            " INDEXED BY webhook_notifications_entity JOIN webhook_deliveries d ON d.id = e.delivery_id"
+            f" WHERE e.subscription_id = ? AND e.entity_key IN ({marks})"
+            " AND e.delivery_id IS NOT NULL AND d.status IN ('pending', 'sending')",
+            [sub_id, *part],
+        ):
+            found.setdefault(row[0], row[1])
+    return found
+
+
+def release(conn: sqlite3.Connection, delivery_ids: Iterable[str]) -> None:
+    """Deliveries that ended (delivered, dead, cancelled) let the notifications they held go on."""
+    for delivery_id in delivery_ids:
+        conn.execute("UPDATE webhook_notifications SET held_by = NULL WHERE held_by = ?", (delivery_id,))
 
 
 def claim(db: Database, owner: str, limit: int, lease: timedelta) -> list[Claimed]:
@@ -243,8 +271,9 @@ def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> 
     now = db.clock()
     with db.write() as conn:
         rows = conn.execute(
-            "SELECT id, lease_owner FROM webhook_deliveries WHERE status = 'sending' AND lease_owner LIKE ?",
-            (f"{host}:%",),
+            "SELECT id, lease_owner FROM webhook_deliveries WHERE status = 'sending'"
+            " AND substr(lease_owner, 1, ?) = ?",  # not LIKE: `_` in a host name would match any character
+            (len(host) + 1, f"{host}:"),
         ).fetchall()
         dead = [r["id"] for r in rows if (pid := _pid(r["lease_owner"])) is not None and not alive(pid)]
         for delivery_id in dead:
@@ -303,6 +332,7 @@ def record(db: Database, outcomes: Iterable[Outcome], *, disable_after: timedelt
                     "UPDATE webhook_subscriptions SET failing_since = NULL, last_delivered_at = ? WHERE id = ?",
                     (stamp, sub_id),
                 )
+                release(conn, [o.delivery_id])
                 continue
             error = o.error or (f"HTTP {o.status_code}" if o.status_code else "failed")
             if o.result == "gone":
@@ -328,6 +358,7 @@ def record(db: Database, outcomes: Iterable[Outcome], *, disable_after: timedelt
                 " dead_reason = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
                 (stamp, o.status_code, error, o.reason or error, o.delivery_id),
             )
+            release(conn, [o.delivery_id])
             if disable_after is not None:
                 since = conn.execute(
                     "SELECT failing_since FROM webhook_subscriptions WHERE id = ?", (sub_id,)
@@ -355,6 +386,7 @@ def redeliver(db: Database, actor: Actor, delivery_id: str) -> dict[str, Any]:
             raise Conflict(
                 f"the subscription of delivery {delivery_id} is {sub['status']}; subscribe again first", target="Id"
             )
+        _check_order(conn, row["subscription_id"], delivery_id)
         conn.execute(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, completed_at = NULL,"
             " dead_reason = NULL WHERE id = ?",
@@ -362,6 +394,31 @@ def redeliver(db: Database, actor: Actor, delivery_id: str) -> dict[str, Any]:
         )
         events.record(conn, "WebhookRedelivered", actor, now, {"DeliveryId": delivery_id})
     return get(db, delivery_id)
+
+
+def _check_order(conn: sqlite3.Connection, sub_id: str, delivery_id: str) -> None:
+    """Conflict if sending `delivery_id` again would put notifications about one entity out of order:
+    another delivery about the same entity is on its way, or a later one was delivered already."""
+    clash = conn.execute(
+        "SELECT mine.entity_key, other.delivery_id, d.status FROM webhook_notifications mine"
+        " JOIN webhook_notifications other INDEXED BY webhook_notifications_entity"
+        " ON other.subscription_id = mine.subscription_id AND other.entity_key = mine.entity_key"
+        " AND other.delivery_id IS NOT NULL AND other.delivery_id != mine.delivery_id"
+        " JOIN webhook_deliveries d ON d.id = other.delivery_id"
+        " WHERE mine.delivery_id = ? AND mine.subscription_id = ?"
+        " AND (d.status IN ('pending', 'sending') OR (d.status = 'delivered' AND other.id > mine.id))"
+        " LIMIT 1",
+        (delivery_id, sub_id),
+    ).fetchone()
+    if clash is None:
+        return
+    key, other, status = clash
+    if status == "delivered":
+        why = f"a later notification about {key} was delivered since (delivery {other}); sending this one now"
+        why += " would deliver them out of order"
+    else:
+        why = f"delivery {other} about {key} is on its way; redeliver this one once it has ended"
+    raise Conflict(f"delivery {delivery_id} is not redelivered: {why}", target="Id")
 
 
 def _delivery(row: sqlite3.Row) -> dict[str, Any]:

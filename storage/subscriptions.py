@@ -183,8 +183,14 @@ def remove_in(conn: sqlite3.Connection, sub_id: str, reason: str, now: datetime,
     )
 
 
-def disable_in(conn: sqlite3.Connection, sub_id: str, reason: str, now: datetime) -> None:
-    """Stop delivering to a callback that has failed for too long; subscribing again revives it."""
+def disable_in(conn: sqlite3.Connection, sub_id: str, reason: str, now: datetime, *, batch: int = 100) -> None:
+    """Stop delivering to a callback that has failed for too long; subscribing again revives it.
+
+    Pending deliveries become dead letters, and so do the notifications still queued (in deliveries
+    of `batch`, in order): nothing waits on a disabled subscription, and an operator can redeliver
+    all of it, oldest first, once the callback works again.
+    """
+    why = f"subscription disabled: {reason}"
     conn.execute(
         "UPDATE webhook_subscriptions SET status = 'disabled', status_reason = ? WHERE id = ? AND status = 'active'",
         (reason, sub_id),
@@ -192,8 +198,29 @@ def disable_in(conn: sqlite3.Connection, sub_id: str, reason: str, now: datetime
     conn.execute(
         "UPDATE webhook_deliveries SET status = 'dead', completed_at = ?, dead_reason = ?"
         " WHERE subscription_id = ? AND status = 'pending'",
-        (iso(now), f"subscription disabled: {reason}", sub_id),
+        (iso(now), why, sub_id),
     )
+    queued = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM webhook_notifications WHERE subscription_id = ? AND delivery_id IS NULL ORDER BY id",
+            (sub_id,),
+        )
+    ]
+    event = conn.execute("SELECT event FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone()[0]
+    for chunk in range(0, len(queued), batch):
+        part = queued[chunk : chunk + batch]
+        delivery_id = new_id()
+        conn.execute(
+            "INSERT INTO webhook_deliveries (id, subscription_id, event, status, next_attempt_at, created_at,"
+            " completed_at, dead_reason) VALUES (?, ?, ?, 'dead', ?, ?, ?, ?)",
+            (delivery_id, sub_id, event, iso(now), iso(now), iso(now), why),
+        )
+        marks = ",".join("?" * len(part))
+        conn.execute(
+            f"UPDATE webhook_notifications SET delivery_id = ?, held_by = NULL WHERE id IN ({marks})",  # noqa: S608
+            [delivery_id, *part],
+        )
     events.record(conn, "WebhookDisabled", SYSTEM, now, {"SubscriptionId": sub_id, "Reason": reason})
 
 

@@ -26,11 +26,30 @@ class BlockedAddress(OSError):
     """A callback host resolved only to addresses deliveries may not reach."""
 
 
+# IPv6 prefixes that carry an IPv4 address a gateway may forward to: NAT64 (RFC 6052, RFC 8215).
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
+def _reaches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address a connection to `ip` may end up at: the IPv4 address inside an IPv6 form that embeds one."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in n for n in NAT64) or ip in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 def allowed(address: str, networks: Sequence[IPNetwork]) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in n for n in networks) or (ip.is_global and not ip.is_multicast)
+    if any(ip in n for n in networks):
+        return True
+    inner = _reaches(ip)
+    return any(inner in n for n in networks) or (ip.is_global and inner.is_global and not inner.is_multicast)
 
 
 def literal(host: str) -> str | None:

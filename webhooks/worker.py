@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from standardwebhooks.webhooks import Webhook
 
 from storage import deliveries, events, subscriptions
@@ -103,7 +104,7 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²", which float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -112,6 +113,31 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def describe(exc: BaseException, url: str) -> str:
+    """An exception as the attempt log shows it, without the callback's path and query (a flow's
+    callback carries its signature there; aiohttp puts the whole URL in some messages)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = f"{type(exc).__name__}: {exc.status}, {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    shown = subscriptions.origin(url) + "/…"
+    tail = url[len(subscriptions.origin(url)) :]
+    for form in sorted({url, str(yarl.URL(url)), tail, str(yarl.URL(url).raw_path_qs)}, key=len, reverse=True):
+        if len(form) > 1:
+            text = text.replace(form, shown if "://" in form else "/…")
+    return text
+
+
+def host_identity() -> str:
+    """This host as worker owners name it: the host name and, on Linux, the PID namespace, so that
+    containers sharing a host name never judge each other's process ids."""
+    try:
+        namespace = f"/pidns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        namespace = ""
+    return socket.gethostname() + namespace
 
 
 def _alive(pid: int) -> bool:
@@ -145,7 +171,7 @@ class Worker:
         self.box = box
         self.config = config
         # host:pid:random, so a restarted worker can tell the leases of dead processes on its host.
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{host_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -162,7 +188,7 @@ class Worker:
         await self.close()
 
     async def start(self) -> None:
-        released = deliveries.release_abandoned(self.db, socket.gethostname(), _alive)
+        released = deliveries.release_abandoned(self.db, host_identity(), _alive)
         if released:
             log.warning("took back %d deliveries leased by workers of this host that are no longer running", released)
         if self._session is None:
@@ -211,7 +237,14 @@ class Worker:
         room = self.config.concurrency - len(self._inflight)
         claimed = deliveries.claim(self.db, self.owner, room, self.config.lease) if room > 0 and claimable else []
         if claimed:
-            targets = self._targets(claimed)
+            try:
+                targets = self._targets(claimed)
+            except Exception:  # the claims are attempts now: record them as failed, on the schedule
+                log.exception("cannot read the callbacks of %d claimed deliveries", len(claimed))
+                error = "coursewire could not decrypt the callback (is COURSEWIRE_SECRET_KEY the key that sealed it?)"
+                started = self.db.clock()
+                self._done += [self._failure(c, started, None, None, error, 0.0) for c in claimed]
+                return 0
             for c in claimed:
                 task = asyncio.get_running_loop().create_task(self._send(c, targets.get(c.subscription_id)))
                 self._inflight.add(task)
@@ -231,7 +264,11 @@ class Worker:
     def _record_done(self) -> None:
         if self._done:
             done, self._done = self._done, []
-            deliveries.record(self.db, done, disable_after=timedelta(seconds=self.config.disable_after))
+            try:
+                deliveries.record(self.db, done, disable_after=timedelta(seconds=self.config.disable_after))
+            except BaseException:
+                self._done = done + self._done  # recorded next round: an unrecorded send would go again
+                raise
 
     async def drain(self) -> None:
         """Wait for every send in flight, then record them."""
@@ -291,6 +328,13 @@ class Worker:
 
     async def _send(self, claimed: Claimed, target: subscriptions.Target | None) -> Outcome:
         started = self.db.clock()
+        try:
+            return await self._attempt(claimed, target, started)
+        except Exception as exc:  # a bug, or an answer nobody foresaw: a failed attempt, retried on the schedule
+            log.exception("delivery %s attempt %d failed inside coursewire", claimed.id, claimed.attempt)
+            return self._failure(claimed, started, None, None, f"{type(exc).__name__} inside coursewire", 0.0)
+
+    async def _attempt(self, claimed: Claimed, target: subscriptions.Target | None, started: datetime) -> Outcome:
         if target is None or target.status != "active":
             return self._outcome(claimed, started, "dead", error="the subscription is no longer active")
         payload = json.dumps(self.body(claimed), separators=(",", ":"), ensure_ascii=False)
@@ -318,10 +362,10 @@ class Worker:
             return self._failure(claimed, started, None, None, str(exc), t0)
         except aiohttp.ClientConnectorError as exc:
             blocked = exc.os_error if isinstance(exc.os_error, guard.BlockedAddress) else None
-            error = str(blocked) if blocked else f"{type(exc).__name__}: {exc}"
+            error = str(blocked) if blocked else describe(exc, target.url)
             return self._failure(claimed, started, None, None, error, t0)
         except (aiohttp.ClientError, OSError) as exc:
-            return self._failure(claimed, started, None, None, f"{type(exc).__name__}: {exc}", t0)
+            return self._failure(claimed, started, None, None, describe(exc, target.url), t0)
         latency = (time.perf_counter() - t0) * 1000
         if 200 <= status < 300:
             return self._outcome(claimed, started, "delivered", status=status, latency=latency, response=text)

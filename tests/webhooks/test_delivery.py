@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
 from aiohttp.abc import AbstractResolver
+from hooks import deliver, make_worker, subscribe
 from receiver import Receiver, Reply, receiving
 from standardwebhooks.webhooks import Webhook
 from support import Api, Clock, World, build_world, error
@@ -25,31 +25,6 @@ from storage.secrets import SecretBox
 from webhooks import payloads
 from webhooks.registry import EVENTS
 from webhooks.worker import Worker
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
-
-
-def subscribe(api: Api, event: str, url: str) -> dict[str, Any]:
-    response = api.post(f"/webhooks/subscribe/{event}", json={"WebHookUri": url})
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-def make_worker(api: Api, **config: Any) -> Worker:
-    settings = dataclasses.replace(api.settings.delivery, **config)
-    return Worker(api.db, SecretBox.for_database(api.db.path), settings, rng=lambda: 0.5)
-
-
-def deliver(worker: Worker) -> None:
-    async def go() -> None:
-        async with worker:
-            await worker.run_until_idle()
-
-    asyncio.run(go())
 
 
 def enroll(api: Api, world: World, name: str) -> dict[str, Any]:

@@ -3,14 +3,13 @@ whose subscriptions were stored before callbacks were encrypted (migration 0004)
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from receiver import Receiver, Reply, receiving
+from hooks import deliver
+from receiver import Receiver, Reply
 from standardwebhooks.webhooks import Webhook
 from support import Api
 
@@ -23,20 +22,6 @@ from storage.secrets import SecretBox
 from webhooks.worker import Worker
 
 MISMATCH = b'{"error":{"code":"TriggerInputSchemaMismatch","message":"Users is required"}}'
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
-
-
-def deliver(worker: Worker) -> None:
-    async def go() -> None:
-        async with worker:
-            await worker.run_until_idle()
-
-    asyncio.run(go())
 
 
 def cli(api: Api, *args: str, code: int = 0) -> Result:
@@ -77,7 +62,10 @@ def test_deliveries_cli_lists_filters_shows_and_redelivers(api: Api, receiver: R
 
     # Only dead letters go again, and the refusal is one line naming the state.
     refused = cli(api, "deliveries", "redeliver", dead["Id"], code=1)
-    assert refused.output.strip() == f"Error: delivery {dead['Id']} is delivered; only dead letters are redelivered"
+    assert refused.output.splitlines() == [
+        f"Error: delivery {dead['Id']} is delivered; only dead letters are redelivered",
+        "Error: 1 of 1 not redelivered (see above)",
+    ]
     assert "name delivery ids, or pass --all-dead" in cli(api, "deliveries", "redeliver", code=2).output
     assert "'bogus' is not one of" in cli(api, "deliveries", "--status", "bogus", code=2).output
 

@@ -148,16 +148,21 @@ def assemble(db: Database, *, batch: bool, max_batch: int = 100, limit: int = 20
             current: list[int] = []
             current_keys: set[str] = set()
             current_id = new_id()
+            not_yet: set[str] = set()  # entities whose earliest waiting notification is not due yet
             for row in waiting:
                 key = row["entity_key"]
                 if key in blocker:  # an earlier notification about this entity is not delivered yet
                     held.setdefault(blocker[key], []).append(row["id"])
                     continue
                 if not batch:
-                    if row["due_at"] <= stamp:
-                        delivery_id = new_id()
-                        groups.append((delivery_id, [row["id"]]))
-                        blocker[key] = delivery_id
+                    if key in not_yet:
+                        continue
+                    if row["due_at"] > stamp:
+                        not_yet.add(key)
+                        continue
+                    delivery_id = new_id()
+                    groups.append((delivery_id, [row["id"]]))
+                    blocker[key] = delivery_id
                     continue
                 if len(current) >= max_batch:
                     groups.append((current_id, current))

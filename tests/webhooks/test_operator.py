@@ -34,9 +34,10 @@ def test_deliveries_cli_lists_filters_shows_and_redelivers(api: Api, receiver: R
     """An operator finds the dead letter, reads why it died, and sends it again under the same id."""
     api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": receiver.url})
     receiver.script = [Reply(400, body=MISMATCH)]
-    api.ok("POST", "/odata/v2/Users", json={"LoginName": "first@x.example"})
-    api.ok("POST", "/odata/v2/Users", json={"LoginName": "second@x.example"})
     worker = Worker(api.db, SecretBox.for_database(api.db.path), api.settings.delivery)
+    api.ok("POST", "/odata/v2/Users", json={"LoginName": "first@x.example"})
+    deliver(worker)  # one at a time: the scripted 400 is for the first user's POST
+    api.ok("POST", "/odata/v2/Users", json={"LoginName": "second@x.example"})
     deliver(worker)
 
     listed = cli(api, "deliveries").output.splitlines()

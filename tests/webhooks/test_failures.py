@@ -35,6 +35,17 @@ def rename(api: Api, session_id: str, title: str) -> None:
     api.ok("PATCH", f"/odata/v2/CourseSessions({session_id})", json={"Title": title})
 
 
+def first_update_failing(api: Api, receiver: Receiver, **config: Any) -> tuple[str, dict[str, Any], Worker]:
+    """A session renamed "First", its CourseSessionUpdated subscriber answering 500: (session, sub, worker)."""
+    session = build_world(api, max_attendees="5").session["Id"]
+    sub = subscribe(api, "CourseSessionUpdated", receiver.url)
+    receiver.default = Reply(500)
+    worker = make_worker(api, **config)
+    rename(api, session, "First")
+    deliver(worker)
+    return session, sub, worker
+
+
 def writes_in_idle_rounds(worker: Worker, rounds: int = 10) -> int:
     """Run rounds of a started worker; return how many write transactions (SQLite's one lock) they took."""
     taken: list[int] = []
@@ -110,12 +121,7 @@ def test_a_disabled_subscription_dead_letters_what_waits_and_idles_without_writi
     api: Api, receiver: Receiver, clock: Clock
 ) -> None:
     """Nothing stays queued on a disabled subscription; once revived, its dead letters go in order."""
-    session = build_world(api, max_attendees="5").session["Id"]
-    sub = subscribe(api, "CourseSessionUpdated", receiver.url)
-    receiver.default = Reply(500)
-    worker = make_worker(api, disable_after=60.0)
-    rename(api, session, "First")
-    deliver(worker)
+    session, sub, worker = first_update_failing(api, receiver, disable_after=60.0)
     rename(api, session, "Second")  # held behind First
     for _ in range(4):
         clock.advance(minutes=5)
@@ -138,12 +144,7 @@ def test_notifications_held_behind_a_retry_cost_an_idle_round_nothing(
     api: Api, receiver: Receiver, clock: Clock
 ) -> None:
     """However many notifications wait behind a failing one, rounds neither see them nor write."""
-    session = build_world(api, max_attendees="5").session["Id"]
-    sub = subscribe(api, "CourseSessionUpdated", receiver.url)
-    receiver.default = Reply(500)
-    worker = make_worker(api)
-    rename(api, session, "First")
-    deliver(worker)  # fails; retried in 5 s
+    session, sub, worker = first_update_failing(api, receiver)  # retried in 5 s
     now = api.db.clock()
     with api.db.write() as conn:  # 3,000 more about the same session, as a long outage would queue
         for n in range(3000):

@@ -97,6 +97,11 @@ def _course(c: Context) -> str:
     return c.rng.choice(c.popular_courses)
 
 
+def _enrollments_page(c: Context, filter: str, pages: int) -> Call:
+    """A random one of the first `pages` pages of 50 filtered enrollments."""
+    return Call("GET", _list("/odata/v2/Enrollments", filter=filter, top="50", skip=str(50 * c.rng.randrange(pages))))
+
+
 SCENARIOS = (
     Scenario(
         "enrollments of a user",
@@ -123,15 +128,7 @@ SCENARIOS = (
     Scenario(
         "a course's completed enrollments, paged",
         "Enrollments?$filter=CourseId eq '{popular course}' and EnrollmentStatus eq 3&$top=50&$skip={0..2000}",
-        lambda c: Call(
-            "GET",
-            _list(
-                "/odata/v2/Enrollments",
-                filter=f"CourseId eq '{_course(c)}' and EnrollmentStatus eq 3",
-                top="50",
-                skip=str(50 * c.rng.randrange(41)),
-            ),
-        ),
+        lambda c: _enrollments_page(c, f"CourseId eq '{_course(c)}' and EnrollmentStatus eq 3", pages=41),
     ),
     Scenario(
         "a course's completed enrollments, newest first, counted",
@@ -151,15 +148,7 @@ SCENARIOS = (
     Scenario(
         "the busy course's waitlist",
         "Enrollments?$filter=CourseId eq '{busy course}' and EnrollmentStatus eq 6&$top=50&$skip={0..1000}",
-        lambda c: Call(
-            "GET",
-            _list(
-                "/odata/v2/Enrollments",
-                filter=f"CourseId eq '{c.data.busy_course}' and EnrollmentStatus eq 6",
-                top="50",
-                skip=str(50 * c.rng.randrange(21)),
-            ),
-        ),
+        lambda c: _enrollments_page(c, f"CourseId eq '{c.data.busy_course}' and EnrollmentStatus eq 6", pages=21),
     ),
     Scenario(
         "all enrollments, newest first, deep page",

@@ -111,7 +111,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
     box = _sealed(db)  # before any other thread opens the database: sealing may rewrite the file
     provisioner = Provisioner(db, settings.files_dir, settings.provisioning_interval)
     thread, stop = provisioner.start()
-    delivery = DeliveryThread(Database(db.path), box, settings.delivery).start() if in_process_worker else None
+    delivery = DeliveryThread(db, box, settings.delivery).start() if in_process_worker else None
     click.echo(f"coursewire: serving http://{host}:{port} with {count} worker(s); data in {settings.data_dir}")
     try:
         uvicorn.run(

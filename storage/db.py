@@ -6,14 +6,17 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import sqlite_utils
 
 Clock = Callable[[], datetime]
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -51,6 +54,17 @@ def _identifiers(*names: str) -> str:
         if not _IDENTIFIER.fullmatch(name):
             raise ValueError(f"not an SQL identifier: {name!r}")
     return ", ".join(names)
+
+
+def chunks(items: Sequence[T], size: int = 900) -> Iterator[Sequence[T]]:
+    """`items` in slices SQLite accepts as host parameters of one statement."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def marks(items: Sized) -> str:
+    """`?,?,...`: one placeholder per item, for `IN (...)`."""
+    return ",".join("?" * len(items))
 
 
 def insert_sql(table: str, columns: Iterable[str]) -> str:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from storage import events, subscriptions
-from storage.db import Database, iso, new_id, parse_iso
+from storage import access, events, subscriptions
+from storage.db import Database, chunks, iso, marks, new_id, parse_iso
 from storage.errors import Conflict, Invalid, NotFound
 from storage.models import Actor
 
@@ -189,10 +189,9 @@ def assemble(db: Database, *, batch: bool, max_batch: int = 100, limit: int = 20
 
 
 def _set(conn: sqlite3.Connection, column: str, value: str, ids: list[int]) -> None:
-    for chunk in range(0, len(ids), 500):
-        part = ids[chunk : chunk + 500]
+    for part in chunks(ids):
         conn.execute(
-            f"UPDATE webhook_notifications SET {column} = ? WHERE id IN ({','.join('?' * len(part))})",  # noqa: S608
+            f"UPDATE webhook_notifications SET {column} = ? WHERE id IN ({marks(part)})",  # noqa: S608
             [value, *part],
         )
 
@@ -200,14 +199,11 @@ def _set(conn: sqlite3.Connection, column: str, value: str, ids: list[int]) -> N
 def _on_their_way(conn: sqlite3.Connection, sub_id: str, keys: set[str]) -> dict[str, str]:
     """entity key -> an unfinished delivery (pending or sending) with a notification about it."""
     found: dict[str, str] = {}
-    ordered = sorted(keys)
-    for chunk in range(0, len(ordered), 500):
-        part = ordered[chunk : chunk + 500]
-        marks = ",".join("?" * len(part))
+    for part in chunks(sorted(keys)):
         for row in conn.execute(
             "SELECT e.entity_key, e.delivery_id FROM webhook_notifications e"  # noqa: S608 (placeholders only)
             " INDEXED BY webhook_notifications_entity JOIN webhook_deliveries d ON d.id = e.delivery_id"
-            f" WHERE e.subscription_id = ? AND e.entity_key IN ({marks})"
+            f" WHERE e.subscription_id = ? AND e.entity_key IN ({marks(part)})"
             " AND e.delivery_id IS NOT NULL AND d.status IN ('pending', 'sending')",
             [sub_id, *part],
         ):
@@ -246,19 +242,19 @@ def claim(db: Database, owner: str, limit: int, lease: timedelta) -> list[Claime
         ids = [r[1] for r in sorted([*due, *expired], key=lambda r: r[0])[:limit]]
         if not ids:
             return []
-        marks = ",".join("?" * len(ids))
+        placeholders = marks(ids)
         conn.execute(
             f"UPDATE webhook_deliveries SET status = 'sending', lease_owner = ?, lease_until = ?,"  # noqa: S608
-            f" attempts = attempts + 1 WHERE id IN ({marks})",
+            f" attempts = attempts + 1 WHERE id IN ({placeholders})",
             [owner, iso(now + lease), *ids],
         )
         rows = conn.execute(
-            f"SELECT id, subscription_id, event, attempts FROM webhook_deliveries WHERE id IN ({marks})",  # noqa: S608
+            f"SELECT id, subscription_id, event, attempts FROM webhook_deliveries WHERE id IN ({placeholders})",  # noqa: S608
             ids,
         ).fetchall()
         payloads: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         for n in conn.execute(
-            f"SELECT delivery_id, payload FROM webhook_notifications WHERE delivery_id IN ({marks}) ORDER BY id",  # noqa: S608
+            f"SELECT delivery_id, payload FROM webhook_notifications WHERE delivery_id IN ({placeholders}) ORDER BY id",  # noqa: S608
             ids,
         ):
             payloads[n["delivery_id"]].append(json.loads(n["payload"]))
@@ -379,6 +375,7 @@ def redeliver(db: Database, actor: Actor, delivery_id: str) -> dict[str, Any]:
     """Send a dead letter again, now, under the same id. Conflict unless it is dead and its subscription live."""
     now = db.clock()
     with db.write() as conn:
+        access.require_admin(actor, "redeliver webhook deliveries")
         row = conn.execute("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)).fetchone()
         if row is None:
             raise NotFound(f"no webhook delivery with id {delivery_id!r}", target="Id")

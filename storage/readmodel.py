@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.db import chunks, marks
 from storage.models import EnrollmentStatus
 
 Entity = dict[str, Any]
@@ -43,20 +44,10 @@ class EntitySet:
     properties: frozenset[str]
 
 
-def _in(ids: Sequence[str]) -> str:
-    return ",".join("?" * len(ids))
-
-
-def _chunks(ids: Sequence[str], size: int = 900) -> Iterable[Sequence[str]]:
-    # SQLite limits the number of host parameters per statement.
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 def _rows(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> list[sqlite3.Row]:
     rows: list[sqlite3.Row] = []
-    for chunk in _chunks(list(dict.fromkeys(ids))):
-        rows.extend(conn.execute(sql.format(ids=_in(chunk)), list(chunk)))
+    for chunk in chunks(list(dict.fromkeys(ids))):
+        rows.extend(conn.execute(sql.format(ids=marks(chunk)), list(chunk)))
     return rows
 
 

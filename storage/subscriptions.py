@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from storage import events
-from storage.db import Database, iso, new_id
+from storage.db import Database, chunks, iso, marks, new_id
 from storage.errors import Forbidden, Invalid, NotFound
 from storage.models import SYSTEM, Actor
 from storage.secrets import SecretBox
@@ -208,17 +208,15 @@ def disable_in(conn: sqlite3.Connection, sub_id: str, reason: str, now: datetime
         )
     ]
     event = conn.execute("SELECT event FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone()[0]
-    for chunk in range(0, len(queued), batch):
-        part = queued[chunk : chunk + batch]
+    for part in chunks(queued, batch):
         delivery_id = new_id()
         conn.execute(
             "INSERT INTO webhook_deliveries (id, subscription_id, event, status, next_attempt_at, created_at,"
             " completed_at, dead_reason) VALUES (?, ?, ?, 'dead', ?, ?, ?, ?)",
             (delivery_id, sub_id, event, iso(now), iso(now), iso(now), why),
         )
-        marks = ",".join("?" * len(part))
         conn.execute(
-            f"UPDATE webhook_notifications SET delivery_id = ?, held_by = NULL WHERE id IN ({marks})",  # noqa: S608
+            f"UPDATE webhook_notifications SET delivery_id = ?, held_by = NULL WHERE id IN ({marks(part)})",  # noqa: S608
             [delivery_id, *part],
         )
     events.record(conn, "WebhookDisabled", SYSTEM, now, {"SubscriptionId": sub_id, "Reason": reason})
@@ -237,10 +235,9 @@ def active_ids(conn: sqlite3.Connection, event: str) -> list[tuple[str, int]]:
 def targets(conn: sqlite3.Connection, box: SecretBox, ids: list[str]) -> dict[str, Target]:
     """Decrypted callback and secret of each subscription (whatever its status)."""
     out = {}
-    for chunk in range(0, len(ids), 500):
-        part = ids[chunk : chunk + 500]
+    for part in chunks(ids):
         for row in conn.execute(
-            f"SELECT * FROM webhook_subscriptions WHERE id IN ({','.join('?' * len(part))})",  # noqa: S608
+            f"SELECT * FROM webhook_subscriptions WHERE id IN ({marks(part)})",  # noqa: S608
             part,
         ):
             out[row["id"]] = Target(

@@ -8,8 +8,7 @@ from typing import Any
 
 from connector import context
 from connector.handlers import key
-from storage import deliveries, subscriptions
-from storage.errors import Forbidden
+from storage import access, deliveries, subscriptions
 from webhooks import registry
 
 
@@ -48,11 +47,6 @@ for _event in registry.EVENTS:
     setattr(sys.modules[__name__], _name, _trigger(_event))
 
 
-def _require_admin(doing: str) -> None:
-    if not context.actor().is_admin:
-        raise Forbidden(f"{doing} needs an administrator (a Full Control key, or LMS365-User-Id of an administrator)")
-
-
 def get_webhook_subscription(Id: str) -> dict[str, Any]:
     sub = subscriptions.get(context.services().db, context.actor(), context.api_key().id, key(Id))
     return {**sub, "Location": _location(sub["Id"])}
@@ -72,7 +66,7 @@ def delete_webhook_subscription(Id: str) -> tuple[None, int]:
 def get_webhook_deliveries(
     Status: str | None = None, SubscriptionId: str | None = None, Event: str | None = None, top: int = 50
 ) -> dict[str, Any]:
-    _require_admin("Listing webhook deliveries")
+    access.require_admin(context.actor(), "list webhook deliveries")
     rows = deliveries.list_deliveries(
         context.services().db, status=Status, subscription_id=SubscriptionId, event=Event, limit=top
     )
@@ -80,10 +74,9 @@ def get_webhook_deliveries(
 
 
 def get_webhook_delivery(Id: str) -> dict[str, Any]:
-    _require_admin("Reading a webhook delivery")
+    access.require_admin(context.actor(), "read webhook deliveries")
     return deliveries.get(context.services().db, key(Id))
 
 
 def redeliver_webhook_delivery(Id: str) -> dict[str, Any]:
-    _require_admin("Redelivering a webhook delivery")
     return deliveries.redeliver(context.services().db, context.actor(), key(Id))

@@ -7,7 +7,7 @@ from typing import Any, cast
 from connexion import context
 
 from connector.edge import Services
-from storage import users
+from storage import actors
 from storage.models import Actor, ApiKey
 
 
@@ -38,7 +38,7 @@ def actor() -> Actor:
     """
     s = scope()
     if "coursewire.actor" not in s:
-        s["coursewire.actor"] = users.resolve_actor(services().db, api_key(), header("LMS365-User-Id"))
+        s["coursewire.actor"] = actors.resolve_actor(services().db, api_key(), header("LMS365-User-Id"))
     return cast(Actor, s["coursewire.actor"])
 
 

@@ -15,13 +15,13 @@ import json
 import re
 from typing import Any
 
-from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
+from connexion.exceptions import BadRequestProblem
 from connexion.utils import is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, MultiPartFormDataValidator, ParameterValidator
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Scope
+
+from connector.multipart import MultiPartBodyValidator
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -51,34 +51,6 @@ class JSONBodyValidator(JSONRequestBodyValidator):
         if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
             raise BadRequestProblem(detail="the request body contains an unpaired UTF-16 surrogate escape")
         return body
-
-
-class _ClosingMultiPartParser(MultiPartParser):
-    """Closes each uploaded part once parsed: the validator only looks at field names and types."""
-
-    async def parse(self) -> Any:
-        form = await super().parse()
-        for _, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                value.file.close()
-        return form
-
-
-class MultiPartBodyValidator(MultiPartFormDataValidator):
-    @property
-    def _form_parser_cls(self) -> type[MultiPartParser]:
-        return _ClosingMultiPartParser
-
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        content_type = Headers(scope=scope).get("content-type")
-        if not content_type:
-            raise UnsupportedMediaTypeProblem(detail="send the file as multipart/form-data (no Content-Type was given)")
-        if "boundary=" not in content_type.lower():
-            raise BadRequestProblem(detail="send the file as multipart/form-data with a boundary (Content-Type)")
-        try:
-            return await super()._parse(stream, scope)
-        except MultiPartException as exc:
-            raise BadRequestProblem(detail=f"the multipart/form-data body is malformed: {exc.message}") from None
 
 
 # Parameter definitions live as long as the app's specification: id() is stable while the entry

@@ -1,4 +1,4 @@
-"""Users: create, update, soft-delete, and resolving who a request acts as (LMS365-User-Id)."""
+"""Users: create, update, soft-delete."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from storage import access, events, lookups, readmodel
 from storage.db import Database, insert_sql, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
-from storage.models import ROLES, Actor, ApiKey
+from storage.models import ROLES, Actor
 
 FIELD_NAMESPACE = uuid.UUID("5b7f7a53-6a0e-4d2b-9f44-2f1f0b6a9c31")
 
@@ -167,25 +167,3 @@ def delete(db: Database, actor: Actor, user_id: str) -> None:
         conn.execute("DELETE FROM catalog_admins WHERE user_id = ?", (user_id,))
         user = readmodel.load_users(conn, [user_id])[user_id]
         events.record(conn, "UserDeleted", actor, now, {"user": user}, user_id=user_id)
-
-
-def resolve_actor(db: Database, key: ApiKey, user_ref: str | None) -> Actor:
-    """Who a request acts as: the key itself (an administrator) or the user named by LMS365-User-Id.
-
-    Raises Invalid (target `LMS365-User-Id`) when the header names no live user.
-    """
-    if not user_ref:
-        return Actor(kind="apikey", api_key_id=key.id, is_admin=True)
-    row = lookups.user_by_reference(db.conn, user_ref.strip())
-    if row is None:
-        raise Invalid(
-            f"LMS365-User-Id {user_ref!r} names no user: give a user Id or a DirectoryObjectId",
-            target="LMS365-User-Id",
-        )
-    return Actor(
-        kind="user",
-        api_key_id=key.id,
-        user_id=row["id"],
-        login_name=row["login_name"],
-        is_admin=row["role"] == "Administrator",
-    )

@@ -124,6 +124,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
             http="httptools",
             log_level="warning",
             access_log=False,
+            # coursewire decides itself which peers' X-Forwarded-* headers count (COURSEWIRE_TRUSTED_PROXIES);
+            # uvicorn's own handling would replace the peer address with a client-supplied one first.
+            proxy_headers=False,
         )
     finally:
         stop.set()

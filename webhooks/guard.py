@@ -1,8 +1,25 @@
-"""SSRF guard: callbacks may only reach public addresses, or networks the operator allowed.
+"""SSRF guard: callbacks may only reach globally routable unicast addresses, or networks the operator allowed.
 
 Checked twice: when a callback subscribes (https required, every address the host resolves to
 public or allowed) and on every delivery, on the address actually connected to, so a DNS answer
 that changes after subscribing cannot point deliveries at internal hosts.
+
+"Public" is decided by construction, from the tables below, not by Python's `is_global` (which
+calls site-local fec0::/10, IPv4-translated ::ffff:0:0:0/96 and registry entries newer than the
+running Python global). An address is public when it is unicast (IPv4 outside 224.0.0.0/4 and
+240.0.0.0/4; IPv6 inside 2000::/3, the global unicast range of RFC 4291 §2.4) and lies in no block
+of the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890, updated by RFC 8190). Every
+registry entry is refused, including those the registry marks globally reachable (AS112, AMT, PCP
+and TURN anycast, ORCHIDv2, drone tags): they are protocol service addresses, never a flow's
+callback, and a table kept whole is easier to check against its source than a table of exceptions.
+
+IPv6 forms that carry an IPv4 address where a host or gateway will deliver the packet (IPv4-mapped,
+IPv4-translated, IPv4-compatible, NAT64 well-known prefix, 6to4) are judged by that IPv4 address.
+Two forms are refused whatever they carry: local-use NAT64 (RFC 8215), whose translator is the
+operator's own and may map to private IPv4 by design (§5), at a bit position that depends on its
+prefix length (RFC 6052 §2.2); and Teredo (RFC 4380), whose client IPv4 address is obfuscated and
+names a NAT mapping that a local relay may deliver to directly, so no single IPv4 address decides
+where the packet goes. An operator who needs either lists the IPv6 prefix itself.
 """
 
 from __future__ import annotations
@@ -10,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,39 +38,158 @@ from storage.errors import Invalid
 from webhooks.config import IPNetwork
 
 Resolve = Callable[[str], list[str]]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class BlockedAddress(OSError):
     """A callback host resolved only to addresses deliveries may not reach."""
 
 
-# IPv6 prefixes that carry an IPv4 address a gateway may forward to: NAT64 (RFC 6052, RFC 8215).
-NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+@dataclass(frozen=True)
+class Block:
+    """A block of addresses callbacks may not reach: its network, its registry name, and its source."""
+
+    network: IPNetwork
+    name: str
+    source: str
 
 
-def _reaches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The address a connection to `ip` may end up at: the IPv4 address inside an IPv6 form that embeds one."""
+def _blocks(*rows: tuple[str, str, str]) -> tuple[Block, ...]:
+    return tuple(Block(ipaddress.ip_network(cidr), name, source) for cidr, name, source in rows)
+
+
+# The IANA IPv4 Special-Purpose Address Registry (RFC 6890 §2.2.2 as updated by RFC 8190; revision of
+# 2025-10-09), every entry, and the two non-unicast ranges of the IPv4 address space.
+IPV4_BLOCKS = _blocks(
+    ("0.0.0.0/8", '"This network"', "RFC 791 §3.2"),
+    ("0.0.0.0/32", '"This host on this network"', "RFC 1122 §3.2.1.3"),
+    ("10.0.0.0/8", "Private-Use", "RFC 1918"),
+    ("100.64.0.0/10", "Shared Address Space (carrier-grade NAT; cloud metadata services)", "RFC 6598"),
+    ("127.0.0.0/8", "Loopback", "RFC 1122 §3.2.1.3"),
+    ("169.254.0.0/16", "Link Local", "RFC 3927"),
+    ("172.16.0.0/12", "Private-Use", "RFC 1918"),
+    ("192.0.0.0/24", "IETF Protocol Assignments", "RFC 6890 §2.1"),
+    ("192.0.0.0/29", "IPv4 Service Continuity Prefix", "RFC 7335"),
+    ("192.0.0.8/32", "IPv4 dummy address", "RFC 7600"),
+    ("192.0.0.9/32", "Port Control Protocol Anycast", "RFC 7723"),
+    ("192.0.0.10/32", "Traversal Using Relays around NAT Anycast", "RFC 8155"),
+    ("192.0.0.170/32", "NAT64/DNS64 Discovery", "RFC 8880, RFC 7050 §2.2"),
+    ("192.0.0.171/32", "NAT64/DNS64 Discovery", "RFC 8880, RFC 7050 §2.2"),
+    ("192.0.2.0/24", "Documentation (TEST-NET-1)", "RFC 5737"),
+    ("192.31.196.0/24", "AS112-v4", "RFC 7535"),
+    ("192.52.193.0/24", "AMT", "RFC 7450"),
+    ("192.88.99.0/24", "Deprecated (6to4 Relay Anycast)", "RFC 7526"),
+    ("192.88.99.2/32", "6a44-relay anycast address", "RFC 6751"),
+    ("192.168.0.0/16", "Private-Use", "RFC 1918"),
+    ("192.175.48.0/24", "Direct Delegation AS112 Service", "RFC 7534"),
+    ("198.18.0.0/15", "Benchmarking", "RFC 2544"),
+    ("198.51.100.0/24", "Documentation (TEST-NET-2)", "RFC 5737"),
+    ("203.0.113.0/24", "Documentation (TEST-NET-3)", "RFC 5737"),
+    ("240.0.0.0/4", "Reserved", "RFC 1112 §4"),
+    ("255.255.255.255/32", "Limited Broadcast", "RFC 8190, RFC 919 §7"),
+    ("224.0.0.0/4", "Multicast (IPv4 Multicast Address Space registry)", "RFC 5771"),
+)
+
+# Only 2000::/3 is global unicast (RFC 4291 §2.4; IANA IPv6 Address Space registry): the rest of the
+# space is reserved, unique-local fc00::/7, link-local fe80::/10, site-local fec0::/10 or multicast ff00::/8.
+GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+# The IANA IPv6 Special-Purpose Address Registry (RFC 6890 §2.2.3 as updated by RFC 8190; revision of
+# 2025-10-09), every entry, and the ranges set apart outside it. The blocks outside 2000::/3 are refused
+# by the rule above already; they are listed so the table reads as its sources do.
+IPV6_BLOCKS = _blocks(
+    ("::1/128", "Loopback Address", "RFC 4291 §2.5.3"),
+    ("::/128", "Unspecified Address", "RFC 4291 §2.5.2"),
+    ("::ffff:0:0/96", "IPv4-mapped Address", "RFC 4291 §2.5.5.2"),
+    ("::ffff:0:0:0/96", "IPv4-translated Address (not in the registry)", "RFC 2765 §2.1"),
+    ("::/96", "IPv4-compatible Address, deprecated (not in the registry)", "RFC 4291 §2.5.5.1"),
+    ("64:ff9b::/96", "IPv4-IPv6 Translation, well-known prefix", "RFC 6052 §2.1"),
+    ("64:ff9b:1::/48", "IPv4-IPv6 Translation, local use", "RFC 8215"),
+    ("100::/64", "Discard-Only Address Block", "RFC 6666"),
+    ("100:0:0:1::/64", "Dummy IPv6 Prefix", "RFC 9780"),
+    ("2001::/23", "IETF Protocol Assignments", "RFC 2928"),
+    ("2001::/32", "TEREDO", "RFC 4380, RFC 8190"),
+    ("2001:1::1/128", "Port Control Protocol Anycast", "RFC 7723"),
+    ("2001:1::2/128", "Traversal Using Relays around NAT Anycast", "RFC 8155"),
+    ("2001:1::3/128", "DNS-SD Service Registration Protocol Anycast", "RFC 9665"),
+    ("2001:2::/48", "Benchmarking", "RFC 5180 (erratum 1752)"),
+    ("2001:3::/32", "AMT", "RFC 7450"),
+    ("2001:4:112::/48", "AS112-v6", "RFC 7535"),
+    ("2001:10::/28", "Deprecated (previously ORCHID)", "RFC 4843"),
+    ("2001:20::/28", "ORCHIDv2", "RFC 7343"),
+    ("2001:30::/28", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", "RFC 9374"),
+    ("2001:db8::/32", "Documentation", "RFC 3849"),
+    ("2002::/16", "6to4", "RFC 3056"),
+    ("2620:4f:8000::/48", "Direct Delegation AS112 Service", "RFC 7534"),
+    ("3fff::/20", "Documentation", "RFC 9637"),
+    ("5f00::/16", "Segment Routing (SRv6) SIDs", "RFC 9602"),
+    ("fc00::/7", "Unique-Local", "RFC 4193, RFC 8190"),
+    ("fe80::/10", "Link-Local Unicast", "RFC 4291 §2.5.6"),
+    ("fec0::/10", "Site-Local Unicast, deprecated (not in the registry)", "RFC 3879 §4"),
+    ("ff00::/8", "Multicast (not in the registry)", "RFC 4291 §2.7"),
+)
+
+# IPv6 forms whose packets end up at the IPv4 address they carry, and where it sits: the address is
+# (int(ip) >> shift) & 0xFFFFFFFF. Disjoint prefixes; the order does not matter.
+CARRIERS: tuple[tuple[ipaddress.IPv6Network, int], ...] = (
+    (ipaddress.IPv6Network("::ffff:0:0/96"), 0),  # IPv4-mapped: the socket speaks IPv4 (RFC 4291 §2.5.5.2)
+    (ipaddress.IPv6Network("::ffff:0:0:0/96"), 0),  # IPv4-translated, for SIIT (RFC 2765 §2.1)
+    (ipaddress.IPv6Network("::/96"), 0),  # IPv4-compatible, automatic tunnels (RFC 4291 §2.5.5.1)
+    (ipaddress.IPv6Network("64:ff9b::/96"), 0),  # NAT64 well-known prefix (RFC 6052 §2.1, §2.2)
+    (ipaddress.IPv6Network("2002::/16"), 80),  # 6to4: the site's IPv4 address follows 2002 (RFC 3056 §2)
+)
+
+_V4 = tuple(b.network for b in IPV4_BLOCKS)
+_V6 = tuple(b.network for b in IPV6_BLOCKS)
+
+
+def carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address of one of the CARRIERS forms delivers to, or None for other addresses.
+
+    Local-use NAT64 (64:ff9b:1::/48, RFC 8215) and Teredo (2001::/32, RFC 4380) carry IPv4 addresses
+    too but are not unwrapped: both are refused whatever they carry (see the module docstring).
+    """
+    for network, shift in CARRIERS:
+        if ip in network:
+            return ipaddress.IPv4Address((int(ip) >> shift) & 0xFFFFFFFF)
+    return None
+
+
+def public(ip: Address) -> bool:
+    """True if `ip` is globally routable unicast: in no IPV4_BLOCKS block (IPv4), or inside 2000::/3 and in no
+    IPV6_BLOCKS block (IPv6), an IPv6 form carrying an IPv4 address being judged by that address."""
     if isinstance(ip, ipaddress.IPv4Address):
-        return ip
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if any(ip in n for n in NAT64) or ip in IPV4_COMPATIBLE:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
+        return not any(ip in n for n in _V4)
+    if ip.scope_id:
+        return False  # a zone index names a link (RFC 4007 §11): never the internet
+    inner = carried_ipv4(ip)
+    if inner is not None:
+        return public(inner)
+    return ip in GLOBAL_UNICAST and not any(ip in n for n in _V6)
+
+
+def listed(address: str, networks: Sequence[IPNetwork]) -> bool:
+    """True if the operator allowed `address` (text, IPv6 zone index allowed): it, or the IPv4 address
+    it carries (see `carried_ipv4`), lies in one of `networks`. Raises ValueError for text that is no address."""
+    return _listed(ipaddress.ip_address(address), networks)
+
+
+def _listed(ip: Address, networks: Sequence[IPNetwork]) -> bool:
+    inner = carried_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    return any(ip in n or (inner is not None and inner in n) for n in networks)
 
 
 def allowed(address: str, networks: Sequence[IPNetwork]) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if any(ip in n for n in networks):
-        return True
-    inner = _reaches(ip)
-    return any(inner in n for n in networks) or (ip.is_global and inner.is_global and not inner.is_multicast)
+    """True if a delivery may connect to `address` (an IPv4 or IPv6 address as text, possibly with a zone
+    index such as `fe80::1%eth0`): the operator listed it in `networks` (COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS),
+    or it is globally routable unicast by the special-purpose registries (RFC 6890, RFC 8190; see `public`).
+    Raises ValueError for text that is no address."""
+    ip = ipaddress.ip_address(address)
+    return _listed(ip, networks) or public(ip)
 
 
 def literal(host: str) -> str | None:
+    """The address a URL's host names literally (`[::1]` -> `::1`), or None for a host name to resolve."""
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
@@ -60,11 +197,14 @@ def literal(host: str) -> str | None:
 
 
 def resolve(host: str) -> list[str]:
+    """Every address `host` resolves to (system resolver), sorted; raises OSError when it does not resolve."""
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
 
 
 def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = resolve) -> str:
-    """Return the callback URL if deliveries may go there; raise Invalid saying why not."""
+    """Return the callback URL (text, stripped) if deliveries may go there; raise Invalid (target WebHookUri)
+    saying why not. The URL must be absolute http(s) without credentials; every address its host names or
+    resolves to (`resolver`) must be `allowed`; plain http only when every one is `listed` by the operator."""
     text = url.strip() if isinstance(url, str) else ""
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(text) > 4096:
@@ -88,14 +228,14 @@ def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = 
             " private networks are reachable only when listed in COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS",
             target="WebHookUri",
         )
-    in_allowed = all(any(ipaddress.ip_address(a) in n for n in networks) for a in addresses)
-    if parts.scheme != "https" and not in_allowed:
+    if parts.scheme != "https" and not all(listed(a, networks) for a in addresses):
         raise Invalid("WebHookUri must use https", target="WebHookUri")
     return text
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, keeping only addresses deliveries may reach."""
+    """aiohttp's resolver, keeping only the answers deliveries may reach (`allowed`); raises BlockedAddress
+    (an OSError, so aiohttp reports a connection error) for a host with none."""
 
     def __init__(self, networks: Sequence[IPNetwork], inner: AbstractResolver | None = None) -> None:
         self.networks = tuple(networks)
@@ -107,7 +247,8 @@ class GuardedResolver(AbstractResolver):
         results = await self.inner.resolve(host, port, family)
         kept = [r for r in results if allowed(r["host"], self.networks)]
         if not kept:
-            raise BlockedAddress(f"{host} resolves only to addresses that are not public ({results[0]['host']})")
+            refused = ", ".join(str(r["host"]) for r in results) or "nothing"
+            raise BlockedAddress(f"{host} resolves only to addresses that are not public ({refused})")
         return kept
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from connector.settings import Settings, SettingsError
-from storage import apikeys, deliveries, events, subscriptions
+from storage import apikeys, deliveries, events, files, subscriptions
 from storage.db import Database
 from storage.errors import Conflict, StorageError
 from storage.models import CLI
@@ -103,6 +103,10 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
 
     settings = _settings(ctx)
     db = _database(settings)
+    # Once, before any server process starts: in a running process these are uploads in flight.
+    stale = files.remove_stale_uploads(settings.files_dir)
+    if stale:
+        click.echo(f"Removed {stale} temporary file(s) of uploads interrupted by a crash.")
     if demo:
         _load_demo(db, settings, f"http://{host}:{port}")
     count = workers or settings.workers or os.cpu_count() or 1

@@ -1,22 +1,33 @@
-"""Handler for FileUpload: multipart upload into the data directory."""
+"""Handler for FileUpload: store the File part connector.multipart streamed to disk."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from connector import context
+from connector import context, multipart
 from storage import files
+from storage.errors import Invalid
 
 
-def file_upload(FileUploadUrl: str, File: Any) -> dict[str, Any]:
-    services = context.services()
-    return files.store(
-        services.db,
-        context.actor(),
-        services.settings.files_dir,
-        FileUploadUrl,
-        File.filename,
-        File.mimetype or None,
-        File.stream,
-        services.settings.max_upload_bytes,
-    )
+def file_upload(FileUploadUrl: str) -> dict[str, Any]:
+    """Store the uploaded file under FileUploadUrl and return its FileInfo.
+
+    The body never reaches Flask: connector.multipart parsed it while it arrived and left the File part,
+    already on disk, in the request scope. Errors as storage.files.store raises them.
+    """
+    received = multipart.received_file(context.scope())
+    if received is None:
+        raise Invalid("send the file as a multipart/form-data part named File", target="File")
+    try:
+        services = context.services()
+        return files.store(
+            services.db,
+            context.actor(),
+            services.settings.files_dir,
+            FileUploadUrl,
+            received.file_name,
+            received.content_type,
+            received.upload,
+        )
+    finally:
+        received.upload.discard()

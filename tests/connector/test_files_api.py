@@ -1,0 +1,507 @@
+"""FileUpload: who may replace a file, which names are accepted, malformed parts, streaming and crash clean-up."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from support import Api, World, build_world, error
+
+from connector.app import create_app
+from storage import files
+from storage.db import Database
+from storage.errors import Forbidden
+from storage.models import Actor
+
+BOUNDARY = "cw-test-boundary"
+
+
+def part(
+    content: bytes = b"%PDF-1.7",
+    *,
+    name: str = "File",
+    filename: str | None = "cert.pdf",
+    content_type: str | None = "application/pdf",
+    disposition: bytes | None = None,
+) -> bytes:
+    """One multipart part, written by hand so tests control every byte of its headers (RFC 7578 section 4.2).
+
+    The file name goes out as raw UTF-8 in a quoted string with `"` and `\\` backslash-escaped, as
+    werkzeug reads it; `disposition` replaces the whole Content-Disposition value.
+    """
+    if disposition is None:
+        disposition = f'form-data; name="{name}"'.encode()
+        if filename is not None:
+            escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
+            disposition += f'; filename="{escaped}"'.encode()
+    head = b"Content-Disposition: " + disposition + b"\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n".encode()
+    return f"--{BOUNDARY}\r\n".encode() + head + b"\r\n" + content + b"\r\n"
+
+
+def multipart(*parts: bytes, body: str = "content") -> dict[str, Any]:
+    """Request arguments for a multipart/form-data body made of `parts` (`body="data"` for requests)."""
+    return {
+        body: b"".join(parts) + f"--{BOUNDARY}--\r\n".encode(),
+        "headers": {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    }
+
+
+def upload(api: Api, path: str, *parts: bytes, user: str | None = None) -> Any:
+    return api.post(path, user=user, **multipart(*(parts or (part(),))))
+
+
+def listing(root: Path) -> set[str]:
+    """Every file and folder under root, relative, so a test can say nothing was written."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+def file_rows(api: Api) -> list[dict[str, Any]]:
+    return [dict(row) for row in api.db.conn.execute("SELECT * FROM files ORDER BY path")]
+
+
+@pytest.fixture
+def world(api: Api) -> World:
+    return build_world(api)
+
+
+# --- who may replace a file ---------------------------------------------------------------------------
+
+
+def test_a_learner_cannot_replace_another_learners_certificate(api: Api, world: World) -> None:
+    """A learner uploading to the path of another learner's certificate gets 403 and the certificate stays."""
+    path = f"/certificates/{world.uid('ann')}/upload"
+    api.ok("POST", path, user=world.uid("ann"), **multipart(part(b"ann's")))
+    replaced = upload(api, path, part(b"bob's"), user=world.uid("bob"))
+    assert replaced.status_code == 403
+    assert "only the user who uploaded it or an administrator" in error(replaced)["message"]
+    assert (api.settings.files_dir / path.strip("/") / "cert.pdf").read_bytes() == b"ann's"
+    assert [row["uploaded_by"] for row in file_rows(api)] == [world.uid("ann")]
+
+
+def test_the_uploader_and_administrators_may_replace_a_file(api: Api, world: World) -> None:
+    """The uploader replaces their own file; an administrator (user or the key itself) replaces anyone's,
+    and the replaced file then belongs to whoever uploaded its current content."""
+    path = "/certificates/shared/upload"
+    stored = api.settings.files_dir / "certificates/shared/upload/cert.pdf"
+    first = api.ok("POST", path, user=world.uid("ann"), **multipart(part(b"v1")))
+    again = api.ok("POST", path, user=world.uid("ann"), **multipart(part(b"v2")))
+    assert again["Id"] == first["Id"] and stored.read_bytes() == b"v2"
+    api.ok("POST", path, user=world.uid("admin"), **multipart(part(b"v3")))
+    assert stored.read_bytes() == b"v3"
+    assert upload(api, path, part(b"v4"), user=world.uid("ann")).status_code == 403
+    api.ok("POST", path, **multipart(part(b"v5")))  # the API key acting as itself is an administrator
+    key_id = api.db.conn.execute("SELECT id FROM api_keys WHERE name = 'tests'").fetchone()[0]
+    assert [row["uploaded_by"] for row in file_rows(api)] == [key_id]
+    assert stored.read_bytes() == b"v5"
+
+
+def test_a_learner_cannot_replace_a_file_uploaded_by_the_key(api: Api, world: World) -> None:
+    """Files the API key uploaded as itself belong to the key: a learner acting through it cannot replace them."""
+    api.ok("POST", "/templates/all", **multipart(part(b"template")))
+    assert upload(api, "/templates/all", part(b"mine now"), user=world.uid("cid")).status_code == 403
+
+
+def test_a_file_no_upload_recorded_is_replaced_by_administrators_only(api: Api, world: World) -> None:
+    """A file put in the files directory by hand has no uploader: learners get 403, administrators may."""
+    placed = api.settings.files_dir / "handbook" / "cert.pdf"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"by hand")
+    assert upload(api, "/handbook", user=world.uid("ann")).status_code == 403
+    assert placed.read_bytes() == b"by hand"
+    api.ok("POST", "/handbook", user=world.uid("admin"), **multipart(part(b"by admin")))
+    assert placed.read_bytes() == b"by admin"
+
+
+def test_the_owner_check_runs_inside_the_write_transaction(db: Database, tmp_path: Path) -> None:
+    """Two learners uploading to one path at the same moment cannot both pass the owner check."""
+    files_dir = tmp_path / "files"
+    arrived = threading.Barrier(2)
+    write = db.write
+
+    @contextmanager
+    def write_after_both_arrived() -> Iterator[Any]:
+        arrived.wait(timeout=10)  # both uploads are now past everything that runs before the transaction
+        with write() as conn:
+            yield conn
+
+    db.write = write_after_both_arrived  # type: ignore[method-assign]
+    outcomes: dict[str, str] = {}
+
+    def send(user_id: str) -> None:
+        actor = Actor(kind="user", api_key_id="k", user_id=user_id)
+        received = files.receive(files_dir, iter([user_id.encode()]), 1024)
+        try:
+            files.store(db, actor, files_dir, "certificates/x", "cert.pdf", "application/pdf", received)
+            outcomes[user_id] = "stored"
+        except Forbidden:
+            outcomes[user_id] = "forbidden"
+
+    threads = [threading.Thread(target=send, args=(uid,)) for uid in ("ann", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes.values()) == ["forbidden", "stored"]
+    winner = next(uid for uid, outcome in outcomes.items() if outcome == "stored")
+    assert (files_dir / "certificates/x/cert.pdf").read_bytes() == winner.encode()
+
+
+# --- malformed parts and collisions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        ((part(filename=None),), "has no file name"),
+        ((part(filename=""),), "file name is empty"),
+        ((part(name="file", filename="x.txt"),), "unexpected part 'file'"),
+        ((), "no part named File"),
+        ((part(), part()), "only one part named File"),
+    ],
+    ids=["no-filename", "empty-filename", "misnamed-part", "no-parts", "two-files"],
+)
+def test_a_missing_or_nameless_file_part_is_400_on_file(api: Api, parts: tuple[bytes, ...], expected: str) -> None:
+    """A File part without a file name, with an empty one, missing, or sent twice is a 400 naming File."""
+    response = api.post("/certificates/abc/upload", **multipart(*parts))
+    assert response.status_code == 400, response.text
+    assert error(response)["target"] == "File"
+    assert expected in error(response)["message"]
+    assert listing(api.settings.files_dir) == set()
+
+
+def test_an_extra_part_is_400_naming_it(api: Api) -> None:
+    """FileUpload takes one part named File; another part is refused by name, and nothing is written."""
+    response = upload(api, "/certificates/abc/upload", part(), part(b"x", name="Note", filename=None))
+    assert (response.status_code, error(response)["target"]) == (400, "Note")
+    assert listing(api.settings.files_dir) == set()
+
+
+def test_a_truncated_body_is_400_and_leaves_no_temporary_file(api: Api) -> None:
+    """A body that ends inside the file part is refused and its partly written temporary file removed."""
+    body = part(b"x" * 5000)[:-100]
+    response = api.post(
+        "/certificates/abc/upload",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert (response.status_code, error(response)["code"]) == (400, "BadRequest")
+    assert listing(api.settings.files_dir) == set()
+
+
+def test_a_name_colliding_with_a_folder_is_409_on_file(api: Api) -> None:
+    """Uploading `cert.pdf` where a folder `cert.pdf` exists is 409 naming File, not a 500."""
+    api.ok("POST", "/docs/cert.pdf/inner", **multipart(part(b"inner")))
+    response = upload(api, "/docs")
+    assert (response.status_code, error(response)["target"]) == (409, "File")
+    assert "folder" in error(response)["message"]
+    assert (api.settings.files_dir / "docs/cert.pdf/inner/cert.pdf").read_bytes() == b"inner"
+
+
+def test_a_folder_colliding_with_a_file_is_409_on_the_upload_url(api: Api) -> None:
+    """Uploading under `docs/cert.pdf/` where a file `docs/cert.pdf` exists is 409 naming FileUploadUrl."""
+    api.ok("POST", "/docs", **multipart(part(b"outer")))
+    before = listing(api.settings.files_dir)
+    response = upload(api, "/docs/cert.pdf/inner")
+    assert (response.status_code, error(response)["target"]) == (409, "FileUploadUrl")
+    assert "docs/cert.pdf" in error(response)["message"]
+    assert listing(api.settings.files_dir) == before
+
+
+# --- names ----------------------------------------------------------------------------------------------
+
+ACCEPTED_NAMES = [
+    "Certificate of completion.pdf",
+    "José Ñúñez \u2013 résumé.pdf",
+    "Jose\u0301.pdf",  # decomposed: stored as its NFC form
+    "证书 2024.pdf",
+    "#1 & (final) [v2] {a} 50%+x=y, ok; 'yes'!.pdf",
+    ".hidden",
+    "Ωmega~_-.tar.gz",
+    "CONSOLE.txt",
+    "COM10",
+    "\u00a0nbsp",
+    "x" * 251 + ".pdf",
+]
+
+
+def test_ordinary_file_names_are_stored_as_their_nfc_form(api: Api) -> None:
+    """Spaces, accents, other scripts and punctuation flows use are accepted, stored at the NFC form."""
+    for name in ACCEPTED_NAMES:
+        body = api.ok("POST", "/certificates/abc/upload", **multipart(part(name.encode(), filename=name)))
+        nfc = unicodedata.normalize("NFC", name)
+        assert (body["FileName"], body["Path"]) == (nfc, f"certificates/abc/upload/{nfc}"), name
+        assert (api.settings.files_dir / "certificates/abc/upload" / nfc).read_bytes() == name.encode(), name
+
+
+REFUSED_NAMES = [
+    ("../../x.txt", "'/'"),
+    ("..", "'..'"),
+    (".", "'.'"),
+    ("a/b.txt", "'/'"),
+    ("C:\\Users\\x.txt", "':'"),
+    ("dir\\x.txt", "'\\'"),
+    ("a\x01b.txt", "U+0001"),
+    ("a\x7fb.txt", "U+007F"),
+    ("a\u200bb.txt", "U+200B"),
+    ("invoice\u202efdp.exe", "U+202E"),
+    ("\ufeffbom.txt", "U+FEFF"),
+    ("line\u2028break.txt", "U+2028"),
+    ("a:b.txt", "':'"),
+    ('a"b.txt', "'\"'"),
+    ("a*b.txt", "'*'"),
+    ("a<b.txt", "'<'"),
+    ("a>b.txt", "'>'"),
+    ("a?b.txt", "'?'"),
+    ("a|b.txt", "'|'"),
+    ("name.", "ends with a dot"),
+    ("name ", "ends with a space"),
+    (" name", "starts with a space"),
+    ("CON", "reserved"),
+    ("con.txt", "reserved"),
+    ("Nul.tar.gz", "reserved"),
+    ("aux .txt", "reserved"),
+    ("COM0.log", "reserved"),
+    ("lpt9", "reserved"),
+    ("COM\u00b9.txt", "reserved"),
+    ("LPT\u2074", "reserved"),
+    ("x" * 252 + ".pdf", "255 bytes"),
+    ("é" * 128, "255 bytes"),
+]
+
+
+def test_unsafe_file_names_are_400_naming_the_rule(api: Api) -> None:
+    """Separators, '..', control and invisible characters, characters Windows/SharePoint refuse, trailing
+    dots and spaces, device names and over-long names are a 400 on File; nothing is shortened or written."""
+    for name, says in REFUSED_NAMES:
+        response = upload(api, "/certificates/abc/upload", part(filename=name))
+        assert response.status_code == 400, (name, response.text)
+        body = error(response)
+        assert body["target"] == "File", name
+        assert says in body["message"], (name, body["message"])
+        assert listing(api.settings.files_dir) == set(), name
+        assert file_rows(api) == [], name
+
+
+def test_folder_segments_follow_the_same_rule(api: Api) -> None:
+    """Each FileUploadUrl segment is NFC-normalized and judged like a file name, with target FileUploadUrl."""
+    body = api.ok("POST", "/" + quote("Certificats José/Année 2024"), **multipart(part(filename="a.pdf")))
+    assert body["Path"] == "Certificats José/Année 2024/a.pdf"
+    decomposed = api.ok("POST", "/" + quote("Jose\u0301"), **multipart(part(filename="b.pdf")))
+    assert decomposed["Path"] == "José/b.pdf"
+    for path, says in [
+        ("/a/CON/upload", "reserved"),
+        ("/a/..%2F..%2Fetc/upload", "'..'"),
+        ("/a/" + quote("x\u200by"), "U+200B"),
+        ("/a/" + quote("what?"), "'?'"),
+        ("/a/trailing./upload", "ends with a dot"),
+        ("/a//b", "empty"),
+        ("/a/b/", "empty"),
+    ]:
+        response = upload(api, path)
+        assert (response.status_code, error(response).get("target")) == (400, "FileUploadUrl"), path
+        assert says in error(response)["message"], path
+    assert not (api.settings.files_dir / "a").exists()
+
+
+def test_folder_depth_and_path_length_are_bounded_and_named(api: Api) -> None:
+    """At most 16 folders and 1024 bytes of stored path; the 400 says which limit was passed."""
+    api.ok("POST", "/" + "/".join(["d"] * 16), **multipart(part()))
+    deep = upload(api, "/" + "/".join(["d"] * 17))
+    assert (deep.status_code, error(deep)["target"]) == (400, "FileUploadUrl")
+    assert "16 folders" in error(deep)["message"]
+    long_folder = upload(api, "/" + "/".join(["f" * 250] * 5))
+    assert (long_folder.status_code, error(long_folder)["target"]) == (400, "FileUploadUrl")
+    assert "1024 bytes" in error(long_folder)["message"]
+    folder = "/".join(["g" * 250] * 4)  # 1003 bytes: room for a short name only
+    api.ok("POST", "/" + folder, **multipart(part(filename="short.pdf")))
+    long_name = upload(api, "/" + folder, part(filename="n" * 40 + ".pdf"))
+    assert (long_name.status_code, error(long_name)["target"]) == (400, "File")
+    assert "1024 bytes" in error(long_name)["message"]
+
+
+def test_an_oversized_part_content_type_is_400(api: Api) -> None:
+    """The File part's Content-Type is stored and returned, so a hostile one longer than 255 characters is refused."""
+    response = upload(api, "/certificates/abc/upload", part(content_type="application/" + "x" * 300))
+    assert (response.status_code, error(response)["target"]) == (400, "File")
+    assert listing(api.settings.files_dir) == set()
+
+
+# --- start-up clean-up ------------------------------------------------------------------------------------
+
+
+def test_stale_upload_files_are_removed_but_nothing_else(tmp_path: Path) -> None:
+    """Clean-up removes `.upload-*` temporary files at the top of the files directory and nothing uploaded."""
+    files_dir = tmp_path / "files"
+    (files_dir / ".upload-folder").mkdir(parents=True)  # a folder a user named so: kept
+    (files_dir / ".upload-folder" / ".upload-notes.txt").write_bytes(b"kept")  # an uploaded file: kept
+    (files_dir / ".upload-abc123").write_bytes(b"partial")
+    (files_dir / ".upload-").write_bytes(b"")
+    (files_dir / "upload-x").write_bytes(b"kept")
+    assert files.remove_stale_uploads(files_dir) == 2
+    assert listing(files_dir) == {".upload-folder", ".upload-folder/.upload-notes.txt", "upload-x"}
+    assert files.remove_stale_uploads(tmp_path / "missing") == 0
+
+
+def test_building_the_app_never_removes_temporary_files(settings: Any, db: Database) -> None:
+    """Each server process builds the app; building it must not delete another process's upload in flight."""
+    settings.files_dir.mkdir(parents=True)
+    in_flight = settings.files_dir / ".upload-inflight"
+    in_flight.write_bytes(b"partial")
+    create_app(settings, db=db)
+    assert in_flight.exists()
+
+
+# --- real `coursewire serve` ------------------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent / "coursewire"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Serve:
+    """A `coursewire serve --workers 1` subprocess (one process, so its RSS is the server's)."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.env = {**os.environ, "COURSEWIRE_DATA_DIR": str(data), "COURSEWIRE_RATE_LIMIT": "off"}
+        if not (data / "coursewire.db").exists():
+            created = subprocess.run(
+                [str(BIN), "apikey", "create", "--name", "files", "--json"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            (data / "key").write_text(json.loads(created.stdout)["key"])
+        self.key = (data / "key").read_text()
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = (data / "serve.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(BIN), "serve", "--port", str(self.port), "--workers", "1", "--no-worker"],
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        deadline = time.monotonic() + 30
+        while True:  # a readiness probe, not a fixed sleep
+            try:
+                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError((data / "serve.log").read_text())
+            time.sleep(0.05)
+
+    def peak_rss_kib(self) -> int:
+        """The process's peak resident set (VmHWM) so far, in KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def _body_file(path: Path, size: int) -> tuple[Path, int]:
+    """A multipart body with one File part of `size` bytes, written to disk so the client streams it too."""
+    with path.open("wb") as out:
+        out.write(part(b"", filename="big.bin", content_type="application/octet-stream")[:-2])
+        block = os.urandom(1 << 20)
+        for _ in range(size >> 20):
+            out.write(block)
+        out.write(f"\r\n--{BOUNDARY}--\r\n".encode())
+    return path, path.stat().st_size
+
+
+@pytest.mark.system
+@pytest.mark.slow
+def test_a_40_mb_upload_streams_to_disk(tmp_path: Path) -> None:
+    """A 40 MiB upload raises the server's peak memory by far less than its size (measured: see README)."""
+    body, length = _body_file(tmp_path / "body", 40 << 20)
+    server = Serve(tmp_path / "data")
+    try:
+        auth = ("api", server.key)
+        warm = requests.post(server.base + "/warm", auth=auth, timeout=30, **multipart(part(b"w"), body="data"))
+        assert warm.status_code == 200, warm.text
+        before = server.peak_rss_kib()
+        with body.open("rb") as stream:
+            response = requests.post(
+                server.base + "/big",
+                data=stream,
+                auth=auth,
+                timeout=120,
+                headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)},
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["Size"] == 40 << 20
+        growth_mib = (server.peak_rss_kib() - before) / 1024
+        assert growth_mib < 16, f"peak RSS grew by {growth_mib:.1f} MiB for a 40 MiB upload"
+    finally:
+        server.stop()
+
+
+@pytest.mark.system
+@pytest.mark.slow
+def test_temporary_files_of_a_killed_upload_are_removed_at_start_up(tmp_path: Path) -> None:
+    """SIGKILL during an upload leaves its temporary file; the next `coursewire serve` removes it."""
+    data = tmp_path / "data"
+    files_dir = data / "files"
+    server = Serve(data)
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        form = multipart(part(filename=".upload-notes"), body="data")
+        kept = requests.post(server.base + "/notes", auth=("api", server.key), timeout=30, **form)
+        assert kept.status_code == 200, kept.text
+        head = part(b"", filename="big.bin")[:-2]
+        stalled.sendall(
+            b"POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+            + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n".encode()
+            + b"Authorization: Basic "
+            + base64.b64encode(f"api:{server.key}".encode())
+            + b"\r\n\r\n"
+            + head
+            + b"x" * 300_000
+        )
+        deadline = time.monotonic() + 30
+        while not [p for p in files_dir.glob(".upload-*") if p.stat().st_size > 0]:
+            assert time.monotonic() < deadline, "the upload never reached a temporary file"
+            time.sleep(0.02)
+    finally:
+        server.stop(signal.SIGKILL)
+        stalled.close()
+    assert list(files_dir.glob(".upload-*")), "the crash should have left the temporary file behind"
+    again = Serve(data)
+    try:
+        assert list(files_dir.glob(".upload-*")) == []
+        assert (files_dir / "notes" / ".upload-notes").read_bytes() == b"%PDF-1.7"
+    finally:
+        again.stop()

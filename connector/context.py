@@ -7,7 +7,6 @@ from typing import Any, cast
 from connexion import context
 
 from connector.edge import Services
-from storage import actors
 from storage.models import Actor, ApiKey
 
 
@@ -32,31 +31,36 @@ def header(name: str) -> str | None:
 
 
 def actor() -> Actor:
-    """Who this call acts as: the user named by LMS365-User-Id, else the key (as administrator).
-
-    Raises storage.errors.Invalid when the header names no user.
-    """
-    s = scope()
-    if "coursewire.actor" not in s:
-        s["coursewire.actor"] = actors.resolve_actor(services().db, api_key(), header("LMS365-User-Id"))
-    return cast(Actor, s["coursewire.actor"])
+    """Who this call acts as, settled by the edge before routing (storage.actors.resolve_actor)."""
+    return cast(Actor, scope()["coursewire.actor"])
 
 
 def base_url() -> str:
     """The public base URL of this server: COURSEWIRE_PUBLIC_URL, else from the request.
 
-    Behind a proxy, X-Forwarded-Proto and X-Forwarded-Host name the scheme and host clients used.
+    Behind a proxy, X-Forwarded-Proto and X-Forwarded-Host name the scheme and host clients used; they
+    count only when the peer is a proxy named in COURSEWIRE_TRUSTED_PROXIES, or anyone could steer the
+    links (`Location`, `@odata.nextLink`) other clients are given.
     """
-    configured = services().settings.public_url
-    if configured:
-        return configured
+    settings = services().settings
+    if settings.public_url:
+        return settings.public_url
     s = scope()
-    proto = (header("X-Forwarded-Proto") or s.get("scheme") or "http").split(",")[0].strip()
-    host = (header("X-Forwarded-Host") or header("Host") or "").split(",")[0].strip()
+    trusted = settings.trusts(peer(s))
+    forwarded_proto = header("X-Forwarded-Proto") if trusted else None
+    forwarded_host = header("X-Forwarded-Host") if trusted else None
+    proto = (forwarded_proto or s.get("scheme") or "http").split(",")[0].strip()
+    host = (forwarded_host or header("Host") or "").split(",")[0].strip()
     if not host:
         server = s.get("server") or ("localhost", 8365)
         host = f"{server[0]}:{server[1]}"
     return f"{proto}://{host}"
+
+
+def peer(s: dict[str, Any]) -> str | None:
+    """The address of the client that connected (a proxy, behind one)."""
+    client = s.get("client")
+    return str(client[0]) if client else None
 
 
 def path_and_query() -> tuple[str, str]:

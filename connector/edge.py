@@ -1,4 +1,5 @@
-"""The ASGI middleware in front of connexion: Basic auth, throttling, key access level, route guard."""
+"""The ASGI middleware in front of connexion: Basic auth, throttling, who the request acts as, key access
+level, route guard, and request body limits enforced before the body is read."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.errors import HttpError
 from connector.settings import Settings
-from storage import apikeys
+from storage import actors, apikeys
 from storage.db import Database
-from storage.models import ApiKey
+from storage.models import Actor, ApiKey
 from storage.ratelimit import RateLimiter
 from storage.secrets import SecretBox
 from webhooks import guard
@@ -28,6 +29,8 @@ PROXY_PATHS = frozenset({"/httprequest", "/v2/httprequest"})
 # First path segments that belong to the API; POSTs under them never fall through to FileUpload.
 RESERVED_SEGMENTS = frozenset({"odata", "webhooks", "httprequest", "v2", "healthz"})
 CATCH_ALL = "/{FileUploadUrl}"
+# An upload's multipart framing (boundaries, part headers, other fields) on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
 # Control characters (a percent-encoded newline, say) are never part of an id, name or file path.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -103,7 +106,7 @@ class EdgeMiddleware:
         if path == "/healthz" and method in READ_METHODS:
             await _plain(send, 200, b'{"status":"ok"}')
             return
-        if "coursewire.key" not in scope:  # requests re-dispatched by HttpRequest are already authenticated
+        if "coursewire.key" not in scope:  # requests re-dispatched by HttpRequest carry their caller's identity
             # One indexed read, on the loop: WAL readers never wait for writers, and a hop to a thread
             # cost more than the query (bench: 0.76x -> 0.87x of bare connexion's GET throughput).
             key = self._authenticate(scope)
@@ -112,13 +115,58 @@ class EdgeMiddleware:
                 # Charging the limit is a write, which may wait for SQLite's lock: never on the loop.
                 await asyncio.to_thread(_charge, limiter, key)
             scope["coursewire.key"] = key
+            # Who the request acts as is settled here, once, for reads and writes alike.
+            scope["coursewire.actor"] = self._actor(scope, key)
         key = scope["coursewire.key"]
         if key.access != "full" and method not in READ_METHODS and path not in PROXY_PATHS:
             raise HttpError(403, f"API key '{key.name}' is Read Only: writes need a Full Control key")
         if CONTROL_CHARACTERS.search(path):
             raise HttpError(400, "the path contains a control character (such as a newline); ids and file paths cannot")
-        self._guard(path, method)
+        upload = not self._guard(path, method)
+        receive = await self._bounded(scope, receive, upload)
         await self.app(scope, receive, send)
+
+    def _actor(self, scope: Scope, key: ApiKey) -> Actor:
+        values = header_values(scope, b"lms365-user-id")
+        if len(values) > 1:
+            raise HttpError(400, f"send {actors.HEADER} once: it names the one user the call acts as", actors.HEADER)
+        return actors.resolve_actor(self.services.db, key, values[0] if values else None)
+
+    async def _bounded(self, scope: Scope, receive: Receive, upload: bool) -> Receive:
+        """A receive channel that never lets a body past its limit: a declared Content-Length over it is a 413
+        before anything is read; JSON and other bodies are read here, up to the limit, and replayed; an
+        upload streams on, counted, and is cut off with a 413 as soon as it passes its limit."""
+        settings = self.services.settings
+        limit, setting = (
+            (settings.max_upload_bytes + MULTIPART_OVERHEAD, "COURSEWIRE_MAX_UPLOAD_BYTES")
+            if upload
+            else (settings.max_json_bytes, "COURSEWIRE_MAX_JSON_BYTES")
+        )
+        lengths = header_values(scope, b"content-length")
+        if lengths:
+            if len(set(lengths)) > 1 or not lengths[0].isdigit():
+                raise HttpError(400, "the Content-Length header is not one whole number", "Content-Length")
+            declared = int(lengths[0])
+            if declared > limit:
+                raise HttpError(413, _too_large(f"is {declared:,} bytes", limit, setting))
+        if upload:
+            return _counting(receive, limit, setting)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay(message, receive)
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise HttpError(413, _too_large("passed the limit", limit, setting))
+            if not message.get("more_body", False):
+                break
+        if not lengths and body:
+            # A chunked body, now whole: tell what follows its length, as if it had been declared.
+            scope["headers"] = [
+                (k, v) for k, v in scope["headers"] if k not in (b"transfer-encoding", b"content-length")
+            ] + [(b"content-length", str(len(body)).encode())]
+        return _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive)
 
     def _authenticate(self, scope: Scope) -> ApiKey:
         username, password = _credentials(scope)
@@ -133,13 +181,14 @@ class EdgeMiddleware:
             raise HttpError(401, "unknown or revoked API key", headers={"WWW-Authenticate": 'Basic realm="coursewire"'})
         return key
 
-    def _guard(self, path: str, method: str) -> None:
-        """404/405 for paths the spec lacks: the upload catch-all would otherwise swallow them."""
+    def _guard(self, path: str, method: str) -> bool:
+        """True for a path and method of the spec; False for FileUpload's catch-all (a POST to any other path);
+        404/405 for paths the spec lacks, which the catch-all would otherwise swallow."""
         allowed: set[str] = set()
         for pattern, methods in self.services.routes:
             if pattern.match(path):
                 if method in methods:
-                    return
+                    return True
                 allowed |= methods
         if allowed:
             raise HttpError(
@@ -150,6 +199,41 @@ class EdgeMiddleware:
         first = path.strip("/").split("/", 1)[0].lower()
         if method != "POST" or first in RESERVED_SEGMENTS or path == "/":
             raise HttpError(404, f"no operation at {method} {path}; see the connector definition")
+        return False
+
+
+def header_values(scope: Scope, name: bytes) -> list[str]:
+    """Every value of one request header (`name` in lower case), in order."""
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+
+
+def _too_large(what: str, limit: int, setting: str) -> str:
+    return f"the request body {what}; at most {limit:,} bytes are accepted here ({setting})"
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A receive channel that answers `first`, then passes on to `receive`."""
+    pending: list[Message] = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _counting(receive: Receive, limit: int, setting: str) -> Receive:
+    """`receive`, raising a 413 HttpError as soon as the body has passed `limit` bytes."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise HttpError(413, _too_large("passed the limit", limit, setting))
+        return message
+
+    return counted
 
 
 def _charge(limiter: RateLimiter, key: ApiKey) -> None:

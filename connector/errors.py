@@ -51,11 +51,18 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
+# A message says what to fix in a sentence or two; anything longer is a value quoted whole by mistake.
+MAX_MESSAGE = 1000
+MAX_TARGET = 200
+
+
 def body(status: int, message: str, target: str | None = None) -> bytes:
-    """The OData error body for a status."""
+    """The OData error body for a status; message and target are cut to MAX_MESSAGE / MAX_TARGET characters."""
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
     error: dict[str, Any] = {"code": CODES.get(status, "Error"), "message": message}
     if target:
-        error["target"] = target
+        error["target"] = target if len(target) <= MAX_TARGET else target[: MAX_TARGET - 1] + "…"
     return json.dumps({"error": error}, separators=(",", ":")).encode()
 
 
@@ -91,7 +98,7 @@ def _problem_target(detail: str) -> str | None:
 def _problem(exc: ProblemException) -> ConnexionResponse:
     status = exc.status_code or 500
     detail = str(exc.detail or exc.title or CODES.get(status, "Error"))
-    target = _problem_target(detail) if status == 400 else None
+    target = getattr(exc, "target", None) or (_problem_target(detail) if status == 400 else None)
     if status == 400 and target and target not in detail:
         detail = f"{detail} ({target})"
     headers = dict(exc.headers or {})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webhooks.config import ConfigError, DeliveryConfig
+from webhooks.config import ConfigError, DeliveryConfig, IPNetwork
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 class SettingsError(ValueError):
@@ -47,7 +50,9 @@ class Settings:
     page_size: int = 100
     max_page_size: int = 1000
     max_upload_bytes: int = 50 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024
     public_url: str | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = LOOPBACK
     workers: int = 0
     provisioning_interval: float = 1.0
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -55,6 +60,16 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'coursewire.db'}")
+
+    def trusts(self, address: str | None) -> bool:
+        """Whether a peer at `address` is a proxy whose X-Forwarded-* headers count (COURSEWIRE_TRUSTED_PROXIES)."""
+        try:
+            ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.trusted_proxies)
 
     @property
     def database_path(self) -> str:
@@ -85,12 +100,15 @@ class Settings:
         for name, key, low in (
             ("COURSEWIRE_PAGE_SIZE", "page_size", 1),
             ("COURSEWIRE_MAX_UPLOAD_BYTES", "max_upload_bytes", 1),
+            ("COURSEWIRE_MAX_JSON_BYTES", "max_json_bytes", 1024),
             ("COURSEWIRE_WORKERS", "workers", 0),
         ):
             if name in env:
                 kwargs[key] = _int(env, name, low)
         if env.get("COURSEWIRE_PUBLIC_URL"):
             kwargs["public_url"] = env["COURSEWIRE_PUBLIC_URL"].rstrip("/")
+        if "COURSEWIRE_TRUSTED_PROXIES" in env:
+            kwargs["trusted_proxies"] = _networks(env, "COURSEWIRE_TRUSTED_PROXIES")
         try:
             kwargs["delivery"] = DeliveryConfig.from_env(env)
         except ConfigError as exc:
@@ -107,6 +125,8 @@ class Settings:
             ),
             "COURSEWIRE_PAGE_SIZE": str(self.page_size),
             "COURSEWIRE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
+            "COURSEWIRE_MAX_JSON_BYTES": str(self.max_json_bytes),
+            "COURSEWIRE_TRUSTED_PROXIES": ",".join(str(n) for n in self.trusted_proxies) or "none",
             "COURSEWIRE_WORKERS": str(self.workers),
         }
         if self.public_url:
@@ -122,6 +142,20 @@ def _int(env: Mapping[str, str], name: str, low: int) -> int:
     if value < low:
         raise SettingsError(f"{name}={value}: must be at least {low}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    """`127.0.0.1/32, 10.0.0.0/8` -> networks; `none` (or empty) -> none; raises SettingsError naming a bad entry."""
+    text = env[name].strip()
+    if text.lower() in ("", "none", "off"):
+        return ()
+    networks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an address or network in CIDR form") from None
+    return tuple(networks)
 
 
 def database_path(url: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from connector import context, odata
-from storage import query
+from storage import access, query
 from storage.errors import Invalid, NotFound
 from storage.readmodel import ENTITY_SETS
 
@@ -102,6 +102,11 @@ def _shape(
     es = ENTITY_SETS[set_name]
     loaded = es.load(conn, ids)
     present = [i for i in ids if i in loaded]
+    if set_name in access.ENROLLMENT_OWNED:
+        # Expansions reach enrollments, registrations and attendance from courses and sessions: the
+        # actor's read scope applies to them however they are reached.
+        allowed = access.readable(conn, context.actor(), set_name, present)
+        present = [i for i in present if i in allowed]
     expansions: dict[str, dict[str, Any]] = {}
     for item in expand:
         nav = es.navigations[item.name]
@@ -185,7 +190,8 @@ def one(
     """One entity shaped by `$select`/`$expand`, with `@odata.context`, read in one transaction.
 
     `check(conn)` runs first in that transaction and raises NotFound for rows the loader would still
-    return (soft-deleted courses and sessions); an id the loader does not know is NotFound too.
+    return (soft-deleted courses and sessions); an id the loader does not know, or one outside the
+    actor's read scope, is NotFound too.
     """
     options = parse(set_name, raw)
     db = context.services().db
@@ -209,7 +215,8 @@ def many(
 ) -> dict[str, Any]:
     """A page of an entity set as an OData collection, with `@odata.count` and `@odata.nextLink`.
 
-    `hide_deleted` is a SQL condition added unless the `$filter` mentions IsDeleted itself.
+    `hide_deleted` is a SQL condition added unless the `$filter` mentions IsDeleted itself. Sets with a
+    read scope (enrollments) list only what the actor may read (storage.access.enrollment_scope).
     """
     options = parse(set_name, raw)
     settings = context.services().settings
@@ -218,6 +225,11 @@ def many(
     order_by = query.compile_orderby(entity_map, options.orderby)
     if hide_deleted and "IsDeleted" not in (options.filter or ""):
         extra_where = f"({extra_where}) AND {hide_deleted}" if extra_where else hide_deleted
+    owned = access.ENROLLMENT_OWNED.get(set_name)
+    scope = access.enrollment_scope(context.actor(), f"{owned[0]}.{owned[1]}") if owned else None
+    if scope is not None:
+        extra_where = f"({extra_where}) AND {scope[0]}" if extra_where else scope[0]
+        extra_params = [*extra_params, *scope[1]]
     limit, offset = odata.page_window(options.top, options.skip, settings.page_size, settings.max_page_size)
     db = context.services().db
     with db.read() as conn:

@@ -10,20 +10,29 @@ parameter's validator is built once.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from connexion.exceptions import BadRequestProblem
+from connexion.json_schema import Draft4RequestValidator
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from connector.multipart import MultiPartBodyValidator
+from storage.errors import excerpt
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# JSON bodies nest at most this deep (objects and arrays); deeper ones are a 400 before validation.
+MAX_DEPTH = 64
+# Bodies larger than this are parsed and validated on a worker thread, so a big body never holds the
+# event loop (and with it every other request of the process) for the milliseconds it takes.
+OFFLOAD_BYTES = 32 * 1024
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -34,23 +43,162 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def pointer(path: Iterable[str | int]) -> str:
+    """A location inside a body as targets name it: `Days[0].StartDate`, `Room.Title`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> list[str | int] | None:
+    """The path to the first array or object nested deeper than `limit` levels, or None.
+
+    Iterative, so it cannot itself run out of stack; stops at the first offender.
+    """
+    stack: list[tuple[Any, int, list[str | int]]] = [(value, 1, [])]
+    while stack:
+        node, depth, path = stack.pop()
+        items: Iterable[tuple[str | int, Any]]
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        if depth > limit:
+            return path
+        for key, child in items:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, [*path, key]))
+    return None
+
+
+def describe(error: ValidationError) -> str:
+    """What is wrong with a value, in words, quoting at most an excerpt of it (never the whole value)."""
+    kind, limit, value = error.validator, error.validator_value, error.instance
+    if kind == "maxLength":
+        return f"is {len(value):,} characters long; at most {limit} are allowed"
+    if kind == "minLength":
+        return "must not be empty" if limit == 1 else f"must be at least {limit} characters long"
+    if kind == "maxItems":
+        return f"has {len(value):,} items; at most {limit} are allowed"
+    if kind == "minItems":
+        return f"must have at least {limit} items"
+    if kind == "maxProperties":
+        return f"has {len(value):,} properties; at most {limit} are allowed"
+    if kind == "type":
+        wanted = " or ".join(limit) if isinstance(limit, list) else limit
+        return f"{excerpt(value)} is not of type '{wanted}'"
+    if kind == "enum":
+        return f"{excerpt(value)} is not one of {', '.join(map(str, limit))}"
+    if kind == "required":
+        missing = next((name for name in limit if name not in value), limit[0])
+        return f"'{missing}' is a required property"
+    if kind == "additionalProperties":
+        extra = sorted(set(value) - set(error.schema.get("properties", {})))
+        return f"has an unknown property {excerpt(extra[0]) if extra else ''}".rstrip()
+    if kind == "format":
+        return f"{excerpt(value)} is not a valid {limit}"
+    if kind == "pattern":
+        return f"{excerpt(value)} does not match the pattern {limit}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
+        # jsonschema's own words here quote a number, which is short ("0 is less than the minimum of 1").
+        return str(error.message) if len(str(value)) <= 60 else f"{excerpt(value)} is out of range ({kind} {limit})"
+    return f"{excerpt(value)} does not satisfy {kind} {excerpt(limit)}"
+
+
+def _target(error: ValidationError) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "required":
+        missing = next((name for name in error.validator_value if name not in error.instance), None)
+        if missing is not None:
+            path.append(missing)
+    elif error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        if extra and len(extra[0]) <= 60:
+            path.append(extra[0])
+    return pointer(path)
+
+
+class BodyProblem(BadRequestProblem):
+    """A 400 about a JSON body, naming the field at fault (`target`) apart from the words."""
+
+    def __init__(self, detail: str, target: str | None = None) -> None:
+        super().__init__(detail=detail)
+        self.target = target
+
+
+def parse_body(raw: bytes, encoding: str) -> Any:
+    """Decode and parse a JSON body; refuse text that is not `encoding`, malformed JSON, unpaired
+    surrogate escapes and nesting deeper than MAX_DEPTH, each as a BodyProblem."""
+    try:
+        text = raw.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        raise BodyProblem(f"the request body is not valid {encoding} text") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BodyProblem(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BodyProblem(f"the request body nests arrays or objects deeper than {MAX_DEPTH} levels") from None
+    # Only bodies that spell a surrogate escape can hold one; the full check runs just for those.
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise BodyProblem("the request body contains an unpaired UTF-16 surrogate escape")
+    deep = too_deep(body)
+    if deep is not None:
+        raise BodyProblem(
+            f"the request body nests arrays or objects deeper than {MAX_DEPTH} levels", pointer(deep[:8]) or None
+        )
+    return body
+
+
+# Body schemas live as long as the app's specification, like parameter definitions below.
+_BODY_SCHEMAS: dict[int, tuple[dict[str, Any], Any]] = {}
+
+
+def _body_validator(schema: dict[str, Any]) -> Any:
+    entry = _BODY_SCHEMAS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = (schema, Draft4RequestValidator(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+        _BODY_SCHEMAS[id(schema)] = entry
+    return entry[1]
+
+
 class JSONBodyValidator(JSONRequestBodyValidator):
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        raw = b"".join([chunk async for chunk in stream])
-        if not raw:
-            return None
+    """connexion's JSON body validator, with clear messages and targets, bounded nesting, a validator built
+    once per schema, and large bodies parsed and validated off the event loop."""
+
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
+        messages: list[MutableMapping[str, Any]] = []
+        more = True
+        while more:
+            message = await receive()
+            messages.append(message)
+            more = message.get("more_body", False)
+        raw = b"".join(m.get("body", b"") for m in messages)
+        if len(raw) > OFFLOAD_BYTES:
+            await asyncio.to_thread(self._check, raw)
+        else:
+            self._check(raw)
+        return self._insert_messages(receive, messages=messages), scope
+
+    def _check(self, raw: bytes) -> None:
+        body = parse_body(raw, self._encoding) if raw.strip() else None
+        if body is None:
+            if self._required:
+                raise BodyProblem("the request body is required")
+            return
+        self._validate(body)
+
+    def _validate(self, body: Any) -> None:
+        if not self._nullable and body is None:
+            raise BodyProblem("the request body must not be empty")
         try:
-            text = raw.decode(self._encoding)
-        except (UnicodeDecodeError, LookupError):
-            raise BadRequestProblem(detail=f"the request body is not valid {self._encoding} text") from None
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadRequestProblem(detail=f"the request body is not valid JSON: {exc}") from None
-        # Only bodies that spell a surrogate escape can hold one; the full check runs just for those.
-        if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
-            raise BadRequestProblem(detail="the request body contains an unpaired UTF-16 surrogate escape")
-        return body
+            _body_validator(self._schema).validate(body)
+        except ValidationError as exc:
+            target = _target(exc)
+            raise BodyProblem(f"{target or 'the request body'}: {describe(exc)}", target or None) from None
 
 
 # Parameter definitions live as long as the app's specification: id() is stable while the entry
@@ -74,7 +222,7 @@ class CachedParameterValidator(ParameterValidator):
             entry[1].validate(value)
         except ValidationError as exc:
             # connexion's message would quote the whole parameter definition; name the parameter instead.
-            return f"{parameter_type} parameter '{param['name']}': {exc.message}"
+            return f"{parameter_type} parameter '{param['name']}': {describe(exc)}"
         return None
 
 

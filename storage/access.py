@@ -1,9 +1,12 @@
-"""Who may do what: each check runs inside the write transaction and raises Forbidden with the reason."""
+"""Who may do what: each check runs inside the write transaction and raises Forbidden with the reason;
+and what each actor may read (the read scope of enrollments and what belongs to them)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
+from storage.db import chunks, marks
 from storage.errors import Forbidden
 from storage.models import Actor
 
@@ -16,6 +19,15 @@ def require_admin(actor: Actor, doing: str) -> None:
     """Allow administrators only."""
     if not actor.is_admin:
         raise Forbidden(f"{_name(actor)} may not {doing}: only administrators may")
+
+
+def require_reads_all(actor: Actor, doing: str) -> None:
+    """Allow actors who read everything: API keys acting as themselves and Administrator users."""
+    if not actor.reads_all:
+        raise Forbidden(
+            f"{_name(actor)} may not {doing}: it would show other people's data;"
+            " only administrators and API keys acting as themselves may"
+        )
 
 
 def is_catalog_admin(conn: sqlite3.Connection, actor: Actor, catalog_id: str) -> bool:
@@ -85,3 +97,51 @@ def require_self_or_course_admin(
             f"{_name(actor)} may not {doing} for another user: only the learner, course admins,"
             " catalog admins and administrators may"
         )
+
+
+# --- read scope ----------------------------------------------------------------------------------------
+
+# The enrollments a user who does not read everything may read, as ids: their own, their direct reports',
+# every enrollment of a course they administer, teach or train (or whose catalog they administer), and
+# every registration to a session they instruct. One `?` per branch, each bound to the user's id.
+_VISIBLE_ENROLLMENTS = (
+    "SELECT id FROM enrollments WHERE user_id = ?"
+    " UNION SELECT e.id FROM users r JOIN enrollments e ON e.user_id = r.id WHERE r.manager_id = ?"
+    " UNION SELECT e.id FROM course_people cp JOIN enrollments e ON e.course_id = cp.course_id WHERE cp.user_id = ?"
+    " UNION SELECT e.id FROM catalog_admins ca JOIN courses c ON c.catalog_id = ca.catalog_id"
+    " JOIN enrollments e ON e.course_id = c.id WHERE ca.user_id = ?"
+    " UNION SELECT sr.enrollment_id FROM session_instructors si"
+    " JOIN session_registrations sr ON sr.session_id = si.session_id WHERE si.user_id = ?"
+)
+_BRANCHES = _VISIBLE_ENROLLMENTS.count("?")
+
+# Entity sets whose rows belong to an enrollment: (table, column holding the enrollment id).
+ENROLLMENT_OWNED = {
+    "Enrollments": ("enrollments", "id"),
+    "SessionRegistrations": ("session_registrations", "enrollment_id"),
+    "Attendance": ("attendance", "enrollment_id"),
+}
+
+
+def enrollment_scope(actor: Actor, column: str) -> tuple[str, list[str]] | None:
+    """A SQL condition on `column` (an enrollment id) keeping what `actor` may read, with its parameters;
+    None when the actor reads everything (keys acting as themselves, administrators)."""
+    if actor.reads_all:
+        return None
+    return f"{column} IN ({_VISIBLE_ENROLLMENTS})", [actor.user_id or ""] * _BRANCHES
+
+
+def readable(conn: sqlite3.Connection, actor: Actor, set_name: str, ids: Sequence[str]) -> set[str]:
+    """The ids among `ids` of entity set `set_name` that `actor` may read (all of them for sets without a
+    read scope, and for actors who read everything)."""
+    owned = ENROLLMENT_OWNED.get(set_name)
+    scope = enrollment_scope(actor, "t." + owned[1]) if owned else None
+    if owned is None or scope is None:
+        return set(ids)
+    condition, params = scope
+    table, _ = owned
+    found: set[str] = set()
+    for part in chunks(ids, 500):
+        sql = f"SELECT t.id FROM {table} t WHERE t.id IN ({marks(part)}) AND {condition}"  # noqa: S608 (code-built)
+        found.update(row[0] for row in conn.execute(sql, [*part, *params]))
+    return found

@@ -29,3 +29,22 @@ class Conflict(StorageError):
 
 class Forbidden(StorageError):
     """The acting user may not do this."""
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """A short, printable rendering of a client's value for an error message.
+
+    Strings longer than `limit` characters come back as their start and length
+    (`'abc…' (2,000,000 characters)`), arrays and objects as their size only, so a message never
+    echoes a large value whole and never costs more than `limit` characters of work to build.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{repr(value[:limit])[:-1]}…{repr(value[:limit])[-1]} ({len(value):,} characters)"
+    if isinstance(value, list):
+        return f"an array of {len(value):,} items"
+    if isinstance(value, dict):
+        return f"an object with {len(value):,} properties"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"

@@ -57,13 +57,24 @@ PROVISIONING_STATES = ("Queued", "ReservingUrl", "CreatingFolder", "Created", "F
 
 @dataclass(frozen=True)
 class Actor:
-    """Who performs an operation: an API key acting as administrator, a user, or the system."""
+    """Who performs an operation: an API key acting as itself, a user, or the system.
+
+    `is_admin`: may do everything an administrator may (a Full Control key acting as itself, or a user whose
+    Role is Administrator acting through one); a Read Only key is never an administrator.
+    `reads_all`: reads every row the API lists (keys acting as themselves and Administrator users); other
+    users read enrollments, registrations and attendance within their scope (storage.access.enrollment_scope).
+    """
 
     kind: Literal["apikey", "user", "system", "cli"]
     api_key_id: str | None = None
     user_id: str | None = None
     login_name: str | None = None
     is_admin: bool = False
+    reads_all: bool = False
+
+    def __post_init__(self) -> None:
+        if self.is_admin and not self.reads_all:
+            object.__setattr__(self, "reads_all", True)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from storage import events
+from storage import access, events
 from storage.db import Database, chunks, iso, marks, new_id
 from storage.errors import Forbidden, Invalid, NotFound
 from storage.models import SYSTEM, Actor
@@ -75,11 +75,13 @@ def subscribe(
     """Register `callback_url` for `event` under this key; return (subscription, created).
 
     Subscribing the same callback to the same event with the same key again returns the existing one
-    (reviving it if it was disabled), with its signing secret.
+    (reviving it if it was disabled), with its signing secret. Raises Forbidden for an actor who does not
+    read everything: notifications carry every learner's data.
     """
     now = db.clock()
     digest = callback_hash(callback_url)
     with db.write() as conn:
+        access.require_reads_all(actor, "subscribe to triggers")
         row = conn.execute(
             "SELECT * FROM webhook_subscriptions WHERE event = ? AND callback_hash = ? AND api_key_id = ?"
             " AND status != 'removed'",
@@ -127,6 +129,12 @@ def _owned(row: sqlite3.Row | None, sub_id: str, actor: Actor, api_key_id: str |
         raise NotFound(f"no webhook subscription with id {sub_id!r}", target="Id")
     if not actor.is_admin and row["api_key_id"] != api_key_id:
         raise Forbidden("this subscription belongs to another API key; only its key or an administrator may use it")
+    if not actor.reads_all and row["created_by"] != actor.user_id:
+        # A learner acting through the flows' key must not read or end the flows' triggers.
+        raise Forbidden(
+            f"user '{actor.login_name or actor.user_id}' may not use this subscription: only administrators"
+            " and its key acting as itself may"
+        )
     return row
 
 
@@ -139,14 +147,20 @@ def get(db: Database, actor: Actor, api_key_id: str | None, sub_id: str) -> dict
 
 
 def list_all(
-    db: Database, *, event: str | None = None, status: str | None = None, api_key_id: str | None = None
+    db: Database,
+    *,
+    event: str | None = None,
+    status: str | None = None,
+    api_key_id: str | None = None,
+    created_by: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Subscriptions, newest first, removed ones included when `status` asks for them."""
+    """Subscriptions, newest first, removed ones included when `status` asks for them; each filter that is
+    not None keeps only the subscriptions with that value."""
     if status is not None and status not in STATUSES:
         raise Invalid(f"status must be one of {', '.join(STATUSES)}", target="Status")
     sql = "SELECT * FROM webhook_subscriptions WHERE 1=1"
     params: list[Any] = []
-    for column, value in (("event", event), ("status", status), ("api_key_id", api_key_id)):
+    for column, value in (("event", event), ("status", status), ("api_key_id", api_key_id), ("created_by", created_by)):
         if value is not None:
             sql += f" AND {column} = ?"
             params.append(value)

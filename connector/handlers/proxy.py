@@ -1,7 +1,10 @@
 """Handlers for "Send an HTTP request": run the described request inside coursewire, as the caller.
 
-The inner request goes through the whole stack (routing, validation, handlers) with the caller's key
-and `LMS365-User-Id`, without leaving the process. Its status, headers and body are the answer.
+The inner request goes through the whole stack (routing, validation, handlers) without leaving the
+process, always as its caller: the same key and the same acting user, settled by the edge for the outer
+request. Nothing in the described request can change that: an `Authorization` header is refused, and an
+`LMS365-User-Id` is refused unless it names the user the call already acts as. Its status, headers and
+body are the answer.
 """
 
 from __future__ import annotations
@@ -18,31 +21,55 @@ from flask import Response
 
 from connector import context
 from connector.errors import HttpError
-from storage.errors import Invalid
+from storage import actors
+from storage.errors import Invalid, excerpt
+from storage.models import Actor
 
 # Each proxied call holds one WSGI worker thread while its inner request needs another; three at once
 # hold six of the app's ten threads (connector.app.WSGI_THREADS) and leave four for everything else.
 _SLOTS = threading.BoundedSemaphore(3)
-_DROP_REQUEST_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+_DROP_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+# Headers that say where the request came from: the inner request gets the outer one's, never the described ones.
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port")
 _PASS_RESPONSE_HEADERS = {"content-type", "location", "retry-after", "allow", "www-authenticate"}
 _TIMEOUT_SECONDS = 60
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
-def _headers(raw: Any) -> dict[str, str]:
-    """The described headers, lower-cased; a name or value HTTP cannot carry is a 400 naming it."""
+def _headers(raw: Any, actor: Actor) -> dict[str, str]:
+    """The described headers, lower-cased, without those that only the outer request may set.
+
+    Raises Invalid naming the header for a name or value HTTP cannot carry, an `Authorization` header, and an
+    `LMS365-User-Id` (in any case, empty or not) that does not name the user the call acts as.
+    """
     headers = {}
     for name, value in (raw or {}).items():
         text = "" if value is None else str(value)
         if not _TOKEN.fullmatch(name):
-            raise Invalid(f"header name {name!r} is not a valid HTTP header name", target="headers")
+            raise Invalid(f"header name {excerpt(name)} is not a valid HTTP header name", target="headers")
         if not _FIELD_VALUE.fullmatch(text):
             raise Invalid(
                 f"header {name} has a value HTTP cannot carry (line breaks or characters beyond Latin-1)",
                 target=f"headers.{name}",
             )
-        headers[name.lower()] = text
+        lowered = name.lower()
+        if lowered == "authorization":
+            raise Invalid(
+                "headers: leave Authorization out; the request runs with the connection's own credentials",
+                target=f"headers.{name}",
+            )
+        if lowered == "lms365-user-id":
+            if not actors.same_user(context.services().db, actor, text):
+                raise Invalid(
+                    f"headers.{name} must name the user this call acts as, or be left out: the request always runs"
+                    " as its caller (set LMS365-User-Id on the connection's request instead)",
+                    target=f"headers.{name}",
+                )
+            continue
+        if lowered in _FORWARDED:
+            continue
+        headers[lowered] = text
     return headers
 
 
@@ -80,15 +107,16 @@ def resolve(uri: Any, prefix: str) -> tuple[str, str]:
 def _run(parameters: dict[str, Any], prefix: str) -> Response:
     method = (parameters.get("method") or "GET").upper()
     path, query = resolve(parameters.get("uri"), prefix)
-    headers = _headers(parameters.get("headers"))
+    headers = _headers(parameters.get("headers"), context.actor())
     body = parameters.get("body")
     payload = b"" if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
     if payload and "content-type" not in headers:
         headers["content-type"] = "application/json"
-    on_behalf = context.header("LMS365-User-Id")
-    if on_behalf and "lms365-user-id" not in headers:
-        headers["lms365-user-id"] = on_behalf
     outer = context.scope()
+    for name in _FORWARDED:
+        value = context.header(name)
+        if value is not None:
+            headers[name] = value
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -108,7 +136,9 @@ def _run(parameters: dict[str, Any], prefix: str) -> Response:
         ],
         "client": outer.get("client"),
         "server": outer.get("server"),
+        # The caller's identity, settled by the edge: the inner request is not authenticated again.
         "coursewire.key": context.api_key(),
+        "coursewire.actor": context.actor(),
         "state": dict(outer.get("state") or {}),
     }
     if not _SLOTS.acquire(timeout=_TIMEOUT_SECONDS):

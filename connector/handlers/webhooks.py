@@ -53,8 +53,13 @@ def get_webhook_subscription(Id: str) -> dict[str, Any]:
 
 
 def get_webhook_subscriptions(Event: str | None = None, Status: str | None = None) -> dict[str, Any]:
-    own = None if context.actor().is_admin else context.api_key().id
-    subs = subscriptions.list_all(context.services().db, event=Event, status=Status, api_key_id=own)
+    actor = context.actor()
+    own_key = None if actor.is_admin else context.api_key().id
+    # Users who do not read everything see only what they subscribed themselves (nothing, today).
+    own_user = None if actor.reads_all else actor.user_id
+    subs = subscriptions.list_all(
+        context.services().db, event=Event, status=Status, api_key_id=own_key, created_by=own_user
+    )
     return {"value": [{**s, "Location": _location(s["Id"])} for s in subs]}
 
 

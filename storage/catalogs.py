@@ -7,7 +7,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from storage import access, events, lookups, readmodel
+from storage import access, events, lookups, names, readmodel
 from storage.db import Database, iso, new_id
 from storage.errors import Conflict, Invalid
 from storage.models import Actor
@@ -19,12 +19,31 @@ def slug(text: str) -> str:
 
 
 def _name(body: dict[str, Any], prop: str = "Name", limit: int = 255) -> str:
-    value = (body.get(prop) or "").strip()
-    if not value:
-        raise Invalid(f"{prop} must not be empty", target=prop)
-    if len(value) > limit:
-        raise Invalid(f"{prop} is longer than {limit} characters", target=prop)
-    return value
+    return names.clean(body.get(prop), prop, limit=limit)
+
+
+_NOUN = {"categories": "category", "tags": "tag"}
+# Finding a category or tag of a catalog by name is an index lookup (catalog_id, name_key).
+BY_NAME = {
+    table: f"SELECT id FROM {table} WHERE catalog_id = ? AND name_key = ? ORDER BY rowid LIMIT 2"  # noqa: S608
+    for table in _NOUN
+}
+
+
+def _by_name(conn: sqlite3.Connection, table: str, catalog_id: str, name: str, target: str) -> str | None:
+    """The id of the category or tag of this catalog whose name has `name`'s key; None if none.
+
+    Raises Conflict when two share it (stored before migration 0006): choosing one would be a guess.
+    """
+    rows = conn.execute(BY_NAME[table], (catalog_id, names.key(name))).fetchall()
+    if len(rows) > 1:
+        raise Conflict(
+            f"{target}: {name!r} names more than one {_NOUN[table]} of this catalog (Ids"
+            f" {', '.join(r['id'] for r in rows)}), stored before names were compared by case and Unicode form:"
+            " refer to one by Id",
+            target=target,
+        )
+    return str(rows[0]["id"]) if rows else None
 
 
 def create_catalog(db: Database, actor: Actor, body: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -63,18 +82,21 @@ def _insert_category(
     parent_id: str | None,
     target: str,
 ) -> str:
-    if conn.execute(
-        "SELECT 1 FROM categories WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
-    ).fetchone():
-        raise Conflict(f"category {name!r} already exists in this catalog", target=target)
+    existing = _by_name(conn, "categories", catalog_id, name, target)
+    if existing:
+        raise Conflict(
+            f"category {name!r} already exists in this catalog (Id {existing}); names compare ignoring case and"
+            " Unicode form",
+            target=target,
+        )
     if parent_id:
         parent = conn.execute("SELECT catalog_id FROM categories WHERE id = ?", (parent_id,)).fetchone()
         if parent is None or parent["catalog_id"] != catalog_id:
             raise Invalid(f"no category with id {parent_id!r} in this catalog", target="ParentCategoryId")
     category_id = new_id()
     conn.execute(
-        "INSERT INTO categories (id, catalog_id, name, parent_id) VALUES (?, ?, ?, ?)",
-        (category_id, catalog_id, name, parent_id),
+        "INSERT INTO categories (id, catalog_id, name, name_key, parent_id) VALUES (?, ?, ?, ?, ?)",
+        (category_id, catalog_id, name, names.key(name), parent_id),
     )
     category = readmodel.load_categories(conn, [category_id])[category_id]
     events.record(conn, "CourseCategoryCreated", actor, now, {"category": category}, catalog_id=catalog_id)
@@ -82,12 +104,18 @@ def _insert_category(
 
 
 def _insert_tag(conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, name: str, target: str) -> str:
-    if conn.execute(
-        "SELECT 1 FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
-    ).fetchone():
-        raise Conflict(f"tag {name!r} already exists in this catalog", target=target)
+    existing = _by_name(conn, "tags", catalog_id, name, target)
+    if existing:
+        raise Conflict(
+            f"tag {name!r} already exists in this catalog (Id {existing}); names compare ignoring case and Unicode"
+            " form",
+            target=target,
+        )
     tag_id = new_id()
-    conn.execute("INSERT INTO tags (id, catalog_id, name) VALUES (?, ?, ?)", (tag_id, catalog_id, name))
+    conn.execute(
+        "INSERT INTO tags (id, catalog_id, name, name_key) VALUES (?, ?, ?, ?)",
+        (tag_id, catalog_id, name, names.key(name)),
+    )
     tag = readmodel.load_tags(conn, [tag_id])[tag_id]
     events.record(conn, "CourseTagCreated", actor, now, {"tag": tag}, catalog_id=catalog_id)
     return tag_id
@@ -128,16 +156,12 @@ def resolve_categories(
                 raise Invalid(f"{target}.Id: no category with id {item['Id']!r} in this catalog", target=f"{target}.Id")
             ids.append(item["Id"])
             continue
-        name = (item.get("Name") or "").strip()
+        name = names.clean(item.get("Name"), f"{target}.Name", limit=255, required=False)
         if not name:
             raise Invalid(f"{target} needs an Id or a Name", target=target)
-        row = conn.execute(
-            "SELECT id FROM categories WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
-        ).fetchone()
         ids.append(
-            row["id"]
-            if row
-            else _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
+            _by_name(conn, "categories", catalog_id, name, f"{target}.Name")
+            or _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
         )
     return list(dict.fromkeys(ids))
 
@@ -155,11 +179,12 @@ def resolve_tags(
                 raise Invalid(f"{target}.Id: no tag with id {item['Id']!r} in this catalog", target=f"{target}.Id")
             ids.append(item["Id"])
             continue
-        name = (item.get("TagName") or item.get("Name") or "").strip()
+        prop = "TagName" if item.get("TagName") else "Name"
+        name = names.clean(item.get(prop), f"{target}.{prop}", limit=255, required=False)
         if not name:
             raise Invalid(f"{target} needs an Id or a TagName", target=target)
-        row = conn.execute(
-            "SELECT id FROM tags WHERE catalog_id = ? AND name = ? COLLATE NOCASE", (catalog_id, name)
-        ).fetchone()
-        ids.append(row["id"] if row else _insert_tag(conn, actor, now, catalog_id, name, target))
+        ids.append(
+            _by_name(conn, "tags", catalog_id, name, f"{target}.{prop}")
+            or _insert_tag(conn, actor, now, catalog_id, name, target)
+        )
     return list(dict.fromkeys(ids))

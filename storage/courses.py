@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from storage import access, catalogs, events, lookups, readmodel, snapshots
+from storage import access, catalogs, events, lookups, names, readmodel, snapshots
 from storage.db import Database, insert_sql, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import COURSE_TYPES, ENROLLMENT_FLOWS, SESSION_ENROLLMENT_TYPES, SYSTEM, Actor
@@ -38,9 +38,7 @@ IMMUTABLE = {"CourseCatalogId": "catalog_id", "CourseType": "course_type", "Url"
 
 def resolve_url(requested: Any, catalog_url: str) -> str:
     """The absolute course site Url: absolute http(s) URLs stay, relative paths hang off the catalog Url."""
-    text = (requested or "").strip() if isinstance(requested, str) else ""
-    if not text:
-        raise Invalid("Url must not be empty", target="Url")
+    text = names.clean(requested if isinstance(requested, str) else None, "Url")
     if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I):
         parts = urlsplit(text)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc or " " in text:
@@ -55,16 +53,20 @@ def resolve_url(requested: Any, catalog_url: str) -> str:
     return f"{catalog_url.rstrip('/')}/{'/'.join(segments)}"
 
 
+# A Url is taken when its key (storage/names.py: case, Unicode form) is reserved by a live course, or
+# requested by one still queued; each is an index lookup.
+URL_RESERVED = "SELECT 1 FROM courses WHERE site_url_key = ? AND is_deleted = 0 AND id IS NOT ?"
+URL_REQUESTED = "SELECT 1 FROM courses WHERE url_key = ? AND site_url IS NULL AND is_deleted = 0 AND id IS NOT ?"
+
+
 def _url_taken(
     conn: sqlite3.Connection, url: str, except_id: str | None = None, *, reserved_only: bool = False
 ) -> bool:
     """Is `url` reserved by another live course (or, unless reserved_only, requested by a queued one)?"""
-    sql = "SELECT 1 FROM courses WHERE is_deleted = 0 AND id IS NOT ? AND (site_url = ? COLLATE NOCASE"
-    params: list[Any] = [except_id, url]
-    if not reserved_only:
-        sql += " OR (site_url IS NULL AND url = ? COLLATE NOCASE)"
-        params.append(url)
-    return conn.execute(sql + ")", params).fetchone() is not None
+    params = (names.key(url), except_id)
+    if conn.execute(URL_RESERVED, params).fetchone():
+        return True
+    return not reserved_only and conn.execute(URL_REQUESTED, params).fetchone() is not None
 
 
 def _settings_columns(body: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +175,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
             "catalog_id": catalog["id"],
             "course_type": course_type,
             "url": url,
+            "url_key": names.key(url),
             "auto_resolve_url": int(auto),
             "enrollment_flow": flow,
             "session_enrollment_type": session_type,
@@ -308,7 +311,8 @@ def delete(db: Database, actor: Actor, course_id: str) -> None:
             sessions.delete_in(conn, actor, now, session_id)
         snapshot = snapshots.course(conn, course_id)
         conn.execute(
-            "UPDATE courses SET is_deleted = 1, is_published = 0, site_url = NULL, modified_at = ? WHERE id = ?",
+            "UPDATE courses SET is_deleted = 1, is_published = 0, site_url = NULL, site_url_key = NULL, modified_at = ?"
+            " WHERE id = ?",
             (iso(now), course_id),
         )
         events.record(
@@ -382,4 +386,13 @@ def _reserve_url(conn: sqlite3.Connection, now: datetime, row: sqlite3.Row) -> N
             return
         n += 1
         candidate = f"{row['url']}-{n}"
-    _move(conn, now, row, "CreatingFolder", site_url=candidate, site_id=new_id(), web_id=new_id())
+    _move(
+        conn,
+        now,
+        row,
+        "CreatingFolder",
+        site_url=candidate,
+        site_url_key=names.key(candidate),
+        site_id=new_id(),
+        web_id=new_id(),
+    )

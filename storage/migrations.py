@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from urllib.parse import urlsplit
 
 from sqlite_utils import Database
@@ -432,6 +433,77 @@ def webhook_entity_order(db: Database) -> None:
     notification waiting behind one."""
     for statement in _statements(WEBHOOK_ENTITY_ORDER):
         db.execute(statement)
+
+
+NAME_KEYS = """
+-- The comparison key of each name that identifies something (storage/names.py: NFC, full case folding,
+-- NFC): written beside the name as the user gave it, so equality is an index lookup. NULL for no value.
+ALTER TABLE users ADD COLUMN login_key TEXT;
+ALTER TABLE users ADD COLUMN email_key TEXT;
+ALTER TABLE categories ADD COLUMN name_key TEXT;
+ALTER TABLE tags ADD COLUMN name_key TEXT;
+ALTER TABLE courses ADD COLUMN url_key TEXT;
+ALTER TABLE courses ADD COLUMN site_url_key TEXT;
+UPDATE users SET login_key = coursewire_name_key(login_name), email_key = coursewire_name_key(email);
+UPDATE categories SET name_key = coursewire_name_key(name);
+UPDATE tags SET name_key = coursewire_name_key(name);
+UPDATE courses SET url_key = coursewire_name_key(url), site_url_key = coursewire_name_key(site_url);
+-- Not UNIQUE: rows stored before this migration may share a key, and must stay as they are. The
+-- check-then-write in each write transaction (BEGIN IMMEDIATE) keeps new rows unique.
+-- users_login was UNIQUE on login_name COLLATE NOCASE: a user stored decomposed (`josé`) beside one
+-- stored composed could then not even be saved composed. It stays, for `$filter=LoginName eq`, not unique.
+DROP INDEX users_login;
+CREATE INDEX users_login ON users(login_name COLLATE NOCASE) WHERE is_deleted = 0;
+CREATE INDEX users_login_key ON users(login_key) WHERE is_deleted = 0;
+CREATE INDEX users_email_key ON users(email_key) WHERE is_deleted = 0 AND email_key IS NOT NULL;
+CREATE INDEX categories_name_key ON categories(catalog_id, name_key);
+CREATE INDEX tags_name_key ON tags(catalog_id, name_key);
+CREATE INDEX courses_url_key ON courses(url_key) WHERE site_url IS NULL AND is_deleted = 0;
+CREATE INDEX courses_site_url_key ON courses(site_url_key) WHERE site_url_key IS NOT NULL
+"""
+
+
+@migrations(name="0006_name_keys")
+def name_keys(db: Database) -> None:
+    """Login names, e-mails, tag and category names and course Urls compare by one key (issue 8).
+
+    Why a plain index and a check in the write transaction rather than a UNIQUE index: a database may
+    already hold live rows whose names now share a key (`josé` composed and decomposed), and a UNIQUE
+    index over them cannot be built without changing or hiding one of them, which is the user's data.
+    So every row is kept as it was; the storage verbs look the key up inside their BEGIN IMMEDIATE
+    transaction, which holds SQLite's write lock from the check to the commit across threads and
+    processes, so no other writer can slip a row in between; and a lookup by a key that two live rows
+    share is a Conflict naming both, never a guess. users_login, UNIQUE on the login name under NOCASE,
+    becomes a plain index: saving a legacy `josé` (decomposed) composed would have broken it beside its
+    composed twin. The other UNIQUE NOCASE indexes (tag, category names, reserved course Urls) stay: no
+    write renames those rows, and a key that is free is free under NOCASE too (NOCASE-equal texts have
+    equal keys).
+
+    Custom field ids are uuid5 of the title's key from here on (of `title.lower()` before): the same for
+    ASCII titles, different where lower() and the key differ (`Straße`, decomposed text). The ids stored
+    in users' field values are recomputed, so one field keeps one id across old and new rows; titles and
+    values are not touched.
+    """
+    # The one definition of the key and of field ids (imported here: storage.db imports this module).
+    from storage import names
+    from storage.users import field_id
+
+    db.conn.create_function("coursewire_name_key", 1, names.stored_key, deterministic=True)
+    for statement in _statements(NAME_KEYS):
+        db.execute(statement)
+    rows = db.execute("SELECT id, field_values FROM users WHERE field_values <> '[]'").fetchall()
+    for user_id, text in rows:
+        values = json.loads(text)
+        changed = False
+        for item in values:
+            if isinstance(item, dict) and isinstance(item.get("FieldTitle"), str) and item["FieldTitle"].strip():
+                new_id = field_id(item["FieldTitle"])
+                changed |= item.get("FieldId") != new_id
+                item["FieldId"] = new_id
+        if changed:
+            db.execute(
+                "UPDATE users SET field_values = ? WHERE id = ?", (json.dumps(values, separators=(",", ":")), user_id)
+            )
 
 
 def _origin(url: str) -> str:

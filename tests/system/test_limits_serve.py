@@ -37,8 +37,8 @@ def _workers(server: Server) -> list[int]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == server.process.pid:
-            children.append(int(stat.parent.name))
+        if int(fields[1]) == server.process.pid and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+            children.append(int(stat.parent.name))  # not multiprocessing's resource tracker
     return children
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -520,6 +521,230 @@ def test_properties_check_catches_broken_files(change: Callable[[dict[str, Any]]
     properties = copy.deepcopy(PROPERTIES)
     change(properties)
     assert rule in rules(contract.check_properties(properties, DEFINITION))
+
+
+# --------------------------------------------------------------------------------------------- declared limits
+
+LIMITS_PAGE = contract.REPO / "docs" / "limits.md"
+# Request bodies and the entity a response returns for them: what is stored comes back within the
+# response's limits, and what is read back can be sent again in a PATCH.
+ROUND_TRIPS = {
+    "CourseInput": "Course",
+    "CourseChanges": "Course",
+    "CourseSessionInput": "CourseSession",
+    "CourseSessionChanges": "CourseSession",
+    "UserInput": "User",
+    "UserChanges": "User",
+}
+
+
+def test_every_value_declares_a_limit() -> None:
+    """Every string, array and free-form object of the document declares maxLength, maxItems or maxProperties."""
+    nodes = list(contract.limit_nodes(DEFINITION))
+    assert Counter(n.kind for n in nodes) == {"string": 532, "array": 67, "object": 9}
+    assert [str(p) for p in contract.check_limits(DEFINITION)] == []
+
+
+def _drop(*path: str, key: str) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        node: Any = doc
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        del node[key]
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "rule", "where"),
+    [
+        (
+            _drop("definitions", "CourseInput", "properties", "Title", key="maxLength"),
+            "StringWithoutMaxLength",
+            "definitions/CourseInput Title",
+        ),
+        (
+            _drop(
+                "definitions",
+                "CourseSessionInput",
+                "properties",
+                "Days",
+                "items",
+                "properties",
+                "StartDate",
+                key="maxLength",
+            ),
+            "StringWithoutMaxLength",
+            "definitions/CourseSessionInput Days[].StartDate",
+        ),
+        (
+            _drop("definitions", "CourseSessionChanges", "properties", "Days", key="maxItems"),
+            "ArrayWithoutMaxItems",
+            "definitions/CourseSessionChanges Days",
+        ),
+        (
+            _drop("definitions", "HttpRequestBodyParameters", "properties", "headers", key="maxProperties"),
+            "ObjectWithoutMaxProperties",
+            "definitions/HttpRequestBodyParameters headers",
+        ),
+        (
+            _drop(
+                "definitions",
+                "HttpRequestBodyParameters_v2",
+                "properties",
+                "headers",
+                "additionalProperties",
+                key="maxLength",
+            ),
+            "StringWithoutMaxLength",
+            "definitions/HttpRequestBodyParameters_v2 headers{}",
+        ),
+        (
+            _drop("definitions", "WindowsTimeZone", key="maxLength"),
+            "StringWithoutMaxLength",
+            "definitions/WindowsTimeZone",
+        ),
+        (
+            _drop(
+                "definitions",
+                "SessionNotificationPayload",
+                "properties",
+                "Notifications",
+                "items",
+                "properties",
+                "Changes",
+                "items",
+                "properties",
+                "After",
+                key="maxLength",
+            ),
+            "StringWithoutMaxLength",
+            "definitions/SessionNotificationPayload Notifications[].Changes[].After",
+        ),
+        (
+            _drop("parameters", "filterParameter", key="maxLength"),
+            "StringWithoutMaxLength",
+            "parameters/filterParameter",
+        ),
+        (
+            _drop("paths", "/odata/v2/Courses({CourseId})", "get", "parameters", "0", key="maxLength"),
+            "StringWithoutMaxLength",
+            "GET /odata/v2/Courses({CourseId}) parameter CourseId",
+        ),
+        (
+            _drop(
+                "paths",
+                "/odata/v2/CourseCatalogs",
+                "post",
+                "parameters",
+                "0",
+                "schema",
+                "properties",
+                "AdminLogins",
+                key="maxItems",
+            ),
+            "ArrayWithoutMaxItems",
+            "POST /odata/v2/CourseCatalogs parameter body AdminLogins",
+        ),
+        (
+            _drop(
+                "paths",
+                "/webhooks/subscribe/CourseCompleted",
+                "post",
+                "responses",
+                "201",
+                "headers",
+                "Location",
+                key="maxLength",
+            ),
+            "StringWithoutMaxLength",
+            "POST /webhooks/subscribe/CourseCompleted response 201 header Location",
+        ),
+        (
+            lambda d: d["definitions"]["WebhookDelivery"]["properties"]["Payload"]["items"].pop("maxProperties"),
+            "ObjectWithoutMaxProperties",
+            "definitions/WebhookDelivery Payload[]",
+        ),
+        (
+            lambda d: d["definitions"]["User"]["properties"]["Title"].update(maxLength=0),
+            "StringWithoutMaxLength",
+            "definitions/User Title",
+        ),
+        (
+            lambda d: d["paths"]["/v2/httprequest"]["post"]["responses"]["200"].update(
+                schema={"type": "object", "additionalProperties": True}
+            ),
+            "ObjectWithoutMaxProperties",
+            "POST /v2/httprequest response 200",
+        ),
+    ],
+)
+def test_limit_check_names_a_value_without_a_limit(
+    change: Callable[[dict[str, Any]], Any], rule: str, where: str
+) -> None:
+    """A string, array or free-form object left without its limit, anywhere in the document, is an error."""
+    problems = contract.check_limits(mutated(change))
+    assert [(p.rule, p.where, p.severity) for p in problems] == [(rule, where, "error")]
+
+
+def test_coursewire_check_fails_on_a_missing_limit(tmp_path: Path) -> None:
+    """`coursewire check` (check_all) reports a missing limit as an error, so a file without it cannot pass."""
+    target = tmp_path / "apiDefinition.swagger.json"
+    doc = mutated(_drop("definitions", "UserInput", "properties", "Department", key="maxLength"))
+    target.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    errors = [p for p in contract.check_all(target, contract.PROPERTIES_PATH) if p.severity == "error"]
+    assert [(p.rule, p.where) for p in errors] == [("StringWithoutMaxLength", "definitions/UserInput Department")]
+
+
+def _limits_page() -> dict[tuple[str, str], tuple[int, str]]:
+    """(section, path) -> (limit, reason) from the tables of docs/limits.md."""
+    rows: dict[tuple[str, str], tuple[int, str]] = {}
+    chapter = heading = ""
+    for line in LIMITS_PAGE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            chapter, heading = line[3:].strip(), ""
+        elif line.startswith("### "):
+            heading = line[4:].strip()
+        row = re.fullmatch(r"\| `([^`]+)` \| ([\d,]+)(?: items| properties)? \| (.*) \|", line)
+        if not row:
+            continue
+        section = {
+            "Parameters": "parameters",
+            "Response headers": "response headers",
+            "Operation bodies": heading,
+            "Definitions": f"definitions/{heading}",
+        }[chapter]
+        assert (section, row[1]) not in rows, f"{section} {row[1]} is listed twice"
+        rows[(section, row[1])] = (int(row[2].replace(",", "")), row[3].strip())
+    return rows
+
+
+def test_limits_page_gives_every_limit_and_its_reason() -> None:
+    """docs/limits.md lists each declared limit once, with the document's value and a reason."""
+    declared: dict[tuple[str, str], set[int | None]] = {}
+    for node in contract.limit_nodes(DEFINITION):
+        declared.setdefault((node.section, node.path), set()).add(node.limit)
+    page = _limits_page()
+    assert sorted(set(declared) - set(page)) == [], "limits missing from docs/limits.md"
+    assert sorted(set(page) - set(declared)) == [], "docs/limits.md lists values the document does not have"
+    for key, limits in declared.items():
+        assert limits == {page[key][0]}, f"{key}: the document says {limits}, docs/limits.md {page[key][0]}"
+        assert len(page[key][1]) >= 10, f"{key}: give a reason"
+
+
+@pytest.mark.parametrize(("request_body", "entity"), list(ROUND_TRIPS.items()))
+def test_request_limits_fit_the_response_and_patches_take_what_was_read(request_body: str, entity: str) -> None:
+    """A value accepted in a body fits its response's limit, and a PATCH accepts any value a response returned."""
+    definitions = DEFINITION["definitions"]
+    sent = contract.flatten_schema(DEFINITION, definitions[request_body])
+    returned = contract.flatten_schema(DEFINITION, definitions[entity])
+    shared = [p for p in sent if p in returned and sent[p]["type"] == returned[p]["type"] == "string"]
+    assert len(shared) >= 8, shared
+    for path in shared:
+        accepted, answered = sent[path]["node"]["maxLength"], returned[path]["node"]["maxLength"]
+        assert accepted <= answered, f"{request_body}.{path} accepts {accepted}, {entity} declares {answered}"
+        if request_body.endswith("Changes"):
+            assert accepted == answered, f"{request_body}.{path} refuses a {entity}.{path} of {answered}"
 
 
 # --------------------------------------------------------------------------------------------- export

@@ -205,6 +205,25 @@ def test_a_truncated_body_is_400_and_leaves_no_temporary_file(api: Api) -> None:
     assert listing(api.settings.files_dir) == set()
 
 
+def test_uploads_refused_once_on_disk_leave_no_temporary_file(api: Api, world: World) -> None:
+    """Uploads refused after their bytes reached disk (403 not the owner, 409 collision, 413) leave nothing behind."""
+    api.ok("POST", "/certificates/abc", user=world.uid("ann"), **multipart(part(b"ann's")))
+    before = listing(api.settings.files_dir)
+    assert upload(api, "/certificates/abc", part(b"x" * 10_000), user=world.uid("bob")).status_code == 403
+    assert upload(api, "/certificates", part(b"x", filename="abc")).status_code == 409
+    too_big = part(b"x" * (api.settings.max_upload_bytes + 1))
+    assert upload(api, "/certificates/abc", too_big, user=world.uid("ann")).status_code == 413
+    assert listing(api.settings.files_dir) == before
+
+
+def test_an_upload_dropped_without_being_stored_removes_its_temporary_file(tmp_path: Path) -> None:
+    """Whatever path a failing request takes, its temporary file goes when the upload is no longer referenced."""
+    received = files.receive(tmp_path, [b"partial"], 1024)
+    assert [p.name for p in tmp_path.iterdir()] == [received.path.name]
+    del received
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_name_colliding_with_a_folder_is_409_on_file(api: Api) -> None:
     """Uploading `cert.pdf` where a folder `cert.pdf` exists is 409 naming File, not a 500."""
     api.ok("POST", "/docs/cert.pdf/inner", **multipart(part(b"inner")))

@@ -345,9 +345,12 @@ def test_folder_depth_and_path_length_are_bounded_and_named(api: Api) -> None:
     deep = upload(api, "/" + "/".join(["d"] * 17))
     assert (deep.status_code, error(deep)["target"]) == (400, "FileUploadUrl")
     assert "16 folders" in error(deep)["message"]
-    long_folder = upload(api, "/" + "/".join(["f" * 250] * 5))
+    long_folder = upload(api, "/" + "/".join(["f" * 250] * 5))  # the document's maxLength refuses it first
     assert (long_folder.status_code, error(long_folder)["target"]) == (400, "FileUploadUrl")
-    assert "1024 bytes" in error(long_folder)["message"]
+    assert "1024" in error(long_folder)["message"]
+    wide_folder = upload(api, "/" + quote("/".join(["é" * 120] * 5)))  # 604 characters, 1204 UTF-8 bytes
+    assert (wide_folder.status_code, error(wide_folder)["target"]) == (400, "FileUploadUrl")
+    assert "1024 bytes" in error(wide_folder)["message"]
     folder = "/".join(["g" * 250] * 4)  # 1003 bytes: room for a short name only
     api.ok("POST", "/" + folder, **multipart(part(filename="short.pdf")))
     long_name = upload(api, "/" + folder, part(filename="n" * 40 + ".pdf"))

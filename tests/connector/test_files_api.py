@@ -358,6 +358,16 @@ def test_folder_depth_and_path_length_are_bounded_and_named(api: Api) -> None:
     assert "1024 bytes" in error(long_name)["message"]
 
 
+def test_a_chunked_upload_is_stored(api: Api) -> None:
+    """A body sent without Content-Length (chunked, as streaming clients do) is parsed as it arrives and stored."""
+    body = multipart(part(b"a" * 20_000 + b"b" * 20_000, filename="chunked.bin"))
+    content = body.pop("content")
+    chunks = iter([content[i : i + 1000] for i in range(0, len(content), 1000)])
+    stored = api.ok("POST", "/chunked", content=chunks, **body)
+    assert stored["Size"] == 40_000
+    assert (api.settings.files_dir / "chunked/chunked.bin").read_bytes() == b"a" * 20_000 + b"b" * 20_000
+
+
 def test_an_oversized_part_content_type_is_400(api: Api) -> None:
     """The File part's Content-Type is stored and returned, so a hostile one longer than 255 characters is refused."""
     response = upload(api, "/certificates/abc/upload", part(content_type="application/" + "x" * 300))

@@ -56,8 +56,14 @@ def test_unknown_on_behalf_user_is_a_clear_400(api: Api) -> None:
 
 def test_directory_object_id_also_names_the_acting_user(api: Api) -> None:
     """LMS365-User-Id may be the user's DirectoryObjectId; a learner then may not create users."""
-    api.ok("POST", "/odata/v2/Users", json={"LoginName": "l@x.example", "DirectoryObjectId": "aad-123"})
-    response = api.post("/odata/v2/Users", json={"LoginName": "m@x.example"}, user="aad-123")
+    api.ok(
+        "POST",
+        "/odata/v2/Users",
+        json={"LoginName": "l@x.example", "DirectoryObjectId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
+    )
+    response = api.post(
+        "/odata/v2/Users", json={"LoginName": "m@x.example"}, user="3F2504E0-4F89-41D3-9A0C-0305E82C3301"
+    )
     assert response.status_code == 403
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 # The same SQL and row mapping coursewire uses, so the baselines do exactly its database work.
+from storage import names
 from storage.readmodel import USER_SELECT, user_from_row
 from storage.users import TEXT_COLUMNS
 
@@ -67,6 +68,7 @@ def create_user(body: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {
         "id": user_id,
         "login_name": login,
+        "login_key": names.key(login),
         "manager_id": None,
         "is_external": int(bool(body.get("IsExternal", False))),
         "role": body.get("Role") or "Learner",
@@ -75,12 +77,13 @@ def create_user(body: dict[str, Any]) -> dict[str, Any]:
         "modified_at": now,
     }
     values.update({column: body.get(prop) for prop, column in TEXT_COLUMNS.items()})
+    values["email_key"] = names.key(values["email"]) if values.get("email") else None
     conn = _conn()
     conn.execute("BEGIN IMMEDIATE")
     try:
         taken = conn.execute(
-            "SELECT id FROM users WHERE login_name = ? COLLATE NOCASE AND is_deleted = 0 AND id IS NOT ?",
-            (login, None),
+            "SELECT id FROM users WHERE login_key = ? AND is_deleted = 0 AND id IS NOT ? LIMIT 1",
+            (values["login_key"], None),
         ).fetchone()
         if taken:
             raise LoginTaken(login)

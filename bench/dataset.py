@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from storage import apikeys, catalogs, courses, sessions
+from storage import apikeys, catalogs, courses, names, sessions
 from storage.db import Database, iso
 from storage.models import CLI
 
@@ -166,7 +166,9 @@ def _users(conn: sqlite3.Connection, scale: Scale, rng: random.Random, now: date
             yield (
                 user_id,
                 login,
+                names.key(login),
                 login,
+                names.key(login),
                 f"{rng.choice(FIRST)} {rng.choice(LAST)}",
                 DEPARTMENTS[i % len(DEPARTMENTS)],
                 ids[i % 1000] if i >= 1000 else None,
@@ -182,9 +184,9 @@ def _users(conn: sqlite3.Connection, scale: Scale, rng: random.Random, now: date
 
     with _transaction(conn):
         conn.executemany(
-            "INSERT INTO users (id, login_name, email, title, department, manager_id, city, country,"
-            " directory_object_id, office, job_title, role, created_at, modified_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, login_name, login_key, email, email_key, title, department, manager_id, city,"
+            " country, directory_object_id, office, job_title, role, created_at, modified_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows(),
         )
     return ids

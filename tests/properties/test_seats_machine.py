@@ -1,20 +1,24 @@
 """Random sequences of enroll / cancel / approve / reject / retake / capacity changes / deletes never
-exceed MaxAttendees and always promote the waitlist in order."""
+exceed MaxAttendees, always promote the waitlist in order, and make progress: every call a model
+says is valid succeeds (a learner let in while a seat is free takes it), and every refusal is one the
+model expects."""
 
 from __future__ import annotations
 
 import json
 import tempfile
+from functools import partial
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from storage import catalogs, courses, enrollments, sessions, users
 from storage.db import Database
-from storage.errors import StorageError
-from storage.models import Actor
+from storage.errors import Conflict, Invalid, NotFound
+from storage.models import Actor, EnrollmentStatus
 
 ADMIN = Actor(kind="apikey", api_key_id="k", is_admin=True)
 LEARNERS = [f"l{i}@x.example" for i in range(8)]
@@ -64,7 +68,11 @@ class Seats(RuleBasedStateMachine):
         ]
         self.capacity = dict(zip(self.sessions, capacities, strict=True))
         self.enrollments: dict[str, str] = {}  # login -> active enrollment id
+        self.pending: set[str] = set()  # logins whose enrollment waits for approval
+        self.deleted: set[str] = set()
         self.flow = flow
+        while courses.provision_step(self.db, Path(self.dir.name)):  # published once provisioned
+            pass
 
     def teardown(self) -> None:
         self.db.close()
@@ -73,66 +81,134 @@ class Seats(RuleBasedStateMachine):
     def _learner_actor(self, login: str) -> Actor:
         return Actor(kind="user", api_key_id="k", user_id=self.users[login], login_name=login)
 
+    def _seated(self, session_id: str) -> int:
+        row = self.db.conn.execute(
+            "SELECT count(*) FROM session_registrations WHERE session_id = ? AND status = 'Registered'", (session_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def _registration(self, enrollment_id: str, session_id: str) -> str | None:
+        row = self.db.conn.execute(
+            "SELECT status FROM session_registrations WHERE enrollment_id = ? AND session_id = ?"
+            " AND status <> 'Cancelled'",
+            (enrollment_id, session_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _status(self, enrollment_id: str) -> str:
+        row = self.db.conn.execute("SELECT status FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
+        return EnrollmentStatus(row[0]).name
+
+    def _check_seated(self, enrollment_id: str, session_id: str, free: bool) -> None:
+        """Progress: a learner let in while the session had a free seat holds it; otherwise waits."""
+        expected = ("Registered", "NotStarted") if free else ("Waitlisted", "Waitlisted")
+        assert (self._registration(enrollment_id, session_id), self._status(enrollment_id)) == expected
+
     @rule(login=st.sampled_from(LEARNERS), which=st.integers(0, 1), self_service=st.booleans())
     def enroll(self, login: str, which: int, self_service: bool) -> None:
+        session_id = self.sessions[which]
         actor = self._learner_actor(login) if self_service else ADMIN
-        if self_service:
-            courses.provision_step(self.db, Path(self.dir.name))  # may still be provisioning; publish when ready
-        try:
-            e = enrollments.enroll(
-                self.db, actor, self.course, {"userLoginName": login, "courseSessionId": self.sessions[which]}
-            )
-        except StorageError:
+        free = self._seated(session_id) < self.capacity[session_id]
+        body = {"userLoginName": login, "courseSessionId": session_id}
+        if login in self.deleted:
+            with pytest.raises(Invalid):  # nobody by that login name any more
+                enrollments.enroll(self.db, actor, self.course, body)
             return
+        if login in self.enrollments:
+            with pytest.raises(Conflict):  # one active enrollment per learner and course
+                enrollments.enroll(self.db, actor, self.course, body)
+            return
+        e = enrollments.enroll(self.db, actor, self.course, body)
         self.enrollments[login] = e["Id"]
+        if self_service and self.flow != "AutomaticApproval":
+            assert (self._status(e["Id"]), self._registration(e["Id"], session_id)) == ("PendingApproval", None)
+            self.pending.add(login)
+        else:
+            self._check_seated(e["Id"], session_id, free)
 
     @precondition(lambda self: bool(self.enrollments))
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         login = data.draw(st.sampled_from(sorted(self.enrollments)))
-        try:
-            enrollments.cancel(self.db, ADMIN, self.enrollments[login], "random")
-        except StorageError:
-            return
-        del self.enrollments[login]
+        enrollments.cancel(self.db, ADMIN, self.enrollments[login], "random")
+        assert self._status(self.enrollments.pop(login)) == "Cancelled"
+        self.pending.discard(login)
 
     @precondition(lambda self: bool(self.enrollments))
     @rule(data=st.data(), approve=st.booleans())
     def decide(self, data: st.DataObject, approve: bool) -> None:
         login = data.draw(st.sampled_from(sorted(self.enrollments)))
-        try:
-            if approve:
-                enrollments.approve(self.db, ADMIN, self.enrollments[login])
-            else:
-                enrollments.reject(self.db, ADMIN, self.enrollments[login], "no")
-                del self.enrollments[login]
-        except StorageError:
+        enrollment_id = self.enrollments[login]
+        decide = enrollments.approve if approve else partial(enrollments.reject, message="no")
+        if login not in self.pending:
+            with pytest.raises(Conflict):  # only requests are decided
+                decide(self.db, ADMIN, enrollment_id)
             return
+        session_id = self.db.conn.execute(
+            "SELECT session_id FROM enrollments WHERE id = ?", (enrollment_id,)
+        ).fetchone()[0]
+        free = self._seated(session_id) < self.capacity[session_id]
+        decide(self.db, ADMIN, enrollment_id)
+        self.pending.discard(login)
+        if approve:
+            self._check_seated(enrollment_id, session_id, free)
+        else:
+            assert self._status(self.enrollments.pop(login)) == "Rejected"
 
     @precondition(lambda self: bool(self.enrollments))
     @rule(data=st.data(), which=st.integers(0, 1))
     def retake(self, data: st.DataObject, which: int) -> None:
         login = data.draw(st.sampled_from(sorted(self.enrollments)))
-        try:
-            enrollments.retake(self.db, ADMIN, self.enrollments[login], self.sessions[which])
-        except StorageError:
+        enrollment_id, session_id = self.enrollments[login], self.sessions[which]
+        if login in self.pending:
+            with pytest.raises(Conflict):  # a request is decided before anything else
+                enrollments.retake(self.db, ADMIN, enrollment_id, session_id)
             return
+        already = self._registration(enrollment_id, session_id)
+        free = self._seated(session_id) < self.capacity[session_id]
+        enrollments.retake(self.db, ADMIN, enrollment_id, session_id)
+        if already is None:
+            self._check_seated(enrollment_id, session_id, free)
+        else:  # it keeps its place there, seat or waitlist
+            assert self._registration(enrollment_id, session_id) == already
 
     @rule(which=st.integers(0, 1), capacity=st.integers(1, 4))
     def change_capacity(self, which: int, capacity: int) -> None:
-        try:
-            sessions.update(self.db, ADMIN, self.sessions[which], {"MaxAttendees": str(capacity)})
-        except StorageError:
-            return  # refused: it would put seated learners over the new capacity
-        self.capacity[self.sessions[which]] = capacity
+        session_id = self.sessions[which]
+        if capacity < self._seated(session_id):
+            with pytest.raises(Conflict):  # it would put seated learners over the new capacity
+                sessions.update(self.db, ADMIN, session_id, {"MaxAttendees": str(capacity)})
+            return
+        sessions.update(self.db, ADMIN, session_id, {"MaxAttendees": str(capacity)})
+        self.capacity[session_id] = capacity
 
     @rule(login=st.sampled_from(LEARNERS))
     def delete_user(self, login: str) -> None:
-        try:
-            users.delete(self.db, ADMIN, self.users[login])
-        except StorageError:
+        if login in self.deleted:
+            with pytest.raises(NotFound):
+                users.delete(self.db, ADMIN, self.users[login])
             return
-        self.enrollments.pop(login, None)
+        users.delete(self.db, ADMIN, self.users[login])
+        self.deleted.add(login)
+        self.pending.discard(login)
+        if login in self.enrollments:
+            assert self._status(self.enrollments.pop(login)) == "Cancelled"
+
+    @invariant()
+    def the_model_and_the_database_agree(self) -> None:
+        """Every refusal above was expected, so the active enrollments are exactly those the model holds."""
+        if not hasattr(self, "db"):
+            return
+        active = {
+            r[0]: r[1]
+            for r in self.db.conn.execute(
+                "SELECT u.login_name, e.status FROM enrollments e JOIN users u ON u.id = e.user_id"
+                " WHERE e.course_id = ? AND e.status NOT IN (4, 5)",
+                (self.course,),
+            )
+        }
+        assert set(active) == set(self.enrollments)
+        assert {login for login, status in active.items() if status == EnrollmentStatus.PendingApproval} == self.pending
 
     @invariant()
     def never_over_capacity_and_fifo(self) -> None:

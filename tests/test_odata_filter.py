@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from odata_query.grammar import ODataLexer
 
 from connector.odata import ExpandItem, next_link, page_window, parse_options
-from storage import query
+from storage import query, readmodel
 from storage.db import Database
 from storage.errors import Invalid
 from storage.query import ENTITIES, compile_filter, compile_orderby, select_page
@@ -427,29 +430,133 @@ def test_whitelist_names_lex_as_plain_identifiers() -> None:
                 assert [t.type for t in tokens] == ["ODATA_IDENTIFIER"], (entity.name, name)
 
 
-def test_every_whitelisted_property_compiles_and_runs(database: Database) -> None:
-    """Each property and collection item property of every entity map is valid SQL over its FROM clause."""
-    samples = {
-        "string": "'x'",
-        "guid": "'x'",
-        "int": "1",
-        "float": "1.5",
-        "bool": "true",
-        "datetime": "2024-01-01",
-    }
-    for entity in ENTITIES.values():
-        # Coded properties (status texts) accept only their own values; `ne null` exercises their SQL.
-        exprs = [
-            f"{name} ne null" if f.to_db else f"{name} eq {samples[f.type]} or {name} eq null"
-            for name, f in entity.fields.items()
-        ]
-        for cname, collection in entity.collections.items():
-            exprs += [f"{cname}/any(x: x/{name} ne {samples[f.type]})" for name, f in collection.fields.items()]
-            exprs += [f"{cname}/all(x: x/{name} eq null)" for name, f in collection.fields.items()]
-        for expr in exprs:
-            keys(database, entity.name, expr)
-        keys(database, entity.name, None)
-        compile_orderby(entity, [(name, True) for name in entity.fields])
+def _dig(value: Any, path: Sequence[str]) -> list[Any]:
+    """The values at `path` inside a wire value (lists, such as Days or UserFieldValues, give each item's)."""
+    if isinstance(value, list):
+        return [v for item in value for v in _dig(item, path)]
+    if not path or value is None:
+        return [value]
+    return _dig(value.get(path[0]), path[1:])  # an absent property is null
+
+
+def wire_values(conn: sqlite3.Connection, entity_set: str, ids: list[str], path: Sequence[str]) -> dict[str, list[Any]]:
+    """Per key, the values the API shows at a `$filter` path, read through the read models and their
+    navigations (storage/readmodel.py) rather than the filter's SQL: an independent oracle."""
+    loaded = readmodel.ENTITY_SETS[entity_set]
+    head, rest = path[0], path[1:]
+    if head not in loaded.navigations:
+        entities = loaded.load(conn, ids)
+        return {i: _dig(entities[i][head], rest) for i in ids}
+    navigation = loaded.navigations[head]
+    linked = navigation.load(conn, ids)
+    out: dict[str, list[Any]] = {}
+    for i in ids:
+        got = linked.get(i)
+        if navigation.target is None:  # a value computed from the parent (None: no value)
+            out[i] = _dig(got, rest)
+            continue
+        items = got if navigation.many else [got]
+        children = [c for c in items if c is not None]
+        below = wire_values(conn, navigation.target, children, rest) if children else {}
+        out[i] = [v for c in children for v in below[c]] or ([] if navigation.many else [None])
+    return out
+
+
+def _literal(kind: str, value: Any) -> str:
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind in ("int", "float"):
+        return repr(value)
+    if kind == "datetime":
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _same(kind: str, a: Any, b: Any) -> bool:
+    """Equality as the filter defines it: strings case-insensitively (ASCII, like NOCASE), instants as instants."""
+    if a is None or b is None:
+        return False
+    if kind == "datetime":
+        return datetime.fromisoformat(str(a).replace("Z", "+00:00")) == datetime.fromisoformat(
+            str(b).replace("Z", "+00:00")
+        )
+    if kind in ("string", "guid"):
+        return fold(str(a)) == fold(str(b))
+    return bool(a == b)
+
+
+def fold(text: str) -> str:
+    return text.translate(str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"))
+
+
+@pytest.mark.parametrize("entity_set", ENTITIES)
+def test_every_whitelisted_property_filters_on_the_value_the_api_shows(database: Database, entity_set: str) -> None:
+    """Each filterable property of an entity set, and each item property of its collections, selects
+    exactly the rows whose API value matches (`eq` each value shown, `eq null`), so no whitelisted name
+    points at the wrong column or breaks on its literal type."""
+    entity = ENTITIES[entity_set]
+    everything = keys(database, entity.name, None)
+    ids = sorted(everything)
+    assert ids, f"the fixture has no {entity.name}"
+    checked = 0
+    with database.read() as conn:
+        shown = {name: wire_values(conn, entity.name, ids, name.split("/")) for name in entity.fields}
+        items = {
+            (cname, name): wire_values(conn, entity.name, ids, [*cname.split("/"), *name.split("/")])
+            for cname, collection in entity.collections.items()
+            for name in collection.fields
+        }
+    for name, f in entity.fields.items():
+        values = shown[name]
+        assert all(len(v) == 1 for v in values.values()), (entity.name, name, values)
+        assert keys(database, entity.name, f"{name} eq null") == {k for k, v in values.items() if v[0] is None}, (
+            entity.name,
+            name,
+        )
+        for value in {v[0] for v in values.values()} - {None}:
+            expected = {k for k, v in values.items() if _same(f.type, v[0], value)}
+            assert keys(database, entity.name, f"{name} eq {_literal(f.type, value)}") == expected, (
+                entity.name,
+                name,
+                value,
+            )
+            checked += 1
+    for (cname, name), values in items.items():
+        f = entity.collections[cname].fields[name]
+        expr = f"{cname}/all(x: x/{name} eq null)"
+        assert keys(database, entity.name, expr) == {k for k, v in values.items() if all(i is None for i in v)}, (
+            entity.name,
+            expr,
+        )
+        for value in {i for v in values.values() for i in v} - {None}:
+            expr = f"{cname}/any(x: x/{name} eq {_literal(f.type, value)})"
+            expected = {k for k, v in values.items() if any(_same(f.type, i, value) for i in v)}
+            assert keys(database, entity.name, expr) == expected, (entity.name, expr)
+            checked += 1
+    assert checked, f"no property of {entity.name} has a value in the fixture"
+
+
+# SQLite reads `ORDER BY (0)` as "the 0th result column" and fails: storage/query.py maps
+# IsPartOfTrainingPlan to the SQL `0`, so GET Enrollments?$orderby=IsPartOfTrainingPlan answers 500.
+# Remove the entry when that is fixed (this test then says so).
+ORDER_BUGS = {("Enrollments", "IsPartOfTrainingPlan")}
+
+
+@pytest.mark.parametrize("entity_set", ENTITIES)
+def test_ordering_by_any_property_returns_every_row_once(database: Database, entity_set: str) -> None:
+    """$orderby on each sortable property, either way, lists every row exactly once."""
+    entity = ENTITIES[entity_set]
+    everything = sorted(keys(database, entity_set, None))
+    for name in entity.fields:
+        for descending in (False, True):
+            order_by = compile_orderby(entity, [(name, descending)])
+            with database.read() as conn, contextlib.ExitStack() as known:
+                if (entity_set, name) in ORDER_BUGS:
+                    known.enter_context(pytest.raises(sqlite3.OperationalError))
+                page, _ = select_page(
+                    conn, entity, where="1=1", params=[], order_by=order_by, limit=1000, offset=0, count=False
+                )
+                assert sorted(page) == everything, (name, descending)
 
 
 def test_orderby_is_case_insensitive_with_key_tiebreak(database: Database) -> None:

@@ -44,14 +44,13 @@ class Clock:
     batch=st.booleans(),
     max_batch=st.sampled_from([1, 2, 3, 100]),
     steps=st.lists(STEP, max_size=25),
-    recovers=st.booleans(),
+    recovers=st.booleans(),  # failures are retried, never given up on
 )
 def test_notifications_about_one_entity_arrive_in_order_and_once(
     batch: bool, max_batch: int, steps: list[Step], recovers: bool
 ) -> None:
-    """A receiver never sees two notifications about one entity out of order or one twice; once it answers
-    2xx every notification ends delivered or dead with a reason, and all are delivered if none was given
-    up on (`recovers`: failures are retried, never dead)."""
+    """A receiver never sees notifications about one entity out of order or twice, and once it answers 2xx
+    every notification ends delivered or dead with a reason (all delivered when none was given up on)."""
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(Path(tmp) / "t.db", clock=clock)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from storage import access, catalogs, events, lookups, names, readmodel, snapshots
 from storage.db import Database, insert_sql, iso, new_id, update_sql
-from storage.errors import Conflict, Invalid
+from storage.errors import Conflict, Invalid, clip
 from storage.models import COURSE_TYPES, ENROLLMENT_FLOWS, SESSION_ENROLLMENT_TYPES, SYSTEM, Actor
 from storage.timeutil import parse_days, parse_when
 
@@ -365,6 +365,7 @@ def provision_step(db: Database, files_dir: Path) -> bool:
 def _move(
     conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, state: str, error: str | None = None, **extra: Any
 ) -> None:
+    error = clip(error)
     sets = {"provisioning": state, "provisioning_error": error, "modified_at": iso(now), **extra}
     conn.execute(update_sql("courses", sets), [*sets.values(), row["id"]])
     events.record(

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from storage import access, events, subscriptions
 from storage.db import Database, chunks, iso, marks, new_id, parse_iso
-from storage.errors import Conflict, Invalid, NotFound
+from storage.errors import Conflict, Invalid, NotFound, clip
 from storage.models import Actor
 
 STATUSES = ("pending", "sending", "delivered", "dead", "cancelled")
@@ -63,6 +63,11 @@ class Outcome:
     error: str | None = None
     next_attempt_at: datetime | None = None
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        # Kept in the attempt log and shown through the API: bounded whatever the exception said.
+        for name in ("response", "error", "reason"):
+            object.__setattr__(self, name, clip(getattr(self, name)))
 
 
 def enqueue(

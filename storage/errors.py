@@ -48,3 +48,15 @@ def excerpt(value: object, limit: int = 60) -> str:
         return f"an object with {len(value):,} properties"
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+# Messages the server stores about what went wrong (a delivery's last error, a provisioning failure): the
+# document declares them at most 4,096 characters, and an exception's text has no bound of its own.
+MAX_STORED_MESSAGE = 4000
+
+
+def clip(text: str | None, limit: int = MAX_STORED_MESSAGE) -> str | None:
+    """`text` cut to at most `limit` characters (ending in `…` when cut); None stays None."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"

@@ -246,3 +246,41 @@ def validate(trigger: str, item: dict[str, Any]) -> list[str]:
     if validator.is_valid(item):  # the common case, about a microsecond
         return []
     return [f"{'/'.join(map(str, e.instance_path)) or '(item)'}: {e.message}" for e in validator.iter_errors(item)]
+
+
+def conform(trigger: str, item: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The notification as it may be queued, and what is still wrong with it (empty when it conforms).
+
+    A conforming notification comes back unchanged. Otherwise strings and arrays longer than their
+    declared `maxLength`/`maxItems` are cut to fit (values stored before the document declared those
+    limits), so a notification is not lost for a long title; whatever else is wrong is reported.
+    """
+    problems = validate(trigger, item)
+    if not problems:
+        return item, []
+    schema = body_schema(trigger)
+    fitted = _fit(schema["properties"]["Notifications"]["items"], item, schema["definitions"])
+    return fitted, validate(trigger, fitted)
+
+
+def _fit(schema: dict[str, Any], value: Any, definitions: dict[str, Any]) -> Any:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        schema = definitions[ref.rsplit("/", 1)[1]]
+    if isinstance(value, str):
+        limit = schema.get("maxLength")
+        return value[: limit - 1] + "…" if isinstance(limit, int) and len(value) > limit else value
+    if isinstance(value, list):
+        limit = schema.get("maxItems")
+        kept = value[:limit] if isinstance(limit, int) else value
+        items = schema.get("items")
+        return [_fit(items, v, definitions) for v in kept] if isinstance(items, dict) else kept
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, v in value.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            out[key] = _fit(sub, v, definitions) if sub is not None else v
+        return out
+    return value

@@ -71,7 +71,7 @@ def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500, max_noti
                 subscribers[trigger] = subscriptions.active_ids(conn, trigger)
             if not subscribers[trigger]:
                 continue
-            problems = payloads.validate(trigger, item)
+            item, problems = payloads.conform(trigger, item)
             if problems:  # a bug, never the caller's doing: keep the pipeline moving and say so loudly
                 log.error(
                     "event %s (%s) makes an invalid %s notification: %s", event.seq, event.type, trigger, problems

@@ -33,6 +33,10 @@ CATCH_ALL = "/{FileUploadUrl}"
 MULTIPART_OVERHEAD = 64 * 1024
 # Control characters (a percent-encoded newline, say) are never part of an id, name or file path.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# A Host header (RFC 9110 §7.2): a DNS name or IPv4 address, or a bracketed IPv6 literal, and a port. Links
+# are built from it, and a catalog's Url keeps it.
+HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?(?::\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?")
+MAX_HOST = 255
 
 
 @dataclass
@@ -122,6 +126,9 @@ class EdgeMiddleware:
             raise HttpError(403, f"API key '{key.name}' is Read Only: writes need a Full Control key")
         if CONTROL_CHARACTERS.search(path):
             raise HttpError(400, "the path contains a control character (such as a newline); ids and file paths cannot")
+        hosts = header_values(scope, b"host")
+        if len(hosts) > 1 or (hosts and (len(hosts[0]) > MAX_HOST or not HOST.fullmatch(hosts[0]))):
+            raise HttpError(400, "the Host header must be one host name or address, with an optional port", "Host")
         upload = not self._guard(path, method)
         receive = await self._bounded(scope, receive, upload)
         await self.app(scope, receive, send)

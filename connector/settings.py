@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from webhooks.config import ConfigError, DeliveryConfig, IPNetwork
 
@@ -106,7 +107,7 @@ class Settings:
             if name in env:
                 kwargs[key] = _int(env, name, low)
         if env.get("COURSEWIRE_PUBLIC_URL"):
-            kwargs["public_url"] = env["COURSEWIRE_PUBLIC_URL"].rstrip("/")
+            kwargs["public_url"] = _public_url(env["COURSEWIRE_PUBLIC_URL"])
         if "COURSEWIRE_TRUSTED_PROXIES" in env:
             kwargs["trusted_proxies"] = _networks(env, "COURSEWIRE_TRUSTED_PROXIES")
         try:
@@ -142,6 +143,19 @@ def _int(env: Mapping[str, str], name: str, low: int) -> int:
     if value < low:
         raise SettingsError(f"{name}={value}: must be at least {low}")
     return value
+
+
+def _public_url(text: str) -> str:
+    """`https://lms.contoso.com/lms/` -> `https://lms.contoso.com/lms`; raises SettingsError unless an http(s) URL
+    of at most 1,024 characters without query or fragment (links and stored Urls are built from it)."""
+    url = text.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment or len(url) > 1024:
+        raise SettingsError(
+            f"COURSEWIRE_PUBLIC_URL={text[:80]!r}: expected the public base URL, such as https://lms.contoso.com"
+            " (http or https, no query, at most 1,024 characters)"
+        )
+    return url
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:

@@ -279,3 +279,24 @@ def test_trusted_proxies_and_public_url_are_settings(settings: Settings, db: Any
         assert (
             c.get("/odata/v2/Users", headers=headers).json()["@odata.context"].startswith("https://lms.fabrikam.com/")
         )
+
+
+@pytest.mark.parametrize("host", ["evil.example/catalogs", "a b", "x" * 300, "lms.contoso.com:99999999", "[::1"])
+def test_a_host_header_that_is_no_host_is_refused(api: Api, host: str) -> None:
+    """Links, and a catalog's stored Url, are built from Host: one that is no host[:port] is a 400 before any write."""
+    response = api.post("/odata/v2/CourseCatalogs", json={"Title": "Academy"}, headers={"Host": host})
+    assert (response.status_code, error(response)["target"]) == (400, "Host")
+    assert api.ok("GET", "/odata/v2/CourseCatalogs")["value"] == []
+    assert api.post("/odata/v2/CourseCatalogs", json={"Title": "Academy"}, headers={"Host": "lms.contoso.com:8443"})
+
+
+def test_the_public_url_setting_is_checked() -> None:
+    """COURSEWIRE_PUBLIC_URL must be an http(s) base URL of at most 1,024 characters; a trailing slash is dropped."""
+    from connector.settings import SettingsError
+
+    assert Settings.from_env({"COURSEWIRE_PUBLIC_URL": "https://lms.contoso.com/lms/"}).public_url == (
+        "https://lms.contoso.com/lms"
+    )
+    for bad in ("lms.contoso.com", "ftp://x.example", "https://x.example/?a=1", "https://x.example/" + "p" * 1100):
+        with pytest.raises(SettingsError, match="COURSEWIRE_PUBLIC_URL"):
+            Settings.from_env({"COURSEWIRE_PUBLIC_URL": bad})

@@ -998,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=2, help="redos per run at most (default 2)")
     parser.add_argument("--seed", type=int, default=8, help="random seed of the generated values")
     parser.add_argument("--only", choices=("writes", "stall"), help="run one part only (the report needs both)")
+    parser.add_argument("--keep", type=Path, help="new directory to keep the databases in, for a look afterwards")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown file to write (default {RESULTS})")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers (finally) on SIGTERM too
@@ -1008,9 +1009,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.simplefilter("ignore")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="coursewire-hostile-") as tmp:
-        one = part1(Path(tmp), args) if args.only != "stall" else None
-        two = part2(Path(tmp), args) if args.only != "writes" else None
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True)  # an existing directory would mix two runs' databases
+            workdir = args.keep
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coursewire-hostile-")))
+        one = part1(workdir, args) if args.only != "stall" else None
+        two = part2(workdir, args) if args.only != "writes" else None
     print(f"took {time.monotonic() - started:.0f} s", flush=True)
     if one is None or two is None:
         return 0

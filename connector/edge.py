@@ -145,9 +145,13 @@ class EdgeMiddleware:
         upload streams on, counted, and is cut off with a 413 as soon as it passes its limit."""
         settings = self.services.settings
         limit, setting = (
-            (settings.max_upload_bytes + MULTIPART_OVERHEAD, "COURSEWIRE_MAX_UPLOAD_BYTES")
+            (
+                settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                f"COURSEWIRE_MAX_UPLOAD_BYTES={settings.max_upload_bytes} for the file,"
+                f" plus {MULTIPART_OVERHEAD // 1024} KiB of multipart framing",
+            )
             if upload
-            else (settings.max_json_bytes, "COURSEWIRE_MAX_JSON_BYTES")
+            else (settings.max_json_bytes, f"COURSEWIRE_MAX_JSON_BYTES={settings.max_json_bytes}")
         )
         lengths = header_values(scope, b"content-length")
         if lengths:

@@ -12,13 +12,21 @@ from storage.models import Actor
 
 
 def _name(actor: Actor) -> str:
+    if actor.kind == "apikey":
+        return "this API key"
     return f"user '{actor.login_name or actor.user_id}'"
 
 
 def require_admin(actor: Actor, doing: str) -> None:
-    """Allow administrators only."""
-    if not actor.is_admin:
-        raise Forbidden(f"{_name(actor)} may not {doing}: only administrators may")
+    """Allow administrators only (a Read Only key never is one, whoever it names)."""
+    if actor.is_admin:
+        return
+    if actor.reads_all:  # a Read Only key, acting as itself or as an Administrator
+        raise Forbidden(
+            f"{_name(actor)} may not {doing}: the API key is Read Only; administrators do this through a"
+            " Full Control key"
+        )
+    raise Forbidden(f"{_name(actor)} may not {doing}: only administrators may")
 
 
 def require_reads_all(actor: Actor, doing: str) -> None:

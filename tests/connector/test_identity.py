@@ -165,6 +165,7 @@ def test_a_read_only_key_is_never_an_administrator(api: Api, read_api: Api) -> N
         for path in ("/webhooks/deliveries", "/webhooks/deliveries(00000000-0000-4000-8000-000000000000)"):
             response = read_api.get(path, user=user)
             assert response.status_code == 403, (path, user, response.text)
+            assert "Read Only" in error(response)["message"]  # the reason, not "only administrators may"
         assert read_api.ok("GET", "/webhooks/subscriptions", user=user)["value"] == []
         assert read_api.get(f"/webhooks/subscriptions({hook['Id']})", user=user).status_code == 403
     assert api.ok("GET", "/webhooks/subscriptions")["value"][0]["Id"] == hook["Id"]

@@ -830,7 +830,7 @@ def report(one: Part1, two: Part2, settings: list[str]) -> str:
                 f"| {which.call} | {role} | {rb:,.0f} | {ra:,.0f} | {ra / rb:.2f}x | {pb:.1f} | {pa:.1f} |"
                 f" {pa / pb:.2f}x |"
             )
-    rows = [
+    paired_rows = [
         "| storm | hostile/control, same round, before | after | effect (after/before) | noise |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -838,7 +838,7 @@ def report(one: Part1, two: Part2, settings: list[str]) -> str:
     for which in STORMS:
         before, after = paired(one, which.name)
         effect, noise = verdict(one, which.name)
-        rows.append(f"| {which.call} | {_range(before)} | {_range(after)} | {effect:.2f}x | ±{noise:.0%} |")
+        paired_rows.append(f"| {which.call} | {_range(before)} | {_range(after)} | {effect:.2f}x | ±{noise:.0%} |")
         within = abs(effect - 1) <= noise
         verdicts.append(
             f"{which.call}: {'within noise' if within else '**outside noise**'} ({effect:.2f}x, noise ±{noise:.0%})"
@@ -868,7 +868,7 @@ def report(one: Part1, two: Part2, settings: list[str]) -> str:
             cells.append(f"{s.entries:,} / {s.pages:,} / {s.overflow:,} / {s.depth}" if s else "-")
         if any(c != "-" for c in cells):
             shapes.append(f"| {name} | " + " | ".join(cells) + " |")
-    rows = ", ".join(
+    counts = ", ".join(
         f"{role}: " + ", ".join(f"{n:,} {table}" for table, n in counts.items()) for role, counts in one.rows.items()
     )
     limit_lines = []
@@ -929,7 +929,7 @@ def report(one: Part1, two: Part2, settings: list[str]) -> str:
             " machine cancels), its median [range] before and after; the effect is after over before, the noise"
             " the larger half-range of those ratios (before or after) relative to their median:",
             "",
-            *rows,
+            *paired_rows,
             "",
             "Verdict: " + "; ".join(verdicts) + ".",
             "",
@@ -947,7 +947,7 @@ def report(one: Part1, two: Part2, settings: list[str]) -> str:
             + ", ".join(f"{role} {size / mib:,.1f}" for role, size in one.wal.items())
             + ".",
             "",
-            f"Largest hostile bodies: {largest}. Rows afterwards: {rows}. Courses by provisioning state:"
+            f"Largest hostile bodies: {largest}. Rows afterwards: {counts}. Courses by provisioning state:"
             f" {one.provisioning}.",
             "",
             "Limits read from the document: " + "; ".join(limit_lines) + ".",

@@ -975,7 +975,8 @@ def _enrollment_fields() -> dict[str, Field]:
         "CertificateId": _f(f"{e}.certificate_id"),
         "CEU": _f(f"CASE WHEN {e}.status = {completed} THEN CAST(co.ceu AS INTEGER) ELSE 0 END", "int"),
         "DecimalCEU": _f(f"CASE WHEN {e}.status = {completed} THEN co.ceu ELSE 0.0 END", "float"),
-        "IsPartOfTrainingPlan": _f("0", "bool"),
+        # Not the literal `0`: SQLite reads `ORDER BY 0` as a column position and fails.
+        "IsPartOfTrainingPlan": _f("(0 = 1)", "bool"),
         "CanUnenroll": _f(f"({e}.status IN ({can_unenroll}))", "bool"),
         "CancellationReason": _f(f"{e}.cancellation_reason"),
         "courseSessionId": _f(f"{e}.session_id", "guid"),

@@ -52,6 +52,16 @@ class Settings:
     max_page_size: int = 1000
     max_upload_bytes: int = 50 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024
+    # What one user who is not an administrator may keep in uploaded files, in bytes (0: no quota).
+    upload_quota_bytes: int = 1024 * 1024 * 1024
+    # Uploads are refused (507) while they would leave less free disk than this under the data directory.
+    min_free_bytes: int = 1024 * 1024 * 1024
+    # A request's line and headers together, in bytes (431 past it).
+    max_header_bytes: int = 64 * 1024
+    # Seconds a client may take to send a request's line and headers.
+    header_timeout: float = 30.0
+    # Connections (and requests in progress) one server process serves at once; more get 503.
+    max_connections: int = 1000
     public_url: str | None = None
     trusted_proxies: tuple[IPNetwork, ...] = LOOPBACK
     workers: int = 0
@@ -102,12 +112,18 @@ class Settings:
             ("COURSEWIRE_PAGE_SIZE", "page_size", 1),
             ("COURSEWIRE_MAX_UPLOAD_BYTES", "max_upload_bytes", 1),
             ("COURSEWIRE_MAX_JSON_BYTES", "max_json_bytes", 1024),
+            ("COURSEWIRE_UPLOAD_QUOTA_BYTES", "upload_quota_bytes", 0),
+            ("COURSEWIRE_MIN_FREE_BYTES", "min_free_bytes", 0),
+            ("COURSEWIRE_MAX_HEADER_BYTES", "max_header_bytes", 8192),
+            ("COURSEWIRE_MAX_CONNECTIONS", "max_connections", 10),
             ("COURSEWIRE_WORKERS", "workers", 0),
         ):
             if name in env:
                 kwargs[key] = _int(env, name, low)
         if env.get("COURSEWIRE_PUBLIC_URL"):
             kwargs["public_url"] = _public_url(env["COURSEWIRE_PUBLIC_URL"])
+        if "COURSEWIRE_HEADER_TIMEOUT" in env:
+            kwargs["header_timeout"] = _seconds(env, "COURSEWIRE_HEADER_TIMEOUT")
         if "COURSEWIRE_TRUSTED_PROXIES" in env:
             kwargs["trusted_proxies"] = _networks(env, "COURSEWIRE_TRUSTED_PROXIES")
         try:
@@ -127,6 +143,11 @@ class Settings:
             "COURSEWIRE_PAGE_SIZE": str(self.page_size),
             "COURSEWIRE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             "COURSEWIRE_MAX_JSON_BYTES": str(self.max_json_bytes),
+            "COURSEWIRE_UPLOAD_QUOTA_BYTES": str(self.upload_quota_bytes),
+            "COURSEWIRE_MIN_FREE_BYTES": str(self.min_free_bytes),
+            "COURSEWIRE_MAX_HEADER_BYTES": str(self.max_header_bytes),
+            "COURSEWIRE_HEADER_TIMEOUT": f"{self.header_timeout:g}",
+            "COURSEWIRE_MAX_CONNECTIONS": str(self.max_connections),
             "COURSEWIRE_TRUSTED_PROXIES": ",".join(str(n) for n in self.trusted_proxies) or "none",
             "COURSEWIRE_WORKERS": str(self.workers),
         }
@@ -142,6 +163,17 @@ def _int(env: Mapping[str, str], name: str, low: int) -> int:
         raise SettingsError(f"{name}={env[name]!r}: expected a whole number") from None
     if value < low:
         raise SettingsError(f"{name}={value}: must be at least {low}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    """A positive number of seconds; raises SettingsError naming the variable otherwise."""
+    try:
+        value = float(env[name])
+    except ValueError:
+        raise SettingsError(f"{name}={env[name]!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise SettingsError(f"{name}={value:g}: must be more than 0")
     return value
 
 

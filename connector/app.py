@@ -96,8 +96,10 @@ def create_app(
         routes=compile_routes(spec["paths"]),
     )
 
-    # No Swagger UI: the document is for Power Platform's import, and the UI's assets are not installed.
-    app = connexion.FlaskApp(__name__, swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
+    # Neither Swagger UI nor the document itself: the document is for Power Platform's import (coursewire
+    # export-connector writes it), and connexion would serve it, re-rendered on every call and before any
+    # authentication, at /swagger.json and /swagger.yaml (seconds of CPU per anonymous request).
+    app = connexion.FlaskApp(__name__, swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False))
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
     app.add_api(
         spec,

@@ -27,7 +27,8 @@ from storage.models import Actor
 
 # Each proxied call holds one WSGI worker thread while its inner request needs another; three at once
 # hold six of the app's ten threads (connector.app.WSGI_THREADS) and leave four for everything else.
-_SLOTS = threading.BoundedSemaphore(3)
+MAX_CONCURRENT = 3
+_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT)
 _DROP_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 # Headers that say where the request came from: the inner request gets the outer one's, never the described ones.
 _FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port")
@@ -141,8 +142,14 @@ def _run(parameters: dict[str, Any], prefix: str) -> Response:
         "coursewire.actor": context.actor(),
         "state": dict(outer.get("state") or {}),
     }
-    if not _SLOTS.acquire(timeout=_TIMEOUT_SECONDS):
-        raise HttpError(429, "too many HttpRequest calls at once; retry shortly", headers={"Retry-After": "1"})
+    # Never wait for a slot: a waiting call would hold a worker thread that the calls in progress need for
+    # their inner requests, and enough waiting calls stall every request of the process.
+    if not _SLOTS.acquire(blocking=False):
+        raise HttpError(
+            429,
+            f"{MAX_CONCURRENT} HttpRequest calls are already running in this server process; retry shortly",
+            headers={"Retry-After": "1"},
+        )
     try:
         services = context.services()
         assert services.app is not None and services.loop is not None

@@ -162,3 +162,31 @@ def test_schema_errors_name_the_field_at_any_depth(api: Api) -> None:
     assert (response.status_code, error(response)["target"]) == (400, "UserFieldValues[0].FieldTitle")
     missing = api.post("/odata/v2/Users", json={"Title": "No login"})
     assert (missing.status_code, error(missing)["target"]) == (400, "LoginName")
+
+
+def test_the_document_is_not_served_to_anyone(client: Any, api: Api) -> None:
+    """connexion would serve the document, rebuilt per call, at /swagger.json and /swagger.yaml before any
+    authentication (seconds of CPU per anonymous call): anonymous callers get 401, keys 404."""
+    for path in ("/swagger.json", "/swagger.yaml", "/openapi.json", "/ui/"):
+        assert client.get(path).status_code == 401, path
+        assert api.get(path).status_code == 404, path
+
+
+def test_http_request_past_its_concurrency_is_429_at_once(api: Api) -> None:
+    """A call past the HttpRequest limit is refused at once with Retry-After, never left waiting on a worker thread
+    (waiting calls stalled every request of the process)."""
+    import time
+
+    from connector.handlers import proxy
+
+    taken = [proxy._SLOTS.acquire(blocking=False) for _ in range(proxy.MAX_CONCURRENT)]
+    try:
+        began = time.monotonic()
+        response = api.post("/v2/httprequest", json={"method": "GET", "uri": "odata/v2/Users"})
+        assert (response.status_code, response.headers["Retry-After"]) == (429, "1")
+        assert time.monotonic() - began < 1.0
+    finally:
+        for ok in taken:
+            if ok:
+                proxy._SLOTS.release()
+    assert api.post("/v2/httprequest", json={"method": "GET", "uri": "odata/v2/Users"}).status_code == 200

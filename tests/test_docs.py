@@ -8,7 +8,7 @@ from pathlib import Path
 
 from connector.edge import MULTIPART_OVERHEAD
 from connector.settings import Settings
-from connector.validation import MAX_DEPTH, OFFLOAD_BYTES
+from connector.validation import MAX_DEPTH, MAX_VALUES, OFFLOAD_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -48,6 +48,7 @@ def test_the_security_section_states_the_enforced_limits() -> None:
     """The limits table names the nesting bound, the upload framing and the offload threshold the code uses."""
     security = README.split("## Security", 1)[1].split("\n## ", 1)[0]
     assert f"{MAX_DEPTH} levels" in security
+    assert f"{MAX_VALUES:,} values" in security
     assert f"{MULTIPART_OVERHEAD // 1024} KiB framing" in security
     assert f"larger than {OFFLOAD_BYTES // 1024} KiB" in security
     assert f"at most {Settings().max_page_size}" in security

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from connexion import context
 
-from connector.edge import Services
+from connector.edge import Services, forwarded
 from storage.models import Actor, ApiKey
 
 
@@ -40,17 +40,18 @@ def base_url() -> str:
 
     Behind a proxy, X-Forwarded-Proto and X-Forwarded-Host name the scheme and host clients used; they
     count only when the peer is a proxy named in COURSEWIRE_TRUSTED_PROXIES, or anyone could steer the
-    links (`Location`, `@odata.nextLink`) other clients are given.
+    links (`Location`, `@odata.nextLink`) other clients are given; of a list, the value the nearest proxy
+    added (the last) counts. The edge has checked them (connector.edge.EdgeMiddleware._check_forwarded).
     """
     settings = services().settings
     if settings.public_url:
         return settings.public_url
     s = scope()
     trusted = settings.trusts(peer(s))
-    forwarded_proto = header("X-Forwarded-Proto") if trusted else None
-    forwarded_host = header("X-Forwarded-Host") if trusted else None
-    proto = (forwarded_proto or s.get("scheme") or "http").split(",")[0].strip()
-    host = (forwarded_host or header("Host") or "").split(",")[0].strip()
+    forwarded_proto = forwarded(s, b"x-forwarded-proto") if trusted else None
+    forwarded_host = forwarded(s, b"x-forwarded-host") if trusted else None
+    proto = (forwarded_proto or s.get("scheme") or "http").lower()
+    host = forwarded_host or header("Host") or ""
     if not host:
         server = s.get("server") or ("localhost", 8365)
         host = f"{server[0]}:{server[1]}"

@@ -127,11 +127,29 @@ class EdgeMiddleware:
         if CONTROL_CHARACTERS.search(path):
             raise HttpError(400, "the path contains a control character (such as a newline); ids and file paths cannot")
         hosts = header_values(scope, b"host")
-        if len(hosts) > 1 or (hosts and (len(hosts[0]) > MAX_HOST or not HOST.fullmatch(hosts[0]))):
+        if len(hosts) > 1 or (hosts and not _is_host(hosts[0])):
             raise HttpError(400, "the Host header must be one host name or address, with an optional port", "Host")
+        self._check_forwarded(scope)
         upload = not self._guard(path, method)
         receive = await self._bounded(scope, receive, upload)
         await self.app(scope, receive, send)
+
+    def _check_forwarded(self, scope: Scope) -> None:
+        """X-Forwarded-Proto/Host of a trusted proxy steer links (connector.context.base_url), so they must be what
+        they claim: the value the nearest proxy added (the last) is `http`/`https` and one host[:port]."""
+        settings = self.services.settings
+        client = scope.get("client")
+        if settings.public_url or not settings.trusts(str(client[0]) if client else None):
+            return
+        proto, host = forwarded(scope, b"x-forwarded-proto"), forwarded(scope, b"x-forwarded-host")
+        if proto is not None and proto.lower() not in ("http", "https"):
+            raise HttpError(400, "X-Forwarded-Proto from the proxy must be http or https", "X-Forwarded-Proto")
+        if host is not None and not _is_host(host):
+            raise HttpError(
+                400,
+                "X-Forwarded-Host from the proxy must be one host name or address, with an optional port",
+                "X-Forwarded-Host",
+            )
 
     def _actor(self, scope: Scope, key: ApiKey) -> Actor:
         values = header_values(scope, b"lms365-user-id")
@@ -211,6 +229,19 @@ class EdgeMiddleware:
         if method != "POST" or first in RESERVED_SEGMENTS or path == "/":
             raise HttpError(404, f"no operation at {method} {path}; see the connector definition")
         return False
+
+
+def _is_host(text: str) -> bool:
+    return len(text) <= MAX_HOST and HOST.fullmatch(text) is not None
+
+
+def forwarded(scope: Scope, name: bytes) -> str | None:
+    """The value of an X-Forwarded-* header that the nearest proxy added: the last of a comma-separated list
+    (proxies such as Apache's mod_proxy append to what the client sent), or None without one."""
+    values = header_values(scope, name)
+    if not values:
+        return None
+    return ",".join(values).rsplit(",", 1)[-1].strip()
 
 
 def header_values(scope: Scope, name: bytes) -> list[str]:

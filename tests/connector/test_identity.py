@@ -301,3 +301,30 @@ def test_the_public_url_setting_is_checked() -> None:
     for bad in ("lms.contoso.com", "ftp://x.example", "https://x.example/?a=1", "https://x.example/" + "p" * 1100):
         with pytest.raises(SettingsError, match="COURSEWIRE_PUBLIC_URL"):
             Settings.from_env({"COURSEWIRE_PUBLIC_URL": bad})
+
+
+def test_a_trusted_proxys_forwarded_headers_must_be_what_they_claim(app: Any, api: Api) -> None:
+    """A review's finding: from a trusted proxy, `X-Forwarded-Proto: javascript:...` and a markup X-Forwarded-Host
+    ended up in a catalog's stored Url; now they are 400s before any write, and of a list the last value (the one
+    the nearest proxy added) counts."""
+    with _client(app, "127.0.0.1") as client:
+        for name, value in (
+            ("X-Forwarded-Proto", "javascript:alert(document.domain)//"),
+            ("X-Forwarded-Host", 'x"><img src=x onerror=alert(1)>'),
+            ("X-Forwarded-Host", "lms.contoso.com, " + "h" * 300),
+        ):
+            response = client.post(
+                "/odata/v2/CourseCatalogs", json={"Title": "Proxied"}, headers={**basic(api.secret), name: value}
+            )
+            assert (response.status_code, error(response)["target"]) == (400, name), (name, value)
+        assert api.ok("GET", "/odata/v2/CourseCatalogs")["value"] == []
+        appended = client.post(
+            "/odata/v2/CourseCatalogs",
+            json={"Title": "Proxied"},
+            headers={
+                **basic(api.secret),
+                "X-Forwarded-Host": "evil.example, lms.contoso.com",
+                "X-Forwarded-Proto": "HTTPS",
+            },
+        )
+        assert appended.json()["Url"].startswith("https://lms.contoso.com/catalogs/"), appended.text

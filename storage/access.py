@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from storage import lookups
 from storage.db import chunks, marks
-from storage.errors import Forbidden
+from storage.errors import Forbidden, NotFound
 from storage.models import Actor
 
 
@@ -153,3 +154,12 @@ def readable(conn: sqlite3.Connection, actor: Actor, set_name: str, ids: Sequenc
         sql = f"SELECT t.id FROM {table} t WHERE t.id IN ({marks(part)}) AND {condition}"  # noqa: S608 (code-built)
         found.update(row[0] for row in conn.execute(sql, [*part, *params]))
     return found
+
+
+def readable_enrollment(conn: sqlite3.Connection, actor: Actor, enrollment_id: str, target: str = "Id") -> sqlite3.Row:
+    """The enrollment, if `actor` may read it; NotFound otherwise, worded the same whether it does not exist or
+    is outside the actor's read scope, so a write tells nothing a read would not."""
+    row = lookups.enrollment(conn, enrollment_id, target)
+    if not actor.reads_all and enrollment_id not in readable(conn, actor, "Enrollments", [enrollment_id]):
+        raise NotFound(lookups.no_enrollment(enrollment_id), target=target)
+    return row

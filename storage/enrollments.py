@@ -161,11 +161,14 @@ def _may_decide(conn: sqlite3.Connection, actor: Actor, course: sqlite3.Row, lea
     )
 
 
-def _pending(conn: sqlite3.Connection, enrollment_id: str) -> tuple[sqlite3.Row, sqlite3.Row]:
-    e = lookups.enrollment(conn, enrollment_id)
+def _pending(conn: sqlite3.Connection, actor: Actor, enrollment_id: str) -> tuple[sqlite3.Row, sqlite3.Row]:
+    """The pending enrollment `actor` may decide, and its course: NotFound, Forbidden, then Conflict, in that
+    order, so nobody learns the state of an enrollment they may not decide."""
+    e = access.readable_enrollment(conn, actor, enrollment_id)
+    course = conn.execute("SELECT * FROM courses WHERE id = ?", (e["course_id"],)).fetchone()
+    _may_decide(conn, actor, course, e["user_id"])
     if e["status"] != S.PendingApproval:
         raise Conflict(f"the enrollment is {S(e['status']).name}, not PendingApproval")
-    course = conn.execute("SELECT * FROM courses WHERE id = ?", (e["course_id"],)).fetchone()
     return e, course
 
 
@@ -173,8 +176,7 @@ def approve(db: Database, actor: Actor, enrollment_id: str) -> None:
     """Approve a pending enrollment: it takes a seat in its session, or the waitlist when full."""
     now = db.clock()
     with db.write() as conn:
-        e, course = _pending(conn, enrollment_id)
-        _may_decide(conn, actor, course, e["user_id"])
+        e, course = _pending(conn, actor, enrollment_id)
         conn.execute(
             "UPDATE enrollments SET status = ?, decided_by = ?, modified_at = ? WHERE id = ?",
             (int(S.NotStarted), actor.user_id or actor.api_key_id, iso(now), enrollment_id),
@@ -195,8 +197,7 @@ def reject(db: Database, actor: Actor, enrollment_id: str, message: str | None) 
     """Refuse a pending enrollment; the message is kept as CancellationReason."""
     now = db.clock()
     with db.write() as conn:
-        e, course = _pending(conn, enrollment_id)
-        _may_decide(conn, actor, course, e["user_id"])
+        e, course = _pending(conn, actor, enrollment_id)
         conn.execute(
             "UPDATE enrollments SET status = ?, cancellation_reason = ?, decided_by = ?, modified_at = ? WHERE id = ?",
             (int(S.Rejected), message, actor.user_id or actor.api_key_id, iso(now), enrollment_id),
@@ -219,7 +220,7 @@ def cancel(db: Database, actor: Actor, enrollment_id: str, message: str | None) 
     """Cancel an enrollment (the learner or a course admin). Raises Conflict when it is not cancellable."""
     now = db.clock()
     with db.write() as conn:
-        e = lookups.enrollment(conn, enrollment_id, "EnrollmentId")
+        e = access.readable_enrollment(conn, actor, enrollment_id, "EnrollmentId")
         access.require_self_or_course_admin(conn, actor, e["course_id"], e["user_id"], "cancel enrollments")
         if e["status"] in (S.Cancelled, S.Rejected, S.Completed):
             raise Conflict(f"the enrollment is {S(e['status']).name} and cannot be cancelled")
@@ -230,7 +231,7 @@ def start(db: Database, actor: Actor, enrollment_id: str) -> None:
     """Mark that the learner started an activity (NotStarted → InProgress; again is a no-op)."""
     now = db.clock()
     with db.write() as conn:
-        e = lookups.enrollment(conn, enrollment_id)
+        e = access.readable_enrollment(conn, actor, enrollment_id)
         access.require_self_or_course_admin(conn, actor, e["course_id"], e["user_id"], "start enrollments")
         if e["status"] == S.InProgress:
             return
@@ -247,7 +248,7 @@ def complete(db: Database, actor: Actor, enrollment_id: str) -> None:
     """Set the enrollment Completed (course staff); already completed is a no-op."""
     now = db.clock()
     with db.write() as conn:
-        e = lookups.enrollment(conn, enrollment_id)
+        e = access.readable_enrollment(conn, actor, enrollment_id)
         access.require_course_staff(conn, actor, e["course_id"], "complete enrollments")
         if e["status"] == S.Completed:
             return
@@ -273,7 +274,7 @@ def retake(db: Database, actor: Actor, enrollment_id: str, session_id: str | Non
     """Reset progress to NotStarted, optionally moving the learner into another session of the course."""
     now = db.clock()
     with db.write() as conn:
-        e = lookups.enrollment(conn, enrollment_id)
+        e = access.readable_enrollment(conn, actor, enrollment_id)
         access.require_course_staff(conn, actor, e["course_id"], "make learners retake")
         if e["status"] in (S.PendingApproval, S.Cancelled, S.Rejected):
             raise Conflict(f"the enrollment is {S(e['status']).name}; only active enrollments can be retaken")

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from storage import names
-from storage.errors import Conflict, Invalid, NotFound
+from storage.errors import Conflict, Invalid, NotFound, excerpt
 
 # The statements behind a lookup by name; tests/connector/test_identity_names.py checks each uses an index.
 USER_BY_LOGIN = "SELECT * FROM users WHERE login_key = ? AND is_deleted = 0 LIMIT 2"
@@ -103,8 +103,13 @@ def session(conn: sqlite3.Connection, session_id: str, target: str = "Id") -> sq
     return row
 
 
+def no_enrollment(enrollment_id: str) -> str:
+    """The NotFound message for an enrollment id (also for one the caller may not see)."""
+    return f"no enrollment with id {excerpt(enrollment_id)}"
+
+
 def enrollment(conn: sqlite3.Connection, enrollment_id: str, target: str = "Id") -> sqlite3.Row:
     row = _one(conn, "SELECT * FROM enrollments WHERE id = ?", (enrollment_id,))
     if row is None:
-        raise NotFound(f"no enrollment with id {enrollment_id!r}", target=target)
+        raise NotFound(no_enrollment(enrollment_id), target=target)
     return row

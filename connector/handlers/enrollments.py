@@ -6,7 +6,7 @@ from typing import Any
 
 from connector import context, shaping
 from connector.handlers import key, options
-from storage import enrollments, lookups
+from storage import access, enrollments
 
 
 def enroll_user_to_course(courseId: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def get_enrollment_by_id(EnrollmentId: str, **kwargs: Any) -> dict[str, Any]:
         "Enrollments",
         enrollment_id,
         options(kwargs),
-        check=lambda c: lookups.enrollment(c, enrollment_id, "EnrollmentId"),
+        check=lambda c: access.readable_enrollment(c, context.actor(), enrollment_id, "EnrollmentId"),
     )
 
 

@@ -328,3 +328,27 @@ def test_a_trusted_proxys_forwarded_headers_must_be_what_they_claim(app: Any, ap
             },
         )
         assert appended.json()["Url"].startswith("https://lms.contoso.com/catalogs/"), appended.text
+
+
+def test_writes_tell_nothing_about_enrollments_a_user_may_not_read(api: Api) -> None:
+    """A review's finding: Approve on another learner's enrollment answered 409 "the enrollment is Waitlisted", and
+    a hidden enrollment's 404 differed from a missing one's. Now every bound action on an enrollment outside the
+    caller's read scope is the same 404 as for an id that does not exist."""
+    world = build_world(api, max_attendees="10")
+    course, session = world.course["Id"], world.session["Id"]
+    bobs = api.ok(
+        "POST",
+        f"/odata/v2/Courses({course})/Enroll",
+        json={"userLoginName": world.login("bob"), "courseSessionId": session},
+    )["Id"]
+    missing = "0b9b3a4e-8d7f-4c2a-9e1d-5f6a7b8c9d0e"
+    ann = world.uid("ann")
+    for action in ("Approve", "Reject", "Cancel", "Start", "Complete", "Retake"):
+        hidden = api.post(f"/odata/v2/Enrollments({bobs})/{action}", user=ann, json={})
+        absent = api.post(f"/odata/v2/Enrollments({missing})/{action}", user=ann, json={})
+        assert hidden.status_code == absent.status_code == 404, (action, hidden.text)
+        assert error(hidden)["message"].replace(bobs, missing) == error(absent)["message"], action
+    read_hidden = api.get(f"/odata/v2/Enrollments({bobs})", user=ann)
+    read_absent = api.get(f"/odata/v2/Enrollments({missing})", user=ann)
+    assert error(read_hidden)["message"].replace(bobs, missing) == error(read_absent)["message"]
+    assert api.ok("GET", f"/odata/v2/Enrollments({bobs})")["EnrollmentStatus"] == 1  # untouched

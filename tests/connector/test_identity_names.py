@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support import Api, build_world, error
 
-from storage import catalogs, courses, lookups, users
+from storage import catalogs, courses, lookups, names, users
 from storage.db import Database
 from storage.errors import Conflict, Invalid
 from storage.migrations import migrations
@@ -67,6 +67,33 @@ def test_a_login_followed_by_a_zero_width_space_is_refused(api: Api) -> None:
     assert user_count(api) == 1
 
 
+def test_a_variation_selector_or_braille_blank_after_a_name_is_refused(api: Api) -> None:
+    """The second round's examples: a login or e-mail followed by U+FE0F or U+2800, and tag names `Safety`
+    followed by U+FE0F, U+2800 or U+E0100, look like the name without them; each is a 400 naming the
+    code point (directly and through a course body), and nothing is created."""
+    world = build_world(api)  # ann@x.example is a user, with that e-mail
+    users_before = user_count(api)
+    for char in ("\ufe0f", "\u2800"):
+        code = f"U+{ord(char):04X}"
+        assert_refused(create(api, LoginName=f"ann@x.example{char}"), "LoginName", code)
+        assert_refused(create(api, LoginName="ann2", Email=f"ann@x.example{char}"), "Email", code)
+    assert user_count(api) == users_before
+
+    catalog_id, course_path = world.catalog["Id"], f"/odata/v2/Courses({world.course['Id']})"
+    api.ok("POST", "/odata/v2/CourseTags", json={"CourseCatalogId": catalog_id, "Name": "Safety"})
+    tags_before = api.db.conn.execute("SELECT count(*) FROM tags").fetchone()[0]
+    for char in ("\ufe0f", "\u2800", "\U000e0100"):
+        code = f"U+{ord(char):04X}"
+        for kind in ("CourseTags", "CourseCategories"):
+            refused = api.post(f"/odata/v2/{kind}", json={"CourseCatalogId": catalog_id, "Name": f"Safety{char}"})
+            assert_refused(refused, "Name", code)
+        assert_refused(api.patch(course_path, json={"Tags": [{"TagName": f"Safety{char}"}]}), "Tags[0].TagName", code)
+        assert_refused(
+            api.patch(course_path, json={"Categories": [{"Name": f"Safety{char}"}]}), "Categories[0].Name", code
+        )
+    assert api.db.conn.execute("SELECT count(*) FROM tags").fetchone()[0] == tags_before
+
+
 # --- the kind, beyond the examples -----------------------------------------------------------------
 
 
@@ -85,14 +112,59 @@ def test_a_login_followed_by_a_zero_width_space_is_refused(api: Api) -> None:
         ("\ufdd0", "U+FDD0"),  # noncharacter
         ("\U0010ffff", "U+10FFFF"),  # noncharacter
         ("\u3164", "U+3164"),  # Hangul filler: a letter that draws nothing
+        # Default_Ignorable_Code_Point beyond the format characters, and symbols that draw a blank
+        ("\ufe0f", "U+FE0F"),  # variation selector-16
+        ("\ufe00", "U+FE00"),  # variation selector-1
+        ("\U000e0100", "U+E0100"),  # variation selector-17
+        ("\u034f", "U+034F"),  # combining grapheme joiner
+        ("\u180b", "U+180B"),  # Mongolian free variation selector one
+        ("\u180f", "U+180F"),  # Mongolian free variation selector four
+        ("\u115f", "U+115F"),  # Hangul choseong filler
+        ("\u1160", "U+1160"),  # Hangul jungseong filler
+        ("\uffa0", "U+FFA0"),  # halfwidth Hangul filler
+        ("\u17b4", "U+17B4"),  # Khmer vowel inherent aq
+        ("\U000e0041", "U+E0041"),  # tag latin capital letter A
+        ("\u2800", "U+2800"),  # Braille pattern blank
+        ("\U0001d159", "U+1D159"),  # musical symbol null notehead
     ],
 )
 def test_invisible_and_control_characters_are_refused_in_logins(api: Api, char: str, name: str) -> None:
-    """Controls, format characters (zero-width, bidi, BOM, soft hyphen) and noncharacters in a login
-    name are a 400 naming the code point, whether at the end or inside."""
+    """Controls, format characters (zero-width and joiners, bidi, BOM, soft hyphen), noncharacters, the rest
+    of Unicode's default-ignorable characters (variation selectors, fillers, tags) and symbols that draw a
+    blank in a login name are a 400 naming the code point, whether at the end or inside."""
     for login in (f"eve{char}@x.example", f"eve@x.example{char}"):
         assert_refused(create(api, LoginName=login), "LoginName", name)
     assert user_count(api) == 0
+
+
+@pytest.mark.parametrize(
+    "space",
+    ["\u00a0", "\u3000", "\u2009", "\u202f", "\u2007", "\u205f", "\u1680"],
+    ids=["NBSP", "ideographic", "thin", "narrow NBSP", "figure", "math", "ogham"],
+)
+def test_non_ascii_spaces_are_trimmed_at_the_ends_and_refused_inside(api: Api, space: str) -> None:
+    """A no-break, ideographic or other non-ASCII space around a name is dropped like an ordinary blank, so
+    the stored name never holds one; inside a name it would pass for an ordinary space, so it is a 400
+    asking for one. Ordinary spaces inside a name stay."""
+    code = f"U+{ord(space):04X}"
+    kim = api.ok("POST", "/odata/v2/Users", json={"LoginName": f"{space}kim@x.example{space}"})
+    assert kim["LoginName"] == "kim@x.example"
+    assert_conflict(create(api, LoginName=f"KIM@x.example{space}"), "LoginName", kim["Id"])
+    refused = create(api, LoginName=f"kim{space}lee@x.example")
+    assert_refused(refused, "LoginName", code)
+    assert "ordinary space" in error(refused)["message"]
+
+    catalog = api.ok("POST", "/odata/v2/CourseCatalogs", json={"Title": "Academy", "AdminLogins": []})
+    tag = api.ok("POST", "/odata/v2/CourseTags", json={"CourseCatalogId": catalog["Id"], "Name": "Health and safety"})
+    padded = api.post(
+        "/odata/v2/CourseTags", json={"CourseCatalogId": catalog["Id"], "Name": f"{space}health AND safety{space}"}
+    )
+    assert_conflict(padded, "Name", tag["Id"])
+    inside = api.post(
+        "/odata/v2/CourseTags", json={"CourseCatalogId": catalog["Id"], "Name": f"Health{space}and safety"}
+    )
+    assert_refused(inside, "Name", code)
+    assert "character 7" in error(inside)["message"]
 
 
 def test_a_lone_surrogate_is_a_400_not_a_500(api: Api) -> None:
@@ -285,6 +357,33 @@ def test_course_urls_are_unique_by_the_same_key(api: Api) -> None:
     assert_refused(api.post("/odata/v2/Courses", json={**body, "Url": url + "\u200b"}), "Url", "U+200B")
     api.ok("DELETE", f"/odata/v2/Courses({first['Id']})", status=204)
     api.ok("POST", "/odata/v2/Courses", json={**body, "Url": url.upper()})
+
+
+def test_names_stored_before_the_wider_refusal_keep_their_keys(api: Api) -> None:
+    """Refusing more characters in new names re-keys nothing: a tag and a login stored earlier with a
+    variation selector keep the key migration 0006 gave them, the tag can still be linked by Id, and the
+    user can still be edited and renamed to a clean name."""
+    world = build_world(api)
+    catalog_id = world.catalog["Id"]
+    t0 = "2030-01-01T00:00:00.000Z"
+    with api.db.write() as conn:
+        conn.execute(
+            "INSERT INTO tags (id, catalog_id, name, name_key) VALUES ('t-vs', ?, ?, ?)",
+            (catalog_id, "Safety\ufe0f", names.stored_key("Safety\ufe0f")),
+        )
+        conn.execute(
+            "INSERT INTO users (id, login_name, login_key, field_values, created_at, modified_at)"
+            " VALUES ('u-vs', ?, ?, '[]', ?, ?)",
+            ("bob\ufe0f@x.example", names.stored_key("bob\ufe0f@x.example"), t0, t0),
+        )
+    assert names.key("Safety\ufe0f") == "safety\ufe0f"  # the key keeps what the name holds, as before
+    api.ok("PATCH", f"/odata/v2/Courses({world.course['Id']})", json={"Tags": [{"Id": "t-vs"}]})
+    linked = api.db.conn.execute("SELECT tag_id FROM course_tags WHERE course_id = ?", (world.course["Id"],))
+    assert [r[0] for r in linked] == ["t-vs"]
+    api.ok("PATCH", "/odata/v2/Users(u-vs)", json={"Title": "Bob"})
+    assert api.db.conn.execute("SELECT login_key FROM users WHERE id = 'u-vs'").fetchone()[0] == "bob\ufe0f@x.example"
+    renamed = api.ok("PATCH", "/odata/v2/Users(u-vs)", json={"LoginName": "robert@x.example"})
+    assert renamed["LoginName"] == "robert@x.example"
 
 
 # --- indexes ---------------------------------------------------------------------------------------

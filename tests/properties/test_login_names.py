@@ -19,7 +19,8 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 serial = itertools.count()
 
 # Letters (every script), marks (so decomposed and composed forms differ), digits, punctuation, symbols
-# and inner spaces; whatever names.refused turns away (blank letters such as U+3164) is filtered out.
+# and inner spaces; whatever names.refused turns away (blank letters such as U+3164, variation selectors,
+# U+2800) is filtered out.
 PRINTABLE = st.characters(categories=["Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd", "Pc", "Pd", "Po", "Sm", "So"])
 texts = st.text(PRINTABLE, min_size=1, max_size=24).filter(lambda t: names.refused(t) is None)
 
@@ -40,8 +41,10 @@ NONCHARACTERS = [chr(c) for c in range(0xFDD0, 0xFDF0)] + [
 # refuses the body; tests/connector/test_identity_names.py checks storage refuses them too).
 REFUSED = st.one_of(
     st.characters(categories=["Cc", "Cf", "Zl", "Zp"]),
+    st.characters(categories=["Zs"], exclude_characters=" "),  # refused inside a name (trimmed at its ends)
     st.sampled_from(NONCHARACTERS),
-    st.sampled_from(sorted(names._BLANK_LETTERS)),
+    st.sampled_from(sorted(names.DEFAULT_IGNORABLE)),
+    st.sampled_from(sorted(names.BLANK_SYMBOLS)),
 )
 
 
@@ -126,8 +129,9 @@ def test_a_rename_into_a_taken_key_is_a_409_and_into_ones_own_is_fine(
 def test_a_name_with_a_control_or_format_character_is_a_400_that_creates_nothing(
     api: Api, spoof: tuple[str, str]
 ) -> None:
-    """A login or e-mail holding a control, format (zero-width, bidi), noncharacter or blank letter is a
-    400 naming the field and the code point, on create and on rename, and nothing is written."""
+    """A login or e-mail holding a control, format (zero-width, bidi), noncharacter, default-ignorable
+    (variation selector, filler), blank symbol or non-ASCII space is a 400 naming the field and the code
+    point, on create and on rename, and nothing is written."""
     name, char = spoof
     code = f"U+{ord(char):04X}"
     before = count(api)
@@ -152,3 +156,56 @@ def test_the_key_ignores_normalization_form_and_is_stable(text: str) -> None:
     assert names.key(unicodedata.normalize("NFC", text)) == k
     assert unicodedata.is_normalized("NFC", k)
     assert names.key(k) == k
+
+
+# The inputs of Default_Ignorable_Code_Point's derivation that Python's unicodedata does not give, from
+# PropList-15.0.0.txt: Variation_Selector, Other_Default_Ignorable_Code_Point, Prepended_Concatenation_Mark.
+VARIATION_SELECTOR = [(0x180B, 0x180D), (0x180F, 0x180F), (0xFE00, 0xFE0F), (0xE0100, 0xE01EF)]
+OTHER_DEFAULT_IGNORABLE = [
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x2065, 0x2065),
+    (0x3164, 0x3164),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0xE0000, 0xE0000),
+    (0xE0002, 0xE001F),
+    (0xE0080, 0xE00FF),
+    (0xE01F0, 0xE0FFF),
+]
+PREPENDED_CONCATENATION_MARK = [
+    (0x0600, 0x0605),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+]
+PREPENDED_CONCATENATION_MARK += [(0x110BD, 0x110BD), (0x110CD, 0x110CD)]
+
+
+def code_points(ranges: list[tuple[int, int]]) -> set[str]:
+    return {chr(c) for first, last in ranges for c in range(first, last + 1)}
+
+
+def test_the_embedded_table_is_unicodes_default_ignorable_derivation() -> None:
+    """names.DEFAULT_IGNORABLE is exactly what DerivedCoreProperties.txt derives (Other_Default_Ignorable_Code_Point
+    + Cf + Variation_Selector - White_Space - FFF9..FFFB - 13430..13440 - Prepended_Concatenation_Mark),
+    with Cf and White_Space taken from Python's own character data, so a mistyped range fails here."""
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    format_chars = {c for c in every if unicodedata.category(c) == "Cf"}
+    derived = (code_points(OTHER_DEFAULT_IGNORABLE) | format_chars | code_points(VARIATION_SELECTOR)) - (
+        {c for c in every if c.isspace()}
+        | code_points([(0xFFF9, 0xFFFB), (0x13430, 0x13440)])
+        | code_points(PREPENDED_CONCATENATION_MARK)
+    )
+    assert frozenset(derived) == names.DEFAULT_IGNORABLE
+
+
+def test_every_default_ignorable_and_blank_character_is_refused_and_visible_text_is_not() -> None:
+    """Whatever renders as nothing or as a blank is refused, each of them; ordinary letters, marks that
+    draw (an accent), emoji without a selector and inner ASCII spaces are not."""
+    for char in sorted(names.DEFAULT_IGNORABLE | names.BLANK_SYMBOLS):
+        assert names.refused(f"a{char}b") == (1, char), f"U+{ord(char):04X}"
+    for text in ("Safety", "Jos\u00e9", "Jose\u0301", "\u2764 team", "\u5b89\u5168 \u6559\u80b2", "\u2801"):
+        assert names.refused(text) is None, text

@@ -9,7 +9,7 @@ from typing import Any
 
 from storage import access, events, lookups, names, readmodel
 from storage.db import Database, iso, new_id
-from storage.errors import Conflict, Invalid
+from storage.errors import Conflict, Forbidden, Invalid, excerpt
 from storage.models import Actor
 
 
@@ -143,10 +143,34 @@ def create_tag(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, An
         return readmodel.load_tags(conn, [tag_id])[tag_id]
 
 
+def _require_creator(
+    conn: sqlite3.Connection, actor: Actor, catalog_id: str, table: str, name: str, target: str
+) -> None:
+    """Allow creating a category or tag named in a course body only to whoever may create one directly.
+
+    Tags and categories belong to the whole catalog, so a course admin, who may edit one course, may link
+    the ones that exist but not add to the catalog's list. Raises Forbidden naming `target`.
+    """
+    if not access.is_catalog_admin(conn, actor, catalog_id):
+        noun = _NOUN[table]
+        raise Forbidden(
+            f"{target}: this catalog has no {noun} {excerpt(name)}, and only its catalog admins and administrators"
+            f" may create {table}: name an existing {noun} (by name or Id), or ask a catalog admin to create it",
+            target=target,
+        )
+
+
 def resolve_categories(
     conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, items: list[dict[str, Any]] | None
 ) -> list[str]:
-    """Category references of a course body -> ids; new names (or `IsNew`) create categories."""
+    """Category references of a course body -> ids, in order, without duplicates.
+
+    Each item is `{"Id"}` (a category of this catalog) or `{"Name"}` (found by key, storage/names.py);
+    a name the catalog does not have creates a category (with `ParentCategoryId`) when the actor is a
+    catalog admin or an administrator. `IsNew` makes an item go by its Name even with an Id. Raises
+    Invalid (an unknown Id, no Id or Name), Forbidden (a new name from someone else), Conflict (a name
+    shared by two categories stored before migration 0006); each names the item's field.
+    """
     ids: list[str] = []
     for i, item in enumerate(items or []):
         target = f"Categories[{i}]"
@@ -159,17 +183,23 @@ def resolve_categories(
         name = names.clean(item.get("Name"), f"{target}.Name", limit=255, required=False)
         if not name:
             raise Invalid(f"{target} needs an Id or a Name", target=target)
-        ids.append(
-            _by_name(conn, "categories", catalog_id, name, f"{target}.Name")
-            or _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
-        )
+        existing = _by_name(conn, "categories", catalog_id, name, f"{target}.Name")
+        if existing is None:
+            _require_creator(conn, actor, catalog_id, "categories", name, f"{target}.Name")
+            existing = _insert_category(conn, actor, now, catalog_id, name, item.get("ParentCategoryId"), target)
+        ids.append(existing)
     return list(dict.fromkeys(ids))
 
 
 def resolve_tags(
     conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_id: str, items: list[dict[str, Any]] | None
 ) -> list[str]:
-    """Tag references of a course body -> ids; new names create tags."""
+    """Tag references of a course body -> ids, in order, without duplicates.
+
+    Each item is `{"Id"}` (a tag of this catalog) or `{"TagName"}`/`{"Name"}` (found by key); a name the
+    catalog does not have creates a tag when the actor is a catalog admin or an administrator. Raises
+    like resolve_categories.
+    """
     ids: list[str] = []
     for i, item in enumerate(items or []):
         target = f"Tags[{i}]"
@@ -183,8 +213,9 @@ def resolve_tags(
         name = names.clean(item.get(prop), f"{target}.{prop}", limit=255, required=False)
         if not name:
             raise Invalid(f"{target} needs an Id or a TagName", target=target)
-        ids.append(
-            _by_name(conn, "tags", catalog_id, name, f"{target}.{prop}")
-            or _insert_tag(conn, actor, now, catalog_id, name, target)
-        )
+        existing = _by_name(conn, "tags", catalog_id, name, f"{target}.{prop}")
+        if existing is None:
+            _require_creator(conn, actor, catalog_id, "tags", name, f"{target}.{prop}")
+            existing = _insert_tag(conn, actor, now, catalog_id, name, target)
+        ids.append(existing)
     return list(dict.fromkeys(ids))

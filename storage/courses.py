@@ -7,7 +7,6 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from storage import access, catalogs, events, lookups, names, readmodel, snapshots
 from storage.db import Database, insert_sql, iso, new_id, update_sql
@@ -33,17 +32,25 @@ SCALARS = {
     "FailedCourseId": "failed_course_id",
 }
 REQUIRED_TEXT = ("Title", "Description", "Culture", "UICulture")
+MAX_URL = 2048  # ImageUrl's maxLength in the document
 IMMUTABLE = {"CourseCatalogId": "catalog_id", "CourseType": "course_type", "Url": "url"}
 
 
 def resolve_url(requested: Any, catalog_url: str) -> str:
-    """The absolute course site Url: absolute http(s) URLs stay, relative paths hang off the catalog Url."""
+    """The absolute course site Url: absolute http(s) URLs stay, relative paths hang off the catalog Url.
+
+    As in LMS365, the Url a client sends is normally a path below the catalog (`safety-101`); an absolute
+    URL must pass storage.names.web_url (http or https, a host, no credentials). Raises Invalid naming Url.
+    """
     text = names.clean(requested if isinstance(requested, str) else None, "Url")
-    if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I):
-        parts = urlsplit(text)
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc or " " in text:
-            raise Invalid(f"Url {text!r} must be an http(s) URL or a relative path such as 'safety-101'", target="Url")
-        return text.rstrip("/")
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*):", text, re.I)
+    if scheme:
+        if scheme.group(1).lower() not in ("http", "https"):
+            raise Invalid(
+                f"Url must be an http(s) URL or a relative path such as 'safety-101' (not {scheme.group(1)}:)",
+                target="Url",
+            )
+        return str(names.web_url(text, "Url")).rstrip("/")
     segments = [s for s in text.strip("/").split("/") if s]
     if not segments or not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
         raise Invalid(
@@ -156,6 +163,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(body.get(prop), str) or not body[prop].strip():
             raise Invalid(f"{prop} must not be empty", target=prop)
     course_type = _enum(body, "CourseType", COURSE_TYPES)
+    image_url = names.web_url(body.get("ImageUrl"), "ImageUrl", limit=MAX_URL)
     flow = _enum(body, "EnrollmentFlow", ENROLLMENT_FLOWS, "AutomaticApproval")
     session_type = _enum(body, "CourseSessionEnrollmentType", SESSION_ENROLLMENT_TYPES, "EnrollToSingle")
     now = db.clock()
@@ -185,6 +193,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
             "modified_at": iso(now),
         }
         values.update({column: body.get(prop) for prop, column in SCALARS.items()})
+        values["image_url"] = image_url
         values.update(_settings_columns(body))
         conn.execute(insert_sql("courses", values), list(values.values()))
         _apply_relations(conn, actor, now, course_id, catalog["id"], body)
@@ -232,6 +241,8 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
                 raise Invalid(f"{prop} must not be empty", target=prop)
         before = readmodel.load_courses(conn, [course_id])[course_id]
         sets: dict[str, Any] = {column: body[prop] for prop, column in SCALARS.items() if prop in body}
+        if "ImageUrl" in body:
+            sets["image_url"] = names.web_url(body["ImageUrl"], "ImageUrl", limit=MAX_URL)
         if "EnrollmentFlow" in body:
             sets["enrollment_flow"] = _enum(body, "EnrollmentFlow", ENROLLMENT_FLOWS)
         if "CourseSessionEnrollmentType" in body:

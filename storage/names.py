@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import string
 import unicodedata
 from typing import Any
+from urllib.parse import urlsplit
 
 from storage.errors import Invalid
 
@@ -153,4 +156,57 @@ def clean(value: Any, target: str, *, limit: int | None = None, required: bool =
         raise Invalid(f"{target} must not be empty", target=target)
     if limit is not None and len(text) > limit:
         raise Invalid(f"{target} is longer than {limit} characters", target=target)
+    return text
+
+
+# The ASCII characters RFC 3986 section 2 lets a URI hold as they are: unreserved, reserved (gen-delims
+# and sub-delims) and the `%` of percent-encodings. Other ASCII (space, `"<>\^`{|}`) must be encoded;
+# a backslash in particular is read as `/` by browsers and not by urlsplit, so `https://a\@b` would name
+# one host to us and another to the user. Characters beyond ASCII are allowed as in an IRI (RFC 3987),
+# under the rules of `refused`.
+_URI_ASCII = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def web_url(value: Any, target: str, *, limit: int | None = None) -> str | None:
+    """An absolute http or https URL, trimmed and composed (NFC) but otherwise as given; None when the
+    value is missing, null or blank (the property is cleared).
+
+    Raises Invalid naming `target` when the value is not a string, holds a character `refused` turns
+    away or ASCII that RFC 3986 section 2 allows only percent-encoded (space, backslash, ...), has no
+    scheme (a relative `/path` or `//host/path`) or one other than http and https (`javascript:`,
+    `data:`, `file:`), has no host (`https:host`, `https:///path`), carries credentials (`user:pass@`
+    or `user@`: RFC 3986 section 3.2.1 deprecates them, and `https://good.example@evil.example` shows
+    one host and opens another), or has a port that is not a number up to 65535.
+    """
+    text = clean(value, target, limit=limit, required=False)
+    if not text:
+        return None
+    # Messages do not echo the URL: it may carry a password or a meeting's access token.
+    scheme = _SCHEME.match(text)
+    if scheme is None:
+        raise Invalid(f"{target} must be an absolute http or https URL, such as https://host/path", target=target)
+    if scheme.group(1).lower() not in ("http", "https"):
+        raise Invalid(
+            f"{target} must be an http or https URL, such as https://host/path (not {scheme.group(1)}:)",
+            target=target,
+        )
+    for index, char in enumerate(text):
+        if char < "\x80" and char not in _URI_ASCII:
+            raise Invalid(
+                f"{target} contains {describe(char)} at character {index + 1}: a URL holds it only" " percent-encoded",
+                target=target,
+            )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as exc:
+        raise Invalid(f"{target} is not a valid URL ({exc}): check its host and port", target=target) from None
+    if "@" in parts.netloc:
+        raise Invalid(
+            f"{target} must not carry credentials (user:password@ before the host): remove them",
+            target=target,
+        )
+    if not parts.hostname:
+        raise Invalid(f"{target} has no host: write it as {scheme.group(1)}://host/path", target=target)
     return text

@@ -7,13 +7,14 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from storage import access, events, lookups, readmodel, seats, snapshots
+from storage import access, events, lookups, names, readmodel, seats, snapshots
 from storage.db import Database, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import Actor
 from storage.timeutil import parse_when, zone
 
 SESSION_COURSE_TYPES = ("ClassRoom", "Webinar")
+MAX_URL = 2048  # MeetingUrl's maxLength in the document: an absolute http(s) URL (storage.names.web_url)
 
 
 def _max_attendees(value: Any) -> int | None:
@@ -113,6 +114,7 @@ def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
     days = _schedule({**body, "TimeZone": time_zone}, time_zone, None)
     assert days is not None
     deadline = parse_when(body.get("EnrollmentDeadline"), "EnrollmentDeadline", zone(time_zone))
+    meeting_url = names.web_url(body.get("MeetingUrl"), "MeetingUrl", limit=MAX_URL)
     now = db.clock()
     session_id = new_id()
     with db.write() as conn:
@@ -134,7 +136,7 @@ def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
                 time_zone,
                 body.get("Details"),
                 _room(body.get("Room")),
-                body.get("MeetingUrl") or None,
+                meeting_url,
                 _max_attendees(body.get("MaxAttendees")),
                 iso(deadline),
                 iso(now),
@@ -189,7 +191,7 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
         if "Room" in body:
             sets["room"] = _room(body["Room"])
         if "MeetingUrl" in body:
-            sets["meeting_url"] = body["MeetingUrl"] or None
+            sets["meeting_url"] = names.web_url(body["MeetingUrl"], "MeetingUrl", limit=MAX_URL)
         if "Details" in body:
             sets["details"] = body["Details"]
         if "MaxAttendees" in body:

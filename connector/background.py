@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from storage import courses
+from storage import courses, files
 from storage.db import Database
 from storage.secrets import SecretBox
 from webhooks.config import DeliveryConfig
@@ -17,7 +17,8 @@ log = logging.getLogger("coursewire.background")
 
 
 class Provisioner:
-    """Finishes course provisioning. `run_once()` does what is due now; `run(stop)` loops until stopped."""
+    """Finishes course provisioning. `run_once()` does what is due now; `run(stop)` settles uploads a crash left
+    half-stored, then loops until stopped."""
 
     def __init__(self, db: Database, files_dir: Path, interval: float = 1.0, batch: int = 100) -> None:
         self.db = db
@@ -32,7 +33,19 @@ class Provisioner:
             steps += 1
         return steps
 
+    def recover(self) -> None:
+        """Settle uploads a killed process left between their row and their file (storage.files.finish_pending)."""
+        try:
+            moved = files.finish_pending(self.db, self.files_dir)
+        except Exception:
+            log.exception("settling interrupted uploads failed; the next start tries again")
+            return
+        if moved:
+            log.info("moved %d upload(s) recorded before a crash into place", moved)
+
     def run(self, stop: threading.Event) -> None:
+        """Settle interrupted uploads once, then provision every `interval` seconds until `stop` is set."""
+        self.recover()
         while not stop.is_set():
             try:
                 busy = self.run_once()

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from storage import errors
-from storage.files import TooLarge
+from storage.files import InsufficientStorage, TooLarge
 
 log = logging.getLogger("coursewire")
 
@@ -28,11 +28,13 @@ CODES = {
     415: "UnsupportedMediaType",
     429: "TooManyRequests",
     500: "InternalServerError",
+    507: "InsufficientStorage",
 }
 
 # Domain errors, most specific first.
 STORAGE_STATUS: list[tuple[type[errors.StorageError], int]] = [
     (TooLarge, 413),
+    (InsufficientStorage, 507),  # RFC 4918 section 11.5: an upload quota or the free-disk floor
     (errors.Invalid, 400),
     (errors.Forbidden, 403),
     (errors.NotFound, 404),

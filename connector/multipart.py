@@ -10,7 +10,9 @@ message and one part's headers whatever the size of the upload.
 
 Refusals: no boundary or a malformed or truncated body is 400; a part other than File is 400 naming it;
 a File part without a file name, with an empty or unacceptable one, sent twice, or missing is 400 naming
-`File`; a folder FileUploadUrl refuses is 400 naming it before any of the body is read.
+`File`; a folder FileUploadUrl refuses is 400 naming it before any of the body is read; a body that would
+leave less free disk than COURSEWIRE_MIN_FREE_BYTES is 507, judged from Content-Length before any of it is
+read and again every MiB as it arrives (`storage.files.Upload`).
 """
 
 from __future__ import annotations
@@ -61,10 +63,20 @@ def _text(value: bytes, what: str) -> str:
 class _Parts:
     """python-multipart callbacks: judge each part by its headers, write the File part to an Upload."""
 
-    def __init__(self, boundary: bytes, folder: str, files_dir: Path, max_bytes: int) -> None:
+    def __init__(
+        self,
+        boundary: bytes,
+        folder: str,
+        files_dir: Path,
+        max_bytes: int,
+        min_free_bytes: int = 0,
+        expected: int | None = None,
+    ) -> None:
         self.folder = folder
         self.files_dir = files_dir
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.expected = expected
         self.received: ReceivedFile | None = None
         self._writing = False
         self._headers: dict[bytes, bytes] = {}
@@ -142,7 +154,7 @@ class _Parts:
         content_type = self._headers.get(b"content-type")
         media_type = parse_options_header(_text(content_type, "Content-Type"))[0].lower() if content_type else None
         files.check_content_type(media_type)
-        upload = files.Upload(self.files_dir, self.max_bytes)
+        upload = files.Upload(self.files_dir, self.max_bytes, self.min_free_bytes, self.expected)
         self.received = ReceivedFile(file_name, media_type or None, upload)
         self._writing = True
 
@@ -164,11 +176,19 @@ class MultiPartBodyValidator(MultiPartFormDataValidator):
         boundary = parse_options_header(content_type)[1].get("boundary")
         if not boundary:
             raise BadRequestProblem(detail="send the file as multipart/form-data with a boundary (Content-Type)")
-        services = scope["coursewire"]
+        settings = scope["coursewire"].settings
         folder = files.check_folder(scope.get("path_params", {}).get("FileUploadUrl", ""))
+        expected = _content_length(scope)
+        # Before a byte of the body is read: the edge has already refused a Content-Length over the size limit.
+        await asyncio.to_thread(files.check_free_space, settings.files_dir, settings.min_free_bytes, expected or 0)
         try:
             parts = _Parts(
-                boundary.encode("latin-1"), folder, services.settings.files_dir, services.settings.max_upload_bytes
+                boundary.encode("latin-1"),
+                folder,
+                settings.files_dir,
+                settings.max_upload_bytes,
+                settings.min_free_bytes,
+                expected,
             )
         except (FormParserError, UnicodeEncodeError):
             raise BadRequestProblem(detail="the multipart/form-data boundary is not valid") from None
@@ -188,6 +208,12 @@ class MultiPartBodyValidator(MultiPartFormDataValidator):
             parts.discard()
             raise
         return _empty_body(receive), _without_body(scope)
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared Content-Length, or None for a chunked body (the edge refused malformed ones already)."""
+    value = Headers(scope=scope).get("content-length")
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def _without_body(scope: Scope) -> Scope:

@@ -1,28 +1,37 @@
 """Uploaded files: one rule for names, bytes streamed to a temporary file, moved into place by their owner.
 
 Files live under `files_dir` at `<folder>/<file name>`, every folder segment and the file name judged by
-`name_problem`. An upload's bytes go to a `.upload-*` temporary file at the top of `files_dir` as they
-arrive (`Upload`); `store` moves it into place inside the write transaction that records the `files`
-row, after checking that the actor may replace whatever is there. A file belongs to whoever uploaded its
-current content (`files.uploaded_by`): the acting user's id, or the API key's id when a key acts as
-itself. Replacing it takes that same uploader or an administrator.
+`name_problem`; the first folders the server keeps for itself (`courses/`, `.upload-*`) are refused. An
+upload's bytes go to a `.upload-*` temporary file at the top of `files_dir` as they arrive (`Upload`),
+checked against the free-disk floor as they grow. `store` judges it inside one write transaction (the
+actor may replace whatever is there, the uploader's quota, the free-disk floor again), records the
+`files` row, and renames the temporary file to a staged name that says which row it belongs to
+(`.upload-commit-<file id>.<sha256>.<token>`); only after COMMIT is the staged file renamed into place.
+A process killed in between leaves either a staged file its row does not describe (the transaction
+never committed: it is removed) or one it does (it committed: it is moved into place); `finish_pending`
+settles them at start-up, and the next upload to the same path settles its own. So a file on disk is
+never newer than its row.
+
+A file belongs to whoever uploaded its current content (`files.uploaded_by`): the acting user's id, or
+the API key's id when a key acts as itself. Replacing it takes that same uploader or an administrator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
 import unicodedata
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from storage import events
+from storage import events, names
 from storage.db import Database, iso, new_id
-from storage.errors import Conflict, Forbidden, Invalid
+from storage.errors import Conflict, Forbidden, Invalid, StorageError
 from storage.models import Actor
 
 MAX_NAME_BYTES = 255  # NAME_MAX of ext4, XFS and btrfs; SharePoint and OneDrive allow no more either
@@ -30,6 +39,12 @@ MAX_FOLDERS = 16
 MAX_PATH_BYTES = 1024  # the stored relative path, folders and file name together
 MAX_CONTENT_TYPE = 255
 TEMP_PREFIX = ".upload-"
+# A temporary file renamed inside the transaction that records its row: `.upload-commit-<id>.<sha256>.<token>`.
+STAGED_PREFIX = TEMP_PREFIX + "commit-"
+# First folders the server keeps for itself, by their key (storage.names.key: NFC, case-folded), and why.
+RESERVED_FOLDERS = {"courses": "it holds the course folders the server creates (courses/<course id>)"}
+# How often, in bytes received, an upload looks at the free disk again.
+FREE_SPACE_EVERY = 1 << 20
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 # Refused by Windows, SharePoint and OneDrive in any file or folder name.
@@ -55,6 +70,18 @@ class TooLarge(Invalid):
     """The upload is larger than the configured limit."""
 
 
+class InsufficientStorage(StorageError):
+    """Storing the upload would pass a storage limit (HTTP 507 Insufficient Storage, RFC 4918 section 11.5)."""
+
+
+class QuotaExceeded(InsufficientStorage):
+    """The uploader's files would pass the upload quota (COURSEWIRE_UPLOAD_QUOTA_BYTES)."""
+
+
+class DiskFull(InsufficientStorage):
+    """The disk holding the files would keep less free space than COURSEWIRE_MIN_FREE_BYTES."""
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` (NFC-normalized already) cannot name a stored file or folder, or None when it can.
 
@@ -63,7 +90,9 @@ def name_problem(name: str) -> str | None:
     Cs, Zl, Zp), the characters Windows, SharePoint and OneDrive refuse (`" * : < > ? |`), names of blank
     space only, a leading space, a trailing dot or space, Windows device names (CON, PRN, AUX, NUL,
     COM0-9, LPT0-9 and superscript digits, any case, with or without an extension) and names over 255
-    UTF-8 bytes. Everything else is accepted: spaces inside, accents, any script, `#`, `&`, brackets.
+    UTF-8 bytes. Blank space is any character `str.isspace` accepts, so a leading or trailing no-break
+    space (U+00A0) or ideographic space is refused like an ASCII one. Everything else is accepted: spaces
+    inside, accents, any script, `#`, `&`, brackets.
     """
     if not name:
         return "is empty"
@@ -85,16 +114,24 @@ def name_problem(name: str) -> str | None:
             return f"contains '{character}', which Windows, SharePoint and OneDrive do not allow in names"
     if not name.strip():
         return "is only blank space"
-    if name.startswith(" "):
-        return "starts with a space"
+    if name[0].isspace():
+        return "starts with a space" + _which_space(name[0])
     if name.endswith("."):
         return "ends with a dot, which Windows drops"
-    if name.endswith(" "):
-        return "ends with a space, which Windows drops"
+    if name[-1].isspace():
+        return "ends with a space" + (", which Windows drops" if name[-1] == " " else _which_space(name[-1]))
     stem = name.split(".", 1)[0].rstrip(" ").upper()
     if stem in RESERVED_NAMES:
         return f"is the reserved device name {stem} on Windows (with or without an extension)"
     return None
+
+
+def _which_space(character: str) -> str:
+    """` (U+00A0 NO-BREAK SPACE), which cannot be seen` for blank space other than the ASCII space."""
+    if character == " ":
+        return ""
+    label = unicodedata.name(character, "")
+    return f" (U+{ord(character):04X}{' ' + label if label else ''}), which cannot be seen"
 
 
 def _shown(text: str, limit: int = 60) -> str:
@@ -106,7 +143,9 @@ def check_folder(path: str) -> str:
     """Return FileUploadUrl as the NFC-normalized folder `a/b/c` files are stored under.
 
     Raises Invalid (target `FileUploadUrl`) when the path is over MAX_PATH_BYTES, has more than
-    MAX_FOLDERS segments, or a segment breaks `name_problem`; the message says which rule and which segment.
+    MAX_FOLDERS segments, a segment breaks `name_problem`, or the first folder is one the server keeps for
+    itself (`courses`, or a name starting with `.upload-`, compared by `storage.names.key`: any case, any
+    Unicode form); the message says which rule and which segment.
     """
     path = unicodedata.normalize("NFC", path)
     size = len(path.encode("utf-8", "surrogatepass"))
@@ -130,6 +169,14 @@ def check_folder(path: str) -> str:
             raise Invalid(
                 f"FileUploadUrl {_shown(path)}: folder {number} {_shown(segment)} {problem}", target="FileUploadUrl"
             )
+    first = names.key(segments[0])
+    if first in RESERVED_FOLDERS or first.startswith(TEMP_PREFIX):
+        why = RESERVED_FOLDERS.get(first, f"names starting with {TEMP_PREFIX!r} are the server's temporary files")
+        raise Invalid(
+            f"FileUploadUrl {_shown(path)}: the first folder {_shown(segments[0])} is reserved: {why};"
+            " upload under another folder, such as certificates/<id>/upload",
+            target="FileUploadUrl",
+        )
     return path
 
 
@@ -191,39 +238,91 @@ def check_content_type(content_type: str | None) -> str:
     return content_type
 
 
-def _remove(out: IO[bytes], path: str) -> None:
+def free_bytes(path: Path) -> int:
+    """Bytes free to unprivileged writers on the file system holding `path` or, while it does not exist yet,
+    its nearest existing parent (statvfs: f_bavail blocks of f_frsize bytes)."""
+    for candidate in (path, *path.parents):
+        try:
+            stat = os.statvfs(candidate)
+        except FileNotFoundError:
+            continue
+        return stat.f_bavail * stat.f_frsize
+    return 0
+
+
+def check_free_space(files_dir: Path, min_free_bytes: int, incoming: int = 0) -> None:
+    """Raise DiskFull (target `File`) when `incoming` more bytes would leave less than `min_free_bytes`
+    free on the file system holding `files_dir` (COURSEWIRE_MIN_FREE_BYTES; 0 still refuses what cannot fit).
+
+    The floor keeps room for the database, whose writes fail for everyone on a full disk.
+    """
+    if free_bytes(files_dir) - incoming < min_free_bytes:
+        raise DiskFull(
+            f"the server is short of disk space: storing this upload would leave less than {min_free_bytes:,} bytes"
+            " free, the reserve COURSEWIRE_MIN_FREE_BYTES keeps for the database; try again later or tell the"
+            " server's operator",
+            target="File",
+        )
+
+
+def _disk_full(exc: OSError) -> StorageError | OSError:
+    """ENOSPC and EDQUOT as DiskFull (a 507, not a 500); any other OSError as it is."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull("the server's disk is full: the upload could not be written; try again later", target="File")
+    return exc
+
+
+def _remove(out: IO[bytes], paths: list[Path]) -> None:
     out.close()
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(paths[-1])
 
 
 class Upload:
     """The bytes of one upload on their way to disk: a `.upload-*` temporary file at the top of
-    `files_dir` (same file system as the target, so `store` moves it with one rename), counted and
-    hashed as they arrive.
+    `files_dir` (same file system as the target, so `store` moves it with renames), counted, hashed and
+    checked against the free-disk floor as they arrive.
 
-    The temporary file is removed by `discard()`, or when the object is garbage-collected without
-    having been stored, so a request that fails anywhere leaves nothing behind; a process killed
-    mid-upload leaves it for `remove_stale_uploads` at the next start.
+    The temporary (or staged) file is removed by `discard()`, or when the object is garbage-collected
+    without having been stored, so a request that fails anywhere leaves nothing behind; a process killed
+    mid-upload leaves it for `remove_stale_uploads` (or, once staged, `finish_pending`) at the next start.
     """
 
-    def __init__(self, files_dir: Path, max_bytes: int) -> None:
+    def __init__(self, files_dir: Path, max_bytes: int, min_free_bytes: int = 0, expected: int | None = None) -> None:
+        """`expected`: the bytes announced to come (Content-Length), judged against the free-disk floor at once.
+
+        Raises DiskFull before creating anything when they would not leave `min_free_bytes` free.
+        """
         files_dir.mkdir(parents=True, exist_ok=True)
+        check_free_space(files_dir, min_free_bytes, expected or 0)
         fd, path = tempfile.mkstemp(dir=files_dir, prefix=TEMP_PREFIX)
+        self.files_dir = files_dir
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.expected = expected or 0
         self.size = 0
+        self._checked = 0
         self._out = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
-        self._cleanup = weakref.finalize(self, _remove, self._out, path)
+        self._paths = [self.path]
+        self._cleanup = weakref.finalize(self, _remove, self._out, self._paths)
 
     def write(self, data: bytes | memoryview) -> None:
-        """Append `data`. Raises TooLarge (target `File`) once the upload passes `max_bytes`."""
+        """Append `data`. Raises TooLarge (target `File`) once the upload passes `max_bytes`, DiskFull when
+        what is left to come (by `expected`) would eat into the free-disk floor (looked at every MiB) or the
+        disk is full."""
         self.size += len(data)
         if self.size > self.max_bytes:
             raise TooLarge(f"File is larger than the limit of {self.max_bytes} bytes", target="File")
+        if self.size - self._checked >= FREE_SPACE_EVERY:
+            self._checked = self.size
+            check_free_space(self.files_dir, self.min_free_bytes, max(self.expected - self.size, 0))
         self._digest.update(data)
-        self._out.write(data)
+        try:
+            self._out.write(data)
+        except OSError as exc:
+            raise _disk_full(exc) from None
 
     @property
     def sha256(self) -> str:
@@ -234,16 +333,36 @@ class Upload:
         """Close and remove the temporary file, unless it was stored; safe to call more than once."""
         self._cleanup()
 
-    def move_to(self, target: Path) -> None:
-        """Close the temporary file and rename it to `target` (atomically replacing a file there)."""
-        self._out.close()
-        os.replace(self.path, target)
+    def stage(self, file_id: str) -> None:
+        """Close the temporary file and rename it to the staged name of row `file_id` with this content's hash
+        (inside the transaction that records the row: see the module docstring)."""
+        try:
+            self._out.close()
+        except OSError as exc:
+            raise _disk_full(exc) from None
+        staged = self.files_dir / f"{STAGED_PREFIX}{file_id}.{self.sha256}.{self.path.name[len(TEMP_PREFIX) :]}"
+        os.replace(self.path, staged)
+        self.path = staged
+        self._paths.append(staged)
+
+    def finish(self, target: Path) -> None:
+        """Rename the staged file to `target` (after COMMIT), atomically replacing the file there.
+
+        Already gone means another upload to the same path or `finish_pending` moved it into place. Any
+        other OSError is raised and the staged file left for `finish_pending` at the next start: its row
+        is committed, so removing it would leave a row that describes no file.
+        """
         self._cleanup.detach()
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, target)
 
 
-def receive(files_dir: Path, chunks: Iterable[bytes], max_bytes: int) -> Upload:
-    """Write `chunks` to a new Upload in `files_dir` and return it; raises TooLarge past `max_bytes`."""
-    upload = Upload(files_dir, max_bytes)
+def receive(
+    files_dir: Path, chunks: Iterable[bytes], max_bytes: int, min_free_bytes: int = 0, expected: int | None = None
+) -> Upload:
+    """Write `chunks` to a new Upload in `files_dir` and return it; raises TooLarge past `max_bytes`, DiskFull
+    as `Upload` does."""
+    upload = Upload(files_dir, max_bytes, min_free_bytes, expected)
     try:
         for chunk in chunks:
             upload.write(chunk)
@@ -251,6 +370,57 @@ def receive(files_dir: Path, chunks: Iterable[bytes], max_bytes: int) -> Upload:
         upload.discard()
         raise
     return upload
+
+
+def _staged(files_dir: Path, file_id: str | None = None) -> Iterator[tuple[Path, str, str]]:
+    """The staged files at the top of `files_dir` (of row `file_id` only, when given) as (path, id, sha256);
+    names that do not parse come out with an empty id."""
+    try:
+        entries = list(os.scandir(files_dir))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(STAGED_PREFIX) or not entry.is_file(follow_symlinks=False):
+            continue
+        parts = entry.name[len(STAGED_PREFIX) :].split(".")
+        staged_id, sha = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
+        if file_id is None or staged_id == file_id:
+            yield Path(entry.path), staged_id, sha
+
+
+def _settle(staged: Path, sha: str, row_sha: str | None, target: Path | None) -> bool:
+    """Move a staged file into place when its row (committed) describes it, else remove it; return whether it
+    was moved. Only under the write lock, so no transaction that could still commit it is in progress."""
+    if row_sha is not None and row_sha == sha and target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(staged, target)
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staged)
+    return False
+
+
+def finish_pending(db: Database, files_dir: Path) -> int:
+    """Settle staged uploads left by a process killed around COMMIT; return how many were moved into place.
+
+    A staged file whose row was committed with its hash is renamed into place; any other (its transaction
+    never committed) is removed. Safe while uploads are in progress (each file is judged inside a write
+    transaction, and uploads stage theirs inside theirs); takes the write lock only when a staged file
+    exists. A file that cannot be moved is left for the next call. Raises nothing for one file's OSError.
+    """
+    staged = list(_staged(files_dir))
+    if not staged:
+        return 0
+    moved = 0
+    with db.write() as conn:
+        for path, file_id, sha in staged:
+            row = conn.execute("SELECT path, sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
+            try:
+                moved += _settle(path, sha, row and row["sha256"], row and files_dir / row["path"])
+            except OSError:
+                continue
+    return moved
 
 
 def uploader(actor: Actor) -> str:
@@ -302,6 +472,22 @@ def _check_owner(actor: Actor, row: Any, target: Path, relative: str) -> None:
         )
 
 
+def _check_quota(conn: Any, actor: Actor, row: Any, size: int, quota_bytes: int) -> None:
+    """Raise QuotaExceeded unless the uploader's files, with this upload of `size` bytes in place of the file
+    it replaces (when theirs), stay within `quota_bytes`."""
+    who = uploader(actor)
+    used = conn.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE uploaded_by = ?", (who,)).fetchone()[0]
+    if row is not None and row["uploaded_by"] == who:
+        used -= row["size"]
+    if used + size > quota_bytes:
+        raise QuotaExceeded(
+            f"{_who(actor)} keeps {used:,} bytes in uploaded files; this upload of {size:,} bytes would pass the"
+            f" upload quota of {quota_bytes:,} bytes per user (COURSEWIRE_UPLOAD_QUOTA_BYTES): replace one of"
+            " your files instead, or ask an administrator",
+            target="File",
+        )
+
+
 def store(
     db: Database,
     actor: Actor,
@@ -310,16 +496,23 @@ def store(
     file_name: str | None,
     content_type: str | None,
     upload: Upload,
+    *,
+    quota_bytes: int = 0,
+    min_free_bytes: int = 0,
 ) -> dict[str, Any]:
     """Move `upload` to `<files_dir>/<folder>/<file name>` and record it; return the FileInfo shape
     (Id, Path, FileName, Size, ContentType, Sha256, UploadedAt) and record a `FileUploaded` event.
 
-    The names are normalized to NFC and checked (`check_path`); the owner and collision checks, the row,
-    the event and the rename happen in one write transaction (BEGIN IMMEDIATE), so two uploads to one
-    path are judged one after the other. The upload is discarded whatever happens unless stored.
+    The names are normalized to NFC and checked (`check_path`); the owner, collision, quota and free-disk
+    checks, the row, the event and the staging rename happen in one write transaction (BEGIN IMMEDIATE),
+    so two uploads to one path, or by one uploader, are judged one after the other; the rename into place
+    follows COMMIT (module docstring). `quota_bytes` (0: none) bounds the sum of the sizes of the files an
+    uploader who is not an administrator owns, this one included in place of the one it replaces;
+    `min_free_bytes` is the free-disk floor, for everyone. The upload is discarded unless stored.
     Raises Invalid (400: bad name or path, target `File` or `FileUploadUrl`), Forbidden (403: the file
     exists and the actor is neither its uploader nor an administrator), Conflict (409: the name is an
-    existing folder, target `File`, or a folder segment an existing file, target `FileUploadUrl`).
+    existing folder, target `File`, or a folder segment an existing file, target `FileUploadUrl`),
+    QuotaExceeded or DiskFull (507, target `File`).
     """
     try:
         folder, name = check_path(folder, file_name)
@@ -328,11 +521,18 @@ def store(
         target = files_dir / relative
         now = db.clock()
         with db.write() as conn:
-            row = conn.execute("SELECT id, uploaded_by FROM files WHERE path = ?", (relative,)).fetchone()
+            row = conn.execute("SELECT id, size, sha256, uploaded_by FROM files WHERE path = ?", (relative,)).fetchone()
+            if row is not None:  # a replacement committed before a crash goes in place first
+                for staged, _, sha in _staged(files_dir, row["id"]):
+                    _settle(staged, sha, row["sha256"], target)
             _check_place(files_dir, folder, name)
             _check_owner(actor, row, target, relative)
+            if quota_bytes and not actor.is_admin:
+                _check_quota(conn, actor, row, upload.size, quota_bytes)
+            check_free_space(files_dir, min_free_bytes)
+            file_id: str = row["id"] if row else new_id()
             info = {
-                "Id": row["id"] if row else new_id(),
+                "Id": file_id,
                 "Path": relative,
                 "FileName": name,
                 "Size": upload.size,
@@ -346,7 +546,7 @@ def store(
                 " content_type = excluded.content_type, sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at,"
                 " uploaded_by = excluded.uploaded_by",
                 (
-                    info["Id"],
+                    file_id,
                     relative,
                     name,
                     upload.size,
@@ -358,7 +558,8 @@ def store(
             )
             events.record(conn, "FileUploaded", actor, now, {"file": info}, user_id=actor.user_id)
             target.parent.mkdir(parents=True, exist_ok=True)
-            upload.move_to(target)
+            upload.stage(file_id)
+        upload.finish(target)
         return info
     finally:
         upload.discard()
@@ -369,7 +570,8 @@ def remove_stale_uploads(files_dir: Path) -> int:
 
     Uploads in progress own such files too, so call this once per server start, before any server
     process accepts requests (`coursewire serve` does), never from a server process. Stored files
-    are never touched: they always sit inside at least one folder, and folders are left alone.
+    are never touched: they always sit inside at least one folder, and folders are left alone. Staged
+    files (`.upload-commit-*`) are left for `finish_pending`, which asks the database whether to keep them.
     """
     try:
         entries = list(os.scandir(files_dir))
@@ -377,7 +579,11 @@ def remove_stale_uploads(files_dir: Path) -> int:
         return 0
     removed = 0
     for entry in entries:
-        if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+        if (
+            entry.name.startswith(TEMP_PREFIX)
+            and not entry.name.startswith(STAGED_PREFIX)
+            and entry.is_file(follow_symlinks=False)
+        ):
             try:
                 os.unlink(entry.path)
             except FileNotFoundError:

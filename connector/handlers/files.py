@@ -13,7 +13,9 @@ def file_upload(FileUploadUrl: str) -> dict[str, Any]:
     """Store the uploaded file under FileUploadUrl and return its FileInfo.
 
     The body never reaches Flask: connector.multipart parsed it while it arrived and left the File part,
-    already on disk, in the request scope. Errors as storage.files.store raises them.
+    already on disk, in the request scope. Uploaders who are not administrators are held to
+    COURSEWIRE_UPLOAD_QUOTA_BYTES, everyone to COURSEWIRE_MIN_FREE_BYTES of free disk. Errors as
+    storage.files.store raises them (507 InsufficientStorage past either).
     """
     received = multipart.received_file(context.scope())
     if received is None:
@@ -28,6 +30,8 @@ def file_upload(FileUploadUrl: str) -> dict[str, Any]:
             received.file_name,
             received.content_type,
             received.upload,
+            quota_bytes=services.settings.upload_quota_bytes,
+            min_free_bytes=services.settings.min_free_bytes,
         )
     finally:
         received.upload.discard()

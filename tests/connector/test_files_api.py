@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -12,21 +13,23 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
-from support import Api, World, build_world, error
+from support import Api, World, build_world, error, fake_resolve
 
 from connector.app import create_app
+from connector.background import Provisioner
 from storage import files
 from storage.db import Database
 from storage.errors import Forbidden
-from storage.models import Actor
+from storage.models import CLI, Actor
 
 BOUNDARY = "cw-test-boundary"
 
@@ -255,7 +258,7 @@ ACCEPTED_NAMES = [
     "Ωmega~_-.tar.gz",
     "CONSOLE.txt",
     "COM10",
-    "\u00a0nbsp",
+    "in\u00a0between",  # a non-breaking space inside a name is fine; at either end it is refused like a space
     "x" * 251 + ".pdf",
 ]
 
@@ -292,6 +295,11 @@ REFUSED_NAMES = [
     ("name.", "ends with a dot"),
     ("name ", "ends with a space"),
     (" name", "starts with a space"),
+    ("\u00a0nbsp", "starts with a space (U+00A0"),
+    ("nbsp\u00a0", "ends with a space (U+00A0"),
+    ("\u3000ideographic.txt", "starts with a space (U+3000"),
+    ("em.txt\u2003", "ends with a space (U+2003"),
+    ("\u00a0\u2009", "only blank space"),
     ("CON", "reserved"),
     ("con.txt", "reserved"),
     ("Nul.tar.gz", "reserved"),
@@ -330,6 +338,8 @@ def test_folder_segments_follow_the_same_rule(api: Api) -> None:
         ("/a/" + quote("x\u200by"), "U+200B"),
         ("/a/" + quote("what?"), "'?'"),
         ("/a/trailing./upload", "ends with a dot"),
+        ("/a/" + quote("\u00a0lead"), "starts with a space"),
+        ("/a/" + quote("trail\u202f") + "/upload", "ends with a space"),
         ("/a//b", "empty"),
         ("/a/b/", "empty"),
     ]:
@@ -375,6 +385,252 @@ def test_an_oversized_part_content_type_is_400(api: Api) -> None:
     assert listing(api.settings.files_dir) == set()
 
 
+# --- the server's own folders -----------------------------------------------------------------------------
+
+RESERVED_FIRST_FOLDERS = [
+    "/courses",
+    "/courses/new-course-id",
+    "/Courses/x",
+    "/COURSES",
+    "/" + quote("cour\u017fes"),  # long s: the same name once case-folded, as names compare
+    "/.upload-x",
+    "/.UPLOAD-commit-x/y",
+]
+
+
+def test_the_servers_own_folders_are_not_open_to_uploads(api: Api, world: World) -> None:
+    """`courses/` (the provisioner's course folders) and `.upload-*` (temporary files) as the first folder are a
+    400 naming FileUploadUrl and saying why, in any case and Unicode form, for learners and administrators alike."""
+    before = listing(api.settings.files_dir)
+    for path in RESERVED_FIRST_FOLDERS:
+        for user in (world.uid("ann"), world.uid("admin"), None):
+            response = upload(api, path, part(filename="x.pdf"), user=user)
+            assert (response.status_code, error(response).get("target")) == (400, "FileUploadUrl"), (path, user)
+            assert "reserved" in error(response)["message"], path
+    assert "course folders" in error(upload(api, "/courses", part(filename=world.course["Id"])))["message"]
+    assert listing(api.settings.files_dir) == before
+    assert file_rows(api) == []
+    api.ok("POST", "/certificates/courses", user=world.uid("ann"), **multipart(part()))  # deeper: an ordinary name
+    api.ok("POST", "/courses-2024", user=world.uid("ann"), **multipart(part()))
+
+
+# --- quota and free disk ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def limited(api: Api) -> Iterator[Callable[..., Api]]:
+    """Another app on the same database and files, with some limits changed (Settings built in the test)."""
+    with ExitStack() as stack:
+
+        def make(**limits: int) -> Api:
+            settings = replace(api.settings, **limits)
+            app = create_app(settings, db=api.db, validate_responses=True, resolve=fake_resolve)
+            return Api(stack.enter_context(app.test_client()), api.secret, api.db, settings)
+
+        yield make
+
+
+def free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def test_a_learner_cannot_fill_the_disk_past_the_upload_quota(api: Api, world: World, limited: Any) -> None:
+    """The review's example scaled down: a learner's uploads stop at the quota with a 507 naming it and
+    COURSEWIRE_UPLOAD_QUOTA_BYTES; replacing one's own file counts the new size only; other learners have their
+    own quota; administrators have none."""
+    quota = limited(upload_quota_bytes=100_000)
+    ann, bob, admin = world.uid("ann"), world.uid("bob"), world.uid("admin")
+    quota.ok("POST", "/ann/a", user=ann, **multipart(part(b"a" * 40_000)))
+    quota.ok("POST", "/ann/b", user=ann, **multipart(part(b"b" * 40_000)))
+    before, rows = listing(api.settings.files_dir), file_rows(api)
+    over = upload(quota, "/ann/c", part(b"c" * 40_000), user=ann)
+    assert over.status_code == 507, over.text
+    refusal = error(over)
+    assert (refusal["code"], refusal["target"]) == ("InsufficientStorage", "File")
+    assert "COURSEWIRE_UPLOAD_QUOTA_BYTES" in refusal["message"] and "100,000 bytes" in refusal["message"]
+    assert (listing(api.settings.files_dir), file_rows(api)) == (before, rows)  # no file, no row, no temporary file
+    quota.ok("POST", "/ann/c", user=ann, **multipart(part(b"c" * 20_000)))  # exactly at the quota
+    quota.ok("POST", "/ann/a", user=ann, **multipart(part(b"A" * 40_000)))  # a replacement of the same size
+    assert upload(quota, "/ann/a", part(b"A" * 40_001), user=ann).status_code == 507
+    assert (api.settings.files_dir / "ann/a/cert.pdf").read_bytes() == b"A" * 40_000
+    quota.ok("POST", "/bob/a", user=bob, **multipart(part(b"b" * 60_000)))
+    for n in range(3):
+        quota.ok("POST", f"/admin/{n}", user=admin, **multipart(part(b"z" * 60_000)))
+        quota.ok("POST", f"/key/{n}", **multipart(part(b"k" * 60_000)))  # the key acting as itself
+    off = limited(upload_quota_bytes=0)
+    off.ok("POST", "/ann/d", user=ann, **multipart(part(b"d" * 60_000)))
+
+
+def test_the_quota_is_judged_inside_the_write_transaction(db: Database, tmp_path: Path) -> None:
+    """Two uploads by one learner at the same moment cannot both fit under a quota that holds one of them."""
+    files_dir = tmp_path / "files"
+    arrived = threading.Barrier(2)
+    write = db.write
+
+    @contextmanager
+    def write_after_both_arrived() -> Iterator[Any]:
+        arrived.wait(timeout=10)
+        with write() as conn:
+            yield conn
+
+    db.write = write_after_both_arrived  # type: ignore[method-assign]
+    actor = Actor(kind="user", api_key_id="k", user_id="ann")
+    outcomes: list[str] = []
+
+    def send(folder: str) -> None:
+        received = files.receive(files_dir, iter([b"x" * 6_000]), 10_000)
+        try:
+            files.store(db, actor, files_dir, folder, "a.bin", None, received, quota_bytes=10_000)
+            outcomes.append("stored")
+        except files.QuotaExceeded:
+            outcomes.append("over quota")
+
+    threads = [threading.Thread(target=send, args=(folder,)) for folder in ("one", "two")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["over quota", "stored"]
+
+
+def test_uploads_are_refused_while_the_disk_is_short_for_administrators_too(api: Api, limited: Any) -> None:
+    """With less free disk than COURSEWIRE_MIN_FREE_BYTES would leave, an upload is a 507 before its body is
+    stored, with or without Content-Length, for the key itself too, and nothing is left on disk."""
+    api.ok("POST", "/before", **multipart(part()))  # creates the files directory
+    short = limited(min_free_bytes=free_bytes(api.settings.files_dir) + (1 << 40))
+    before = listing(api.settings.files_dir)
+    declared = upload(short, "/docs")
+    body = multipart(part(b"x" * 30_000))
+    content = body.pop("content")
+    chunked = short.post("/docs", content=iter([content[i : i + 1000] for i in range(0, len(content), 1000)]), **body)
+    for response in (declared, chunked):
+        assert response.status_code == 507, response.text
+        assert error(response)["code"] == "InsufficientStorage"
+        assert "COURSEWIRE_MIN_FREE_BYTES" in error(response)["message"]
+    assert listing(api.settings.files_dir) == before
+
+
+def test_an_upload_stops_as_soon_as_the_disk_runs_short(tmp_path: Path) -> None:
+    """Free disk is checked as the bytes arrive: an upload that would eat into the reserve stops early and its
+    temporary file is removed (a real disk: the reserve is set 8 MiB below what is free now)."""
+    chunk = b"x" * (1 << 20)
+    consumed = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal consumed
+        for _ in range(64):
+            consumed += 1
+            yield chunk
+
+    tmp_path.joinpath("files").mkdir()
+    reserve = free_bytes(tmp_path) - (8 << 20)
+    with pytest.raises(files.DiskFull) as refused:
+        files.receive(tmp_path / "files", chunks(), 1 << 30, min_free_bytes=reserve)
+    assert "COURSEWIRE_MIN_FREE_BYTES" in refused.value.message
+    assert consumed < 64
+    assert listing(tmp_path / "files") == set()
+
+
+def test_free_disk_is_checked_again_before_the_file_is_stored(db: Database, tmp_path: Path) -> None:
+    """An upload received while the disk had room is still refused when the disk is short as it is stored."""
+    files_dir = tmp_path / "files"
+    received = files.receive(files_dir, iter([b"x" * 1000]), 10_000)
+    with pytest.raises(files.DiskFull):
+        files.store(
+            db, CLI, files_dir, "docs", "a.bin", None, received, min_free_bytes=free_bytes(tmp_path) + (1 << 40)
+        )
+    assert listing(files_dir) == set()
+    assert db.conn.execute("SELECT count(*) FROM files").fetchone()[0] == 0
+
+
+# --- a crash between the file and its row ---------------------------------------------------------------------
+
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from storage import files
+from storage.db import Database
+from storage.models import CLI
+
+database, files_dir, when = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+db = Database(database)
+real_replace, calls = os.replace, 0
+
+
+def replace(source, target):
+    global calls
+    calls += 1
+    if when == "before the second rename" and calls == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, target)
+    if when == "after the first rename" and calls == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+upload = files.receive(files_dir, [b"version 2"], 1024)
+files.store(db, CLI, files_dir, "docs", "a.txt", "text/plain", upload)
+print("the store finished without being killed")
+"""
+
+
+def crash_while_storing(db: Database, files_dir: Path, when: str) -> subprocess.CompletedProcess[str]:
+    """Store `docs/a.txt` as version 1 here, then version 2 in a subprocess that SIGKILLs itself at `when`."""
+    files.store(db, CLI, files_dir, "docs", "a.txt", "text/plain", files.receive(files_dir, [b"version 1"], 1024))
+    return subprocess.run(
+        [sys.executable, "-c", CRASH, str(db.path), str(files_dir), when],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def stored(db: Database, files_dir: Path) -> tuple[bytes, bool]:
+    """The content at docs/a.txt, and whether the row's size and hash describe exactly that content."""
+    content = (files_dir / "docs/a.txt").read_bytes()
+    row = db.conn.execute("SELECT size, sha256 FROM files WHERE path = 'docs/a.txt'").fetchone()
+    return content, (row["size"], row["sha256"]) == (len(content), hashlib.sha256(content).hexdigest())
+
+
+def recover_at_start_up(db: Database, files_dir: Path) -> None:
+    """What `coursewire serve` does at start: clean up, then the provisioner's first pass settles pending files."""
+    files.remove_stale_uploads(files_dir)
+    thread, stop = Provisioner(db, files_dir).start()
+    stop.set()
+    thread.join(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("when", "content"),
+    [("after the first rename", b"version 1"), ("before the second rename", b"version 2")],
+    ids=["killed-before-commit", "killed-after-commit"],
+)
+def test_a_kill_while_storing_leaves_the_file_and_its_row_agreeing(
+    db: Database, tmp_path: Path, when: str, content: bytes
+) -> None:
+    """A server killed while it stores a replacement leaves, after the next start, the old file with its row (the
+    transaction never committed) or the new file with its row (it did): never a file its row does not describe,
+    and no temporary file."""
+    files_dir = tmp_path / "files"
+    killed = crash_while_storing(db, files_dir, when)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    recover_at_start_up(db, files_dir)
+    assert stored(db, files_dir) == (content, True)
+    assert [p.name for p in files_dir.iterdir()] == ["docs"]
+
+
+def test_the_next_upload_to_a_path_finishes_a_committed_one_first(db: Database, tmp_path: Path) -> None:
+    """A replacement committed but not yet moved into place (the server was killed) is settled by the next upload
+    to the same path, so the newest upload wins and nothing is left at the top of the files directory."""
+    files_dir = tmp_path / "files"
+    assert crash_while_storing(db, files_dir, "before the second rename").returncode == -signal.SIGKILL
+    files.store(db, CLI, files_dir, "docs", "a.txt", "text/plain", files.receive(files_dir, [b"version 3"], 1024))
+    assert stored(db, files_dir) == (b"version 3", True)
+    assert [p.name for p in files_dir.iterdir()] == ["docs"]
+
+
 # --- start-up clean-up ------------------------------------------------------------------------------------
 
 
@@ -384,10 +640,16 @@ def test_stale_upload_files_are_removed_but_nothing_else(tmp_path: Path) -> None
     (files_dir / ".upload-folder").mkdir(parents=True)  # a folder a user named so: kept
     (files_dir / ".upload-folder" / ".upload-notes.txt").write_bytes(b"kept")  # an uploaded file: kept
     (files_dir / ".upload-abc123").write_bytes(b"partial")
+    (files_dir / ".upload-commit-abc").write_bytes(b"committed, not yet in place: the provisioner settles it")
     (files_dir / ".upload-").write_bytes(b"")
     (files_dir / "upload-x").write_bytes(b"kept")
     assert files.remove_stale_uploads(files_dir) == 2
-    assert listing(files_dir) == {".upload-folder", ".upload-folder/.upload-notes.txt", "upload-x"}
+    assert listing(files_dir) == {
+        ".upload-folder",
+        ".upload-folder/.upload-notes.txt",
+        ".upload-commit-abc",
+        "upload-x",
+    }
     assert files.remove_stale_uploads(tmp_path / "missing") == 0
 
 

@@ -3,8 +3,10 @@
 (a) every name is either stored at exactly its NFC form inside the files directory, or refused with
 Invalid on File and nothing written (no row, no file, no temporary file); (b) ordinary names are always
 accepted, so (a) cannot pass by refusing everything; (c) a name holding any refused character, or that
-Windows would alter or open as a device, is refused, naming why; (d) folder segments follow the same
-rule; (e) the same holds through HTTP, where the name travels in a multipart header.
+Windows would alter or open as a device, or that starts or ends with any blank space (str.isspace: a
+non-breaking space as much as an ASCII one), is refused, naming why; (d) folder segments follow the same
+rule, and a first folder the server keeps for itself (`courses`, `.upload-*`, compared by their key) is
+refused in every spelling; (e) the same holds through HTTP, where the name travels in a multipart header.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from support import Api, error
 
-from storage import files
+from storage import files, names
 from storage.db import Database
 from storage.errors import Invalid
 from storage.models import CLI
@@ -158,6 +160,54 @@ def test_names_windows_would_alter_or_open_as_a_device_are_refused(
         store(place, next(FOLDERS), hostile)
     said = {"trailing dot": "ends with a dot", "trailing space": "ends with a space", "leading space": "starts with"}
     assert said.get(change, "reserved device name") in refused.value.message or "bytes long" in refused.value.message
+
+
+# Every character str.isspace accepts: ASCII space, no-break spaces, the en/em/thin spaces, tabs and the rest.
+BLANK = st.sampled_from([c for c in map(chr, range(0x110000)) if c.isspace()])
+
+
+@SETTINGS
+@given(name=ordinary_names(), blank=BLANK, leading=st.booleans())
+def test_blank_space_at_either_end_is_refused_like_an_ascii_space(
+    place: tuple[Database, Path], name: str, blank: str, leading: bool
+) -> None:
+    """A name that starts or ends with any Unicode blank space (U+00A0, U+3000, ...) is refused, as a space is."""
+    hostile = blank + name if leading else name + blank
+    with pytest.raises(Invalid) as refused:
+        store(place, next(FOLDERS), hostile)
+    message = refused.value.message
+    said = "starts with a space" if leading else "ends with a space"
+    assert said in message or f"U+{ord(blank):04X}" in message or "bytes long" in message, message
+    assert refused.value.target == "File"
+
+
+# Spellings that fold to the reserved names: any case, and the long s that case folding turns into s.
+SPELLINGS = {"s": "sS\u017f"}
+
+
+@st.composite
+def reserved_spellings(draw: st.DrawFn) -> str:
+    """`courses` or `.upload-<anything>` spelled in any case, with the long s where an s is."""
+    word = draw(st.sampled_from(["courses", ".upload-"]))
+    spelled = "".join(draw(st.sampled_from(SPELLINGS.get(c, c + c.upper()))) for c in word)
+    return spelled + (draw(ordinary_names()) if word == ".upload-" else "")
+
+
+@SETTINGS
+@given(first=st.one_of(reserved_spellings(), ANY_NAME))
+def test_a_first_folder_the_server_keeps_is_refused_in_every_spelling(first: str) -> None:
+    """`courses/...` and `.upload-*/...` are refused naming FileUploadUrl in any spelling whose key is theirs,
+    and a first folder is refused for being reserved only then."""
+    assume("/" not in first and files.name_problem(unicodedata.normalize("NFC", first)) is None)
+    key = names.key(first)
+    reserved = key == "courses" or key.startswith(".upload-")
+    try:
+        files.check_folder(f"{first}/x")
+    except Invalid as exc:
+        assert exc.target == "FileUploadUrl"
+        assert reserved and "reserved" in exc.message, exc.message
+        return
+    assert not reserved
 
 
 @SETTINGS

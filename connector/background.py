@@ -18,19 +18,45 @@ log = logging.getLogger("coursewire.background")
 
 class Provisioner:
     """Finishes course provisioning. `run_once()` does what is due now; `run(stop)` settles uploads a crash left
-    half-stored, then loops until stopped."""
+    half-stored, then loops until stopped.
+
+    A course whose folder cannot be created ends Failed (or, for an error that may pass, waits to be retried
+    for `storage.courses.RETRY_FOR` while the other courses go on): each is logged once, without a traceback.
+    """
 
     def __init__(self, db: Database, files_dir: Path, interval: float = 1.0, batch: int = 100) -> None:
         self.db = db
         self.files_dir = files_dir
         self.interval = interval
         self.batch = batch
+        self._retrying: set[str] = set()  # courses whose retry was logged, so each is told once
 
     def run_once(self) -> int:
-        """Advance provisioning by up to `batch` steps; return how many steps were taken."""
+        """Advance provisioning by up to `batch` steps; return how many steps changed a course.
+
+        Each course waiting to retry a transient error is tried once per pass, after which the pass goes
+        on with the courses behind it.
+        """
         steps = 0
-        while steps < self.batch and courses.provision_step(self.db, self.files_dir):
-            steps += 1
+        retrying: set[str] = set()
+        for _ in range(self.batch):
+            step = courses.provision_step(self.db, self.files_dir, retrying)
+            if step is None:
+                break
+            if step.retry:
+                if step.course_id not in self._retrying:
+                    self._retrying.add(step.course_id)
+                    log.warning(
+                        "course %s: %s; trying again every pass for up to %s",
+                        step.course_id,
+                        step.error,
+                        courses.RETRY_FOR,
+                    )
+                continue
+            self._retrying.discard(step.course_id)
+            if step.after == "Failed" and step.before != "Failed":
+                log.warning("course %s: provisioning failed: %s", step.course_id, step.error)
+            steps += step.after != step.before
         return steps
 
     def recover(self) -> None:
@@ -44,13 +70,22 @@ class Provisioner:
             log.info("moved %d upload(s) recorded before a crash into place", moved)
 
     def run(self, stop: threading.Event) -> None:
-        """Settle interrupted uploads once, then provision every `interval` seconds until `stop` is set."""
+        """Settle interrupted uploads once, then provision every `interval` seconds until `stop` is set.
+
+        An unexpected error is logged with its traceback when it first occurs, not again while it repeats.
+        """
         self.recover()
+        last_error: str | None = None
         while not stop.is_set():
             try:
                 busy = self.run_once()
-            except Exception:  # keep serving; the failed step is retried on the next pass
-                log.exception("provisioning step failed")
+                last_error = None
+            except Exception as exc:  # keep serving; the failed step is retried on the next pass
+                if repr(exc) != last_error:
+                    log.exception(
+                        "provisioning step failed; retrying every %gs, logged again when it changes", self.interval
+                    )
+                last_error = repr(exc)
                 busy = 0
             if not busy:
                 stop.wait(self.interval)

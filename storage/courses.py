@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import re
 import sqlite3
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -340,29 +343,90 @@ def delete(db: Database, actor: Actor, course_id: str) -> None:
 # --- background provisioning ----------------------------------------------------------------------
 
 
-def provision_step(db: Database, files_dir: Path) -> bool:
-    """Advance the oldest course that is still provisioning by one state; return False when none is.
+# A file-system error that may pass by itself (a full disk, an I/O hiccup) is retried for this long after the
+# course reached CreatingFolder; any other (a file in the way, permissions, a read-only disk) fails at once.
+RETRY_FOR = timedelta(minutes=5)
+TRANSIENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ENOMEM, errno.ESTALE}
+    | {errno.ENFILE, errno.EMFILE, errno.ETIMEDOUT}
+)
+_FOLDER_HINTS = {
+    errno.EEXIST: "something that is not a folder is in the way there; move it away, then create the course again",
+    errno.ENOTDIR: "a file is in the way on that path (files/courses itself?); move it away, then create the course"
+    " again",
+    errno.EACCES: "the server's user may not create it; give it write access, then create the course again",
+    errno.EPERM: "the server's user may not create it; give it write access, then create the course again",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the server's disk quota is used up",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one provisioning step did to course `course_id`: its state `before` and `after` (the same when
+    another worker moved it on, or a transient error is waiting to be retried: `retry`), and `error`, the
+    ProvisioningError it failed with or the transient error it will retry."""
+
+    course_id: str
+    before: str
+    after: str
+    error: str | None = None
+    retry: bool = False
+
+
+def _folder_error(course_id: str, exc: OSError) -> str:
+    """A ProvisioningError for a course folder that could not be created: the folder relative to the data
+    directory (no server paths), what went wrong, and what to do."""
+    reason = exc.strerror or type(exc).__name__
+    hint = _FOLDER_HINTS.get(exc.errno or 0)
+    return f"the course folder files/courses/{course_id} could not be created: {reason}" + (f"; {hint}" if hint else "")
+
+
+def provision_step(db: Database, files_dir: Path, retrying: set[str] | None = None) -> Step | None:
+    """Advance the oldest course that is still provisioning (and not in `retrying`) by one state; return what
+    was done, or None when no course is left.
 
     Queued → ReservingUrl → CreatingFolder → Created (or Failed). Safe to run from several processes:
-    each transition is a compare-and-set on the current state.
+    each transition is a compare-and-set on the current state. Creating the folder `files/courses/<id>`
+    can fail: an error another try may fix (TRANSIENT_ERRNOS) leaves the course at CreatingFolder and adds
+    it to `retrying`, so the caller's next steps go on with the other courses, until RETRY_FOR after it
+    reached CreatingFolder; any other, a transient one past RETRY_FOR, or any when the caller keeps no
+    `retrying` set (a loop that could not skip the course), moves it to Failed with a ProvisioningError
+    saying what is in the way. A failing course never holds up the queue. Raises only what the database
+    raises.
     """
     now = db.clock()
+    skip = sorted(retrying or ())
     with db.read() as conn:
         row = conn.execute(
             "SELECT * FROM courses WHERE provisioning NOT IN ('Created', 'Failed') AND is_deleted = 0"
-            " ORDER BY created_at, id LIMIT 1"
+            " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY created_at, id LIMIT 1",
+            (json.dumps(skip),),
         ).fetchone()
     if row is None:
-        return False
+        return None
     state = row["provisioning"]
+    failure: str | None = None
     if state == "CreatingFolder":
         # File system work happens outside the transaction; mkdir is idempotent if we crash and retry.
-        (files_dir / "courses" / row["id"]).mkdir(parents=True, exist_ok=True)
+        try:
+            (files_dir / "courses" / row["id"]).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            failure = _folder_error(row["id"], exc)
+            if retrying is not None and exc.errno in TRANSIENT_ERRNOS:
+                started = parse_when(row["modified_at"], "modified_at")
+                if started is None or now - started < RETRY_FOR:
+                    retrying.add(row["id"])
+                    return Step(row["id"], state, state, failure, retry=True)
+                failure += f" (still so after trying again for {RETRY_FOR.total_seconds() / 60:g} minutes)"
     with db.write() as conn:
         current = conn.execute("SELECT * FROM courses WHERE id = ?", (row["id"],)).fetchone()
         if current["provisioning"] != state or current["is_deleted"]:
-            return True  # another worker moved it on
-        if state == "Queued":
+            return Step(row["id"], state, state)  # another worker moved it on
+        if failure is not None:
+            _move(conn, now, current, "Failed", failure)
+        elif state == "Queued":
             _move(conn, now, current, "ReservingUrl")
         elif state == "ReservingUrl":
             _reserve_url(conn, now, current)
@@ -370,7 +434,10 @@ def provision_step(db: Database, files_dir: Path) -> bool:
             _move(conn, now, current, "Created")
             if current["publishing_enabled"]:
                 _publish_in(conn, SYSTEM, now, current, True)
-    return True
+        after = conn.execute(
+            "SELECT provisioning, provisioning_error FROM courses WHERE id = ?", (row["id"],)
+        ).fetchone()
+    return Step(row["id"], state, after["provisioning"], after["provisioning_error"])
 
 
 def _move(

@@ -39,7 +39,7 @@ def record(
             session_id,
             enrollment_id,
             user_id,
-            json.dumps(data, separators=(",", ":"), default=str),
+            json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False),
         ),
     )
     assert cursor.lastrowid is not None

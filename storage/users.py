@@ -81,7 +81,7 @@ def _field_values(values: Any) -> str:
         seen[fid] = i
         value = item.get("Value")
         out.append({"FieldId": fid, "FieldTitle": title, "Value": None if value is None else str(value)})
-    return json.dumps(out, separators=(",", ":"))
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
 
 def _email(value: Any) -> tuple[str | None, str | None]:

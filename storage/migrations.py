@@ -506,6 +506,13 @@ def name_keys(db: Database) -> None:
             )
 
 
+@migrations(name="0007_files_by_uploader")
+def files_by_uploader(db: Database) -> None:
+    """What a user keeps in uploaded files, summed for the upload quota on every upload of someone who is not an
+    administrator, is one index range instead of a scan of every file."""
+    db.execute("CREATE INDEX files_uploaded_by ON files(uploaded_by, size)")
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"

@@ -23,6 +23,10 @@ def _name(body: dict[str, Any], prop: str = "Name", limit: int = 255) -> str:
 
 
 _NOUN = {"categories": "category", "tags": "tag"}
+# The longest tag or category name, as the document declares it (docs/limits.md): in 4-byte characters,
+# with its catalog id, its index entry still fits one SQLite page cell, so writes from other callers than
+# the API (the CLI, the demo) cannot make the index slower either.
+MAX_NAME = 100
 # Finding a category or tag of a catalog by name is an index lookup (catalog_id, name_key).
 BY_NAME = {
     table: f"SELECT id FROM {table} WHERE catalog_id = ? AND name_key = ? ORDER BY rowid LIMIT 2"  # noqa: S608
@@ -123,7 +127,7 @@ def _insert_tag(conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_i
 
 def create_category(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
     """Create a category in a catalog (catalog admins); raises Invalid, Forbidden or Conflict."""
-    name = _name(body)
+    name = _name(body, limit=MAX_NAME)
     now = db.clock()
     with db.write() as conn:
         catalog_id = lookups.catalog(conn, body.get("CourseCatalogId") or "")["id"]
@@ -134,7 +138,7 @@ def create_category(db: Database, actor: Actor, body: dict[str, Any]) -> dict[st
 
 def create_tag(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
     """Create a tag in a catalog (catalog admins); raises Invalid, Forbidden or Conflict."""
-    name = _name(body)
+    name = _name(body, limit=MAX_NAME)
     now = db.clock()
     with db.write() as conn:
         catalog_id = lookups.catalog(conn, body.get("CourseCatalogId") or "")["id"]
@@ -180,7 +184,7 @@ def resolve_categories(
                 raise Invalid(f"{target}.Id: no category with id {item['Id']!r} in this catalog", target=f"{target}.Id")
             ids.append(item["Id"])
             continue
-        name = names.clean(item.get("Name"), f"{target}.Name", limit=255, required=False)
+        name = names.clean(item.get("Name"), f"{target}.Name", limit=MAX_NAME, required=False)
         if not name:
             raise Invalid(f"{target} needs an Id or a Name", target=target)
         existing = _by_name(conn, "categories", catalog_id, name, f"{target}.Name")
@@ -210,7 +214,7 @@ def resolve_tags(
             ids.append(item["Id"])
             continue
         prop = "TagName" if item.get("TagName") else "Name"
-        name = names.clean(item.get(prop), f"{target}.{prop}", limit=255, required=False)
+        name = names.clean(item.get(prop), f"{target}.{prop}", limit=MAX_NAME, required=False)
         if not name:
             raise Invalid(f"{target} needs an Id or a TagName", target=target)
         existing = _by_name(conn, "tags", catalog_id, name, f"{target}.{prop}")

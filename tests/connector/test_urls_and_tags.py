@@ -16,8 +16,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from support import Api, World, build_world, error
 
-from storage import names
+from storage import catalogs, names
+from storage.db import Database
 from storage.errors import Invalid
+from storage.models import CLI
 
 ANN = "ann@x.example"  # course admin of the Safety course (not a catalog admin)
 DEE = "dee@x.example"  # catalog admin of the Safety catalog
@@ -199,6 +201,23 @@ def test_create_course_by_a_catalog_admin_creates_new_tags_and_categories_as_bef
         "/odata/v2/Courses", user=org.as_user("ann"), json=course_body(org.catalog["Id"], Url="safety-103")
     )
     assert refused.status_code == 403, refused.text
+
+
+def test_storage_holds_tag_and_category_names_to_the_documents_limit(db: Database) -> None:
+    """Callers other than the API (the CLI, the demo) get the document's 100 characters for a tag or
+    category name too, so no longer name reaches the (catalog, name) index."""
+    catalog = catalogs.create_catalog(db, CLI, {"Title": "Academy"}, "http://x.example")
+    longest = "\U0001f4da" * catalogs.MAX_NAME
+    assert catalogs.create_tag(db, CLI, {"CourseCatalogId": catalog["Id"], "Name": longest})["Name"] == longest
+    with pytest.raises(Invalid) as tag:
+        catalogs.create_tag(db, CLI, {"CourseCatalogId": catalog["Id"], "Name": longest + "x"})
+    assert tag.value.target == "Name"
+    with pytest.raises(Invalid) as category:
+        catalogs.create_category(db, CLI, {"CourseCatalogId": catalog["Id"], "Name": "c" * 101})
+    assert category.value.target == "Name"
+    with pytest.raises(Invalid) as named, db.write() as conn:
+        catalogs.resolve_tags(conn, CLI, db.clock(), catalog["Id"], [{"TagName": "t" * 101}])
+    assert named.value.target == "Tags[0].TagName"
 
 
 # --- URLs a client sends ------------------------------------------------------------------------------

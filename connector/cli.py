@@ -125,7 +125,18 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
             port=port,
             workers=count,
             loop="uvloop",
-            http="httptools",
+            # uvicorn's httptools protocol plus limits on request heads: COURSEWIRE_MAX_HEADER_BYTES (431),
+            # COURSEWIRE_HEADER_TIMEOUT (408), and an OData 503 past COURSEWIRE_MAX_CONNECTIONS.
+            http="connector.server:HttpProtocol",
+            # No route is a WebSocket: an Upgrade request stays an HTTP request under the same limits.
+            ws="none",
+            # uvicorn answers 503 once the connections it holds, counting the one asking, reach this number.
+            limit_concurrency=settings.max_connections + 1,
+            # Idle keep-alive connections are closed 5 s after their last response (uvicorn's default, kept).
+            timeout_keep_alive=5,
+            # Connections the kernel has accepted and the workers have not yet (uvicorn's default; the kernel
+            # caps it at net.core.somaxconn). They cost no descriptor in a worker, only kernel memory.
+            backlog=2048,
             log_level="warning",
             access_log=False,
             # coursewire decides itself which peers' X-Forwarded-* headers count (COURSEWIRE_TRUSTED_PROXIES);

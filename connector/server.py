@@ -14,6 +14,8 @@ What this relies on in uvicorn 0.54 (uvicorn/protocols/http/httptools_impl.py, `
   `_start_asgi_task`) and `on_message_complete`, synchronously inside `feed_data`.
 - `on_response_complete` arms `timeout_keep_alive` (closing an idle keep-alive connection silently); a pipelined
   request arriving while a response is under way pauses reading (`flow.pause_reading`) until that response ends.
+- `server_state.connections` is the set uvicorn counts for its 503 and waits on at graceful shutdown; it adds a
+  connection in `connection_made` and discards it in `connection_lost`.
 - Nothing in uvicorn limits a request head's size or the time it takes; no timer runs between a connection's
   opening and its first request. Those are what this module adds.
 """
@@ -35,8 +37,8 @@ from uvicorn.server import ServerState
 from connector.settings import Settings
 
 # A connection that arrives while its process already serves max_connections must send its head within this
-# many seconds (or header_timeout if shorter) to get its 503: descriptors held by a flood of half-open requests
-# then stay near max_connections + (new connections per second) x 1 s, instead of x header_timeout.
+# many seconds (or header_timeout if shorter): descriptors held by a flood of half-open requests then stay near
+# max_connections + (new connections per second) x 1 s, instead of x header_timeout.
 OVERLOADED_HEAD_SECONDS = 1.0
 # After a 408 or 431 the server half-closes and reads (discarding) what the client still sends, for at most this
 # long or this many bytes, so the client reads the answer instead of a reset (RFC 9112 §9.6).
@@ -47,6 +49,10 @@ LINE_PREFIX = 80
 
 # Where a connection is in its current request.
 _IDLE, _HEAD, _BODY, _CLOSING = range(4)
+
+# This process's connections whose request head is pending (opened and silent, or part-sent), with the loop time
+# it became pending, oldest first. A connection is here exactly while its head timer is armed.
+_pending: dict[HttpProtocol, float] = {}
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,16 @@ def _error_body(code: str, message: str, target: str | None = None) -> bytes:
     return json.dumps({"error": error}, separators=(",", ":")).encode()
 
 
+@functools.cache
+def _unavailable_body(max_connections: int) -> bytes:
+    """The 503's OData error body (cached: a flood of half-open requests may be given up thousands at a time)."""
+    return _error_body(
+        "ServiceUnavailable",
+        f"this server process is serving its maximum of {max_connections:,} connections"
+        f" (COURSEWIRE_MAX_CONNECTIONS={max_connections}); retry in a moment",
+    )
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with three limits, all enforced before the app sees the request:
 
@@ -98,9 +114,13 @@ class HttpProtocol(HttpToolsProtocol):
       complete a slow upload may take as long as it needs. Idle keep-alive connections are uvicorn's
       `timeout_keep_alive`'s to close; time during which the server itself stopped reading (a pipelined request
       waiting for the response before it) does not count.
-    - Connections: uvicorn's `limit_concurrency` answers 503; here the answer is the OData error with
-      `Retry-After: 1` (RFC 9110 §15.6.4, §10.2.3), and a connection that arrives while the process already
-      serves `max_connections` gets OVERLOADED_HEAD_SECONDS, not `timeout`, to send its head.
+    - Connections: a request whose head is complete while the process holds `max_connections` connections
+      displaces those whose head is still pending, longest pending first (each gets a 503 and is closed), so
+      half-open requests cannot keep prompt clients out; only when the others are serving requests or idle
+      between them does uvicorn's `limit_concurrency` answer 503, here as the OData error with `Retry-After: 1`
+      (RFC 9110 §15.6.4, §10.2.3). A connection that arrives past `max_connections` gets
+      OVERLOADED_HEAD_SECONDS, not `timeout`, to send its head. A connection being closed after a refusal no
+      longer counts.
 
     408 and 431 are written only when no response to an earlier pipelined request is under way on the
     connection (they would interleave with it); otherwise that response is finished and the connection closed.
@@ -153,11 +173,12 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self._max_connections:  # this one included: it will get a 503
+        now = self.loop.time()
+        if len(self.connections) > self._max_connections:  # this one included
             self._overloaded = True
             self._allowed = min(self._head_timeout, OVERLOADED_HEAD_SECONDS)
-        self._deadline = self.loop.time() + self._allowed
-        self._timer = self.loop.call_at(self._deadline, self._head_timed_out)
+        self._deadline = now + self._allowed
+        self._arm(now)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -168,6 +189,14 @@ class HttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed `data` to the parser, at most as much of a head as its limit leaves room for at a time."""
+        if self._state == _IDLE and len(data) <= self._max_head:  # the usual read: a whole head within the limit
+            self._begin_head()
+            self._head_bytes = len(data)
+            self._ended = False
+            HttpToolsProtocol.data_received(self, data)
+            if self._state == _HEAD and not self.transport.is_closing():
+                self._head_left(data, 0, len(data))
+            return
         if self._state == _CLOSING:
             self._discard(len(data))
             return
@@ -193,19 +222,25 @@ class HttpProtocol(HttpToolsProtocol):
                 super().data_received(cast(bytes, view[start:stop]))
             if self.transport.is_closing():  # uvicorn answered 400 to what httptools could not parse
                 return
-            if self._state == _HEAD:
-                head_start = start
-                if self._ended:  # a pipelined request began after the one before ended inside this piece
-                    blank = data.rfind(b"\r\n\r\n", start, stop)
-                    head_start = start if blank < 0 else blank + 4
-                    self._head_bytes = stop - head_start
-                self._remember_line(data, head_start, stop)
-                if self._head_bytes > self._max_head:
-                    self._refuse_too_large()
-                    return
+            if self._state == _HEAD and not self._head_left(data, start, stop):
+                return
             start = stop
-        if self._state == _HEAD and self._timer is None and self._deadline is not None:
-            self._timer = self.loop.call_at(self._deadline, self._head_timed_out)
+
+    def _head_left(self, data: bytes, start: int, stop: int) -> bool:
+        """A head is incomplete after `data[start:stop]` was parsed: recount it if it began inside (pipelined),
+        keep its current line, refuse it if too large (False), otherwise make sure its clock runs (True)."""
+        head_start = start
+        if self._ended:  # a pipelined request began after the one before ended inside this piece
+            blank = data.rfind(b"\r\n\r\n", start, stop)
+            head_start = start if blank < 0 else blank + 4
+            self._head_bytes = stop - head_start
+        self._remember_line(data, head_start, stop)
+        if self._head_bytes > self._max_head:
+            self._refuse_too_large()
+            return False
+        if self._timer is None:
+            self._arm(self.loop.time())
+        return True
 
     # httptools parser callbacks
 
@@ -217,7 +252,12 @@ class HttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._state = _BODY
         self._deadline = None
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
+        limit = self.limit_concurrency
+        # uvicorn's own test for its 503, below: make room first by giving up heads that are still pending.
+        while limit is not None and len(self.connections) >= limit and _pending:
+            next(iter(_pending))._refuse(503, _unavailable_body(self._max_connections), b"retry-after: 1\r\n")
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -234,11 +274,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     async def _service_unavailable(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """uvicorn's 503 past limit_concurrency, as the OData error with Retry-After (RFC 9110 §15.6.4)."""
-        body = _error_body(
-            "ServiceUnavailable",
-            f"this server process is serving its maximum of {self._max_connections:,} connections"
-            f" (COURSEWIRE_MAX_CONNECTIONS={self._max_connections}); retry in a moment",
-        )
+        body = _unavailable_body(self._max_connections)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -251,15 +287,21 @@ class HttpProtocol(HttpToolsProtocol):
     # The limits
 
     def _begin_head(self) -> None:
-        """The first byte of a request's head has arrived: count from zero, and start its clock unless the
-        connection's own (from its opening) is still running."""
+        """The first byte of a request's head has arrived: count from zero. Its clock starts in `_arm`, if the
+        head is still incomplete once the read is parsed (the connection's own, from its opening, may run)."""
         self._state = _HEAD
         self._head_bytes = 0
         self._line = b""
         self._past_request_line = False
+
+    def _arm(self, now: float) -> None:
+        """Start the current head's timer (its deadline from the connection's opening, or from now: the read
+        that brought the head's first byte) and list the connection as pending since now."""
         if self._deadline is None:
             self._allowed = self._head_timeout
-            self._deadline = self.loop.time() + self._allowed
+            self._deadline = now + self._allowed
+        self._timer = self.loop.call_at(self._deadline, self._head_timed_out)
+        _pending[self] = now
 
     def _remember_line(self, data: bytes, start: int, stop: int) -> None:
         """Keep the start of the line the head has reached in `data[start:stop]`, to name it if it is refused."""
@@ -285,11 +327,12 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._timer = None
+        _pending.pop(self, None)
         if self.transport.is_closing() or self._state not in (_IDLE, _HEAD):
             return
         if self.flow.read_paused:  # the server stopped reading, not the client sending
-            self._deadline = self.loop.time() + self._allowed
-            self._timer = self.loop.call_at(self._deadline, self._head_timed_out)
+            self._deadline = None
+            self._arm(self.loop.time())
             return
         if self._overloaded and self._allowed < self._head_timeout:
             why = f"the server was at COURSEWIRE_MAX_CONNECTIONS={self._max_connections}"
@@ -301,7 +344,7 @@ class HttpProtocol(HttpToolsProtocol):
         )
         self._refuse(408, _error_body("RequestTimeout", message))
 
-    def _refuse(self, status: int, body: bytes) -> None:
+    def _refuse(self, status: int, body: bytes, extra: bytes = b"") -> None:
         """Answer `status` with `body` and close: half-close, then read and discard what the client still sends
         for LINGER_SECONDS or LINGER_BYTES, so it reads the answer rather than a reset (RFC 9112 §9.6)."""
         self._state = _CLOSING
@@ -318,10 +361,14 @@ class HttpProtocol(HttpToolsProtocol):
         head += [
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
+            extra,
             b"connection: close\r\n\r\n",
             body,
         ]
         self.transport.write(b"".join(head))
+        # Closing: no longer one of the connections counted against max_connections (uvicorn's connection_lost
+        # discards it again; graceful shutdown does not wait for it, its linger ends within LINGER_SECONDS).
+        self.connections.discard(self)
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
@@ -337,3 +384,4 @@ class HttpProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            _pending.pop(self, None)

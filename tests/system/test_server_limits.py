@@ -195,6 +195,20 @@ def test_a_200_kb_header_is_refused_with_431_at_once(served: Server) -> None:
     assert max(growth.values()) < 1 * MB, growth
 
 
+def test_after_a_431_the_server_reads_on_so_a_client_still_writing_sees_no_reset(served: Server) -> None:
+    """A client still writing an oversized request when the 431 comes can finish writing (up to 1 MiB) and read
+    the answer instead of meeting a connection reset, because the server half-closes and reads on (RFC 9112 §9.6)."""
+    with _connect(served) as sock:
+        sock.sendall(STALLED + b"X-Big: " + b"a" * (100 * KB))
+        reader = Reader(sock)
+        assert reader.response()[0] == 431
+        for _ in range(8):  # 512 KiB more: the rest of its request, as a client that writes before reading would
+            sock.sendall(b"a" * 65536)
+        sock.shutdown(socket.SHUT_WR)
+        assert reader.closed()
+        assert reader.buffer == b""
+
+
 def test_endless_headers_on_eight_connections_neither_stall_nor_grow_the_server(served: Server) -> None:
     """The review's attack (8 connections streaming a header that never ends, reconnecting whenever refused) is
     answered 431 after 64 KiB each time, while the workers' memory stays flat and /healthz keeps answering."""
@@ -367,6 +381,17 @@ def _stalled(server: Server, count: int) -> list[socket.socket]:
     return socks
 
 
+def _idle(server: Server, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections that have each had one answer and sent nothing since (for up to 5 s)."""
+    socks = []
+    for _ in range(count):
+        sock = _connect(server)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert Reader(sock).response()[0] == 200
+        socks.append(sock)
+    return socks
+
+
 def _recovered(server: Server) -> bool:
     """Whether /healthz answers 200 again within 5 s of the load dropping."""
     deadline = time.monotonic() + 5
@@ -378,12 +403,12 @@ def _recovered(server: Server) -> bool:
 
 
 def test_past_max_connections_the_server_answers_503_and_recovers(crowded: Server) -> None:
-    """A server process serves COURSEWIRE_MAX_CONNECTIONS connections at once, answers one more with a 503
-    (RFC 9110 §15.6.4) carrying the OData error and Retry-After, and answers /healthz again once the load drops."""
-    held = _stalled(crowded, MAX_CONNECTIONS - 1)
+    """A server process holds COURSEWIRE_MAX_CONNECTIONS keep-alive connections at once, answers a request on one
+    more with a 503 (RFC 9110 §15.6.4) carrying the OData error and Retry-After, and recovers once the load drops."""
+    held = _idle(crowded, MAX_CONNECTIONS - 1)
     try:
         assert _healthz(crowded)[0] == 200  # the MAX_CONNECTIONS-th connection is served
-        held += _stalled(crowded, 1)
+        held += _idle(crowded, 1)
         status, headers, body = _healthz(crowded)
         assert status == 503, body
         assert headers["retry-after"] == "1"
@@ -391,6 +416,24 @@ def test_past_max_connections_the_server_answers_503_and_recovers(crowded: Serve
         error = _error(body)
         assert error["code"] == "ServiceUnavailable"
         assert f"COURSEWIRE_MAX_CONNECTIONS={MAX_CONNECTIONS}" in error["message"]
+    finally:
+        for sock in held:
+            sock.close()
+    assert _recovered(crowded)
+
+
+def test_at_max_connections_a_complete_request_displaces_the_longest_stalled_head(crowded: Server) -> None:
+    """A slowloris holding every connection a process serves cannot lock others out, because a complete request
+    displaces the connection that has been sending its head longest, which gets a 503."""
+    held = _stalled(crowded, MAX_CONNECTIONS)
+    try:
+        assert _healthz(crowded)[0] == 200
+        answered = select.select(held, [], [], 2)[0]
+        assert answered == [held[0]]
+        status, headers, body = Reader(held[0]).response()
+        assert status == 503, body
+        assert headers["retry-after"] == "1"
+        assert "COURSEWIRE_MAX_CONNECTIONS=10" in _error(body)["message"]
     finally:
         for sock in held:
             sock.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,6 +33,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from connector import errors
 from connector.settings import Settings
 
 # A connection that arrives while its process already serves max_connections must send its head within this
@@ -82,17 +82,11 @@ def process_limits() -> HeadLimits:
     return HeadLimits.from_settings(Settings.from_env())
 
 
-def _error_body(code: str, message: str, target: str | None = None) -> bytes:
-    """The OData error body the app's own errors use (connector/errors.py)."""
-    error = {"code": code, "message": message, **({"target": target} if target else {})}
-    return json.dumps({"error": error}, separators=(",", ":")).encode()
-
-
 @functools.cache
 def _unavailable_body(max_connections: int) -> bytes:
     """The 503's OData error body (cached: a flood of half-open requests may be given up thousands at a time)."""
-    return _error_body(
-        "ServiceUnavailable",
+    return errors.body(
+        503,
         f"this server process is serving its maximum of {max_connections:,} connections"
         f" (COURSEWIRE_MAX_CONNECTIONS={max_connections}); retry in a moment",
     )
@@ -323,7 +317,7 @@ class HttpProtocol(HttpToolsProtocol):
             f"the request line and headers are larger than {self._max_head:,} bytes, the most this server accepts"
             f" (COURSEWIRE_MAX_HEADER_BYTES={self._max_head}); shorten {what}"
         )
-        self._refuse(431, _error_body("RequestHeaderFieldsTooLarge", message, target))
+        self._refuse(431, errors.body(431, message, target))
 
     def _head_timed_out(self) -> None:
         self._timer = None
@@ -342,7 +336,7 @@ class HttpProtocol(HttpToolsProtocol):
             f"the request line and headers did not arrive within {self._allowed:g} seconds ({why});"
             " send the request's head at once"
         )
-        self._refuse(408, _error_body("RequestTimeout", message))
+        self._refuse(408, errors.body(408, message))
 
     def _refuse(self, status: int, body: bytes, extra: bytes = b"") -> None:
         """Answer `status` with `body` and close: half-close, then read and discard what the client still sends

@@ -300,6 +300,11 @@ def overrides_for(target: Target, logins: Iterator[str]) -> dict[str, dict[str, 
         text = slot.filler.ascii(total)
         return "/".join(text[i : i + 200] for i in range(0, len(text), 201))[:total].strip("/")
 
+    def web_url(slot: Slot) -> str:
+        # An absolute https URL (storage/names.py web_url), its path as long as the limit allows.
+        head = "https://bench.example/"
+        return head + slot.filler.ascii((slot.max_length or 2048) - len(head))
+
     def login(slot: Slot) -> str:
         return next(logins)
 
@@ -319,6 +324,7 @@ def overrides_for(target: Target, logins: Iterator[str]) -> dict[str, dict[str, 
         COURSES: {
             "CourseCatalogId": catalog,
             "Url": url,
+            "ImageUrl": web_url,
             "Categories[].Id": omit,
             "Categories[].ParentCategoryId": omit,
             "Tags[].Id": omit,

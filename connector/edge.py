@@ -279,14 +279,18 @@ def _counting(receive: Receive, limit: int, setting: str) -> Receive:
 
 
 def _charge(limiter: RateLimiter, key: ApiKey) -> None:
-    """Count the call against its key's rate limit; raise 429 once the limit is reached."""
+    """Count the call against its key's limit (at most `calls` in any `period` seconds, storage.ratelimit).
+
+    Raises HttpError 429 when the window is full, with `Retry-After` in whole seconds rounded up (RFC 9110
+    §10.2.3), so a retry after that many seconds finds a place (unless other calls on the key took it first).
+    """
     wait = limiter.acquire(key.id)
     if wait > 0:
         seconds = max(1, math.ceil(wait))
         raise HttpError(
             429,
-            f"rate limit of {limiter.calls} calls per {limiter.period:g} seconds"
-            f" for this API key exceeded; retry after {seconds} s",
+            f"rate limit of {limiter.calls} calls in any {limiter.period:g} seconds reached for this API key;"
+            f" the next call will be accepted in {seconds} s (Retry-After)",
             headers={"Retry-After": str(seconds)},
         )
 

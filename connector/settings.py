@@ -21,7 +21,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most `calls` per `period` seconds per API key."""
+    """At most `calls` accepted calls in any `period` seconds per API key (COURSEWIRE_RATE_LIMIT), a sliding window:
+    the certified LMS365 connector documents 600 calls per 60-second renewal period per connection."""
 
     calls: int
     period: float

@@ -117,7 +117,11 @@ class RateLimiter:
                     conn.execute("COMMIT")
                     wait_us: int = oldest + self._period_us - now_us
                     return wait_us / MICRO
-                conn.execute("INSERT OR REPLACE INTO calls (key, slot, at) VALUES (?, ?, ?)", (key, head, now_us))
+                conn.execute(
+                    "INSERT INTO calls (key, slot, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key, slot) DO UPDATE SET at = excluded.at",
+                    (key, head, now_us),
+                )
                 conn.execute(
                     "UPDATE windows SET head = ?, last = ? WHERE key = ?", ((head + 1) % self.calls, now_us, key)
                 )

@@ -13,8 +13,10 @@ it lets a full burst through and then refills while the burst is still inside th
 could hold nearly twice the limit.
 
 Times are stored as whole microseconds, so the wait is exact. Storage stays bounded: a key holds at most
-`calls` rows, and a key whose last call has left the window holds no call that could matter, so each
-process, once a period, deletes such keys (SWEEP_BATCH at a time).
+`calls` rows, and once a period each process deletes keys whose newest call is two periods old (SWEEP_BATCH
+at a time). One period would do on a clock that never goes back; the second keeps a key's calls while any
+call could still be timed inside its window by a clock stepped back up to a period (an NTP step, or another
+process's clock a little behind).
 """
 
 from __future__ import annotations
@@ -147,9 +149,9 @@ class RateLimiter:
         return head, kept[0] if len(kept) == self.calls else None
 
     def _sweep(self, conn: sqlite3.Connection, now_us: int) -> None:
-        """Delete up to SWEEP_BATCH keys whose newest call has left the window (they hold nothing that matters)."""
+        """Delete up to SWEEP_BATCH keys whose newest call is two periods old (they hold nothing that matters)."""
         idle = conn.execute(
-            "SELECT key FROM windows WHERE last <= ? LIMIT ?", (now_us - self._period_us, SWEEP_BATCH)
+            "SELECT key FROM windows WHERE last <= ? LIMIT ?", (now_us - 2 * self._period_us, SWEEP_BATCH)
         ).fetchall()
         conn.executemany("DELETE FROM calls WHERE key = ?", idle)
         conn.executemany("DELETE FROM windows WHERE key = ?", idle)

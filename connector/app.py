@@ -6,6 +6,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +30,8 @@ from storage.ratelimit import RateLimiter
 from storage.secrets import SecretBox
 from webhooks import guard
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "apiDefinition.swagger.json"
+# openapi/ in the checkout, installed as the package coursewire_openapi (pyproject.toml).
+SPEC_PATH = Path(str(resources.files("coursewire_openapi"))) / "apiDefinition.swagger.json"
 HANDLER_MODULES: tuple[ModuleType, ...] = (catalogs, courses, sessions, enrollments, users, files, proxy, webhooks)
 # As many as a2wsgi's default, which bare connexion uses: more threads only contend for the GIL
 # (bench: 32 -> 10 threads gained 7 points of GET throughput).

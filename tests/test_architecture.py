@@ -1,4 +1,6 @@
-"""Dependencies point inward: connector -> webhooks -> storage; storage and webhooks never import upward."""
+"""Dependencies point inward: connector -> webhooks -> storage; storage and webhooks never import upward.
+certification (the offline checks and export behind `coursewire check` and `export-connector`) stands apart:
+it imports none of coursewire's server packages, and connector's CLI imports it."""
 
 from __future__ import annotations
 
@@ -8,10 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+WEB = {"flask", "connexion", "starlette", "werkzeug", "uvicorn", "aiohttp"}
 FORBIDDEN = {
     "storage": {"connector", "webhooks", "flask", "connexion", "starlette", "werkzeug"},
     "webhooks": {"connector", "flask", "connexion", "starlette", "werkzeug"},
+    "certification": {"connector", "webhooks", "storage", "calendars", *WEB},
+    # The connector files' folder (installed as coursewire_openapi) is data: it imports nothing at all.
+    "openapi": {"connector", "webhooks", "storage", "calendars", "certification", *WEB},
 }
+# Packages written to the "no module over about 400 lines" rule from the start.
+SMALL_MODULES = ("certification", "connector/cli")
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -40,3 +48,16 @@ def test_the_scan_sees_imports() -> None:
     """The scanner itself finds an upward import, so the check above can fail."""
     sample = ROOT / "connector" / "app.py"
     assert {"storage", "connexion"} <= imported_packages(sample)
+
+
+def test_the_cli_runs_certification() -> None:
+    """`coursewire check` and `export-connector` come from the certification package, not from the edge."""
+    assert "certification" in imported_packages(ROOT / "connector" / "cli" / "certify.py")
+    assert not (ROOT / "connector" / "contract.py").exists()
+
+
+@pytest.mark.parametrize("package", SMALL_MODULES)
+def test_modules_stay_small(package: str) -> None:
+    """No module of `package` grows past about 400 lines."""
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / package).rglob("*.py")}
+    assert sizes and {path: n for path, n in sizes.items() if n > 400} == {}

@@ -14,11 +14,13 @@ import connexion
 import pytest
 from connexion.resolver import Resolver
 
-from connector import contract
+import certification
 
-DEFINITION = contract.load_json(contract.DEFINITION_PATH)
-PROPERTIES = contract.load_json(contract.PROPERTIES_PATH)
-REFERENCE = contract.load_json(contract.VENDORED_DIR / "lms365.reference.swagger.json")
+DEFINITION = certification.load_json(certification.DEFINITION_PATH)
+PROPERTIES = certification.load_json(certification.PROPERTIES_PATH)
+REFERENCE = certification.load_json(certification.reference_file("lms365"))
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE_DIR = ROOT.parent / "shared" / "reference"
 
 # Every warning our document may raise, with why it stays. The test fails on any other warning and on
 # an entry here that no longer fires, so the list cannot go stale.
@@ -43,7 +45,19 @@ ALLOWED_WARNINGS = {
         "NotificationContentWithoutWebhook",
         "/webhooks/subscribe",
     ): "the LMS365 definition keeps this legacy payload-only path, so the superset keeps it too",
+    **{
+        ("PlaceholderValue", where): "the committed file is the template; export-connector writes the tenant's values"
+        for where in (
+            "info.contact.name",
+            "info.contact.url",
+            "info.contact.email",
+            "x-ms-connector-metadata.Website",
+            "x-ms-connector-metadata.Privacy policy",
+        )
+    },
 }
+# The same for apiProperties.json: the template's publisher and colour are the tenant's to replace.
+PROPERTIES_PLACEHOLDERS = {"properties.publisher", "properties.stackOwner", "properties.iconBrandColor"}
 
 TAGS = {
     "Courses",
@@ -158,7 +172,7 @@ def operations(doc: dict[str, Any] = DEFINITION) -> dict[str, tuple[str, str, di
         op["operationId"]: (method, path, op)
         for path, item in doc["paths"].items()
         for method, op in item.items()
-        if method in contract.METHODS
+        if method in certification.METHODS
     }
 
 
@@ -168,7 +182,7 @@ def mutated(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     return doc
 
 
-def rules(problems: list[contract.Problem]) -> set[str]:
+def rules(problems: list[certification.Problem]) -> set[str]:
     return {p.rule for p in problems}
 
 
@@ -177,45 +191,50 @@ def rules(problems: list[contract.Problem]) -> set[str]:
 
 def test_definition_validates_against_power_platform_schema() -> None:
     """The document passes Power Platform's JSON schema (x-ms-editor aside, as the checker documents)."""
-    assert [p for p in contract.check_definition(DEFINITION) if p.rule == "Schema"] == []
+    assert [p for p in certification.check_definition(DEFINITION) if p.rule == "Schema"] == []
 
 
 def test_definition_has_no_certification_errors_and_only_allowed_warnings() -> None:
     """Every offline certification rule passes; the only warnings are the justified ones above."""
-    size = contract.DEFINITION_PATH.stat().st_size
-    problems = contract.check_definition(DEFINITION, size=size)
+    size = certification.DEFINITION_PATH.stat().st_size
+    problems = certification.check_definition(DEFINITION, size=size)
     assert [str(p) for p in problems if p.severity == "error"] == []
     assert {(p.rule, p.where) for p in problems if p.severity == "warning"} == set(ALLOWED_WARNINGS)
-    assert size < contract.MAX_FILE_BYTES
+    assert size < certification.MAX_FILE_BYTES
 
 
 def test_properties_validate() -> None:
-    """apiProperties.json passes its schema, the icon and publisher rules and fits the definition's auth."""
-    assert [str(p) for p in contract.check_properties(PROPERTIES, DEFINITION)] == []
+    """apiProperties.json passes its schema, the icon and publisher rules and fits the definition's auth; the
+    template's publisher and colour are reported as placeholders."""
+    problems = certification.check_properties(PROPERTIES, DEFINITION)
+    assert [str(p) for p in problems if p.severity == "error"] == []
+    assert {(p.rule, p.where) for p in problems if p.severity == "warning"} == {
+        ("PlaceholderValue", where) for where in PROPERTIES_PLACEHOLDERS
+    }
 
 
 def test_definition_is_a_superset_of_the_lms365_connector() -> None:
     """Every LMS365 path, operation, parameter, body field, status and response field survives unchanged."""
-    assert [str(p) for p in contract.check_superset(DEFINITION, REFERENCE)] == []
+    assert [str(p) for p in certification.check_superset(DEFINITION, REFERENCE)] == []
 
 
 def test_check_all_reports_no_errors() -> None:
-    """`coursewire check` (contract.check_all) finds no errors in the committed files."""
-    assert [str(p) for p in contract.check_all() if p.severity == "error"] == []
+    """`coursewire check` (certification.check_all) finds no errors in the committed files."""
+    assert [str(p) for p in certification.check_all() if p.severity == "error"] == []
 
 
 def test_vendored_reference_files_match_the_shared_copies() -> None:
     """The copies in openapi/schemas/ stay byte-identical to the shared reference folder."""
-    shared = contract.SHARED_REFERENCE_DIR
+    shared = SHARED_REFERENCE_DIR
     if not shared.is_dir():
         pytest.skip("the shared reference folder is not next to this checkout")
     pairs = [
-        (contract.DEFINITION_SCHEMA, contract.DEFINITION_SCHEMA),
-        (contract.PROPERTIES_SCHEMA, contract.PROPERTIES_SCHEMA),
+        (certification.DEFINITION_SCHEMA, certification.DEFINITION_SCHEMA),
+        (certification.PROPERTIES_SCHEMA, certification.PROPERTIES_SCHEMA),
         ("lms365.reference.swagger.json", "lms365.apiDefinition.swagger.json"),
     ]
     for vendored, original in pairs:
-        assert (contract.VENDORED_DIR / vendored).read_bytes() == (shared / original).read_bytes(), vendored
+        assert (certification.VENDORED_DIR / vendored).read_bytes() == (shared / original).read_bytes(), vendored
 
 
 # --------------------------------------------------------------------------------------------- design
@@ -425,12 +444,32 @@ def _ref_loop(doc: dict[str, Any]) -> None:
 )
 def test_checker_catches_a_broken_definition(change: Callable[[dict[str, Any]], None], rule: str) -> None:
     """Each certification rule fires on a document that breaks it."""
-    assert rule in rules(contract.check_definition(mutated(change)))
+    assert rule in rules(certification.check_definition(mutated(change)))
+
+
+MALFORMED = {
+    "parameters is a string": {"/x": {"get": {"parameters": "nope", "responses": {"200": {"description": "ok"}}}}},
+    "a parameter is a number": {"/x": {"get": {"parameters": [1], "responses": {"200": {"description": "ok"}}}}},
+    "paths is a list": [],
+    "responses is a list": {"/x": {"get": {"responses": []}}},
+}
+
+
+@pytest.mark.parametrize("paths", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_check_reports_a_malformed_document_instead_of_failing(tmp_path: Path, paths: Any) -> None:
+    """A document of the wrong shapes (what `coursewire check FILE` may be given) yields errors, the schema's
+    among them, never a traceback; so does one with definitions of the wrong shape."""
+    doc = {"swagger": "2.0", "info": {"title": "x", "version": "1"}, "paths": paths, "definitions": [1]}
+    target = tmp_path / "apiDefinition.swagger.json"
+    target.write_text(json.dumps(doc), encoding="utf-8")
+    problems = certification.check_all(target, None)
+    assert "Schema" in rules(problems)
+    assert all(p.severity == "error" for p in problems if p.rule == "CheckStopped")
 
 
 def test_checker_catches_an_oversized_file() -> None:
     """A definition file of 1 MB or more is refused."""
-    assert "SwaggerTooLarge" in rules(contract.check_definition(DEFINITION, size=contract.MAX_FILE_BYTES))
+    assert "SwaggerTooLarge" in rules(certification.check_definition(DEFINITION, size=certification.MAX_FILE_BYTES))
 
 
 @pytest.mark.parametrize(
@@ -475,19 +514,19 @@ def test_checker_catches_an_oversized_file() -> None:
 )
 def test_superset_check_catches_a_broken_contract(change: Callable[[dict[str, Any]], Any], rule: str) -> None:
     """Removing or changing anything LMS365 callers rely on is reported."""
-    assert rule in rules(contract.check_superset(mutated(change), REFERENCE))
+    assert rule in rules(certification.check_superset(mutated(change), REFERENCE))
 
 
 def test_office_format_is_the_only_documented_difference() -> None:
     """GetUsers' Office drops the reference's date-time format on purpose; the checker knows that one only."""
     office = DEFINITION["definitions"]["User"]["properties"]["Office"]
     assert office["type"] == "string" and "format" not in office
-    assert set(contract.FORMAT_EXCEPTIONS) == {("GetUsers", "200", "value[].Office")}
+    assert set(certification.FORMAT_EXCEPTIONS) == {("GetUsers", "200", "value[].Office")}
 
 
 def test_checker_reproduces_the_lms365_certified_baseline() -> None:
     """On the certified LMS365 file the checker flags exactly the baseline the contract notes list (1.6)."""
-    problems = contract.check_definition(REFERENCE)
+    problems = certification.check_definition(REFERENCE)
     errors = {(p.rule, p.where) for p in problems if p.severity == "error"}
     assert errors == {
         ("OperationShouldHaveSuccessfulResponse", "POST /httprequest"),
@@ -520,12 +559,12 @@ def test_properties_check_catches_broken_files(change: Callable[[dict[str, Any]]
     """apiProperties rules fire on files that break them."""
     properties = copy.deepcopy(PROPERTIES)
     change(properties)
-    assert rule in rules(contract.check_properties(properties, DEFINITION))
+    assert rule in rules(certification.check_properties(properties, DEFINITION))
 
 
 # --------------------------------------------------------------------------------------------- declared limits
 
-LIMITS_PAGE = contract.REPO / "docs" / "limits.md"
+LIMITS_PAGE = ROOT / "docs" / "limits.md"
 # Request bodies and the entity a response returns for them: what is stored comes back within the
 # response's limits, and what is read back can be sent again in a PATCH.
 ROUND_TRIPS = {
@@ -540,9 +579,9 @@ ROUND_TRIPS = {
 
 def test_every_value_declares_a_limit() -> None:
     """Every string, array and free-form object of the document declares maxLength, maxItems or maxProperties."""
-    nodes = list(contract.limit_nodes(DEFINITION))
+    nodes = list(certification.limit_nodes(DEFINITION))
     assert Counter(n.kind for n in nodes) == {"string": 532, "array": 67, "object": 9}
-    assert [str(p) for p in contract.check_limits(DEFINITION)] == []
+    assert [str(p) for p in certification.check_limits(DEFINITION)] == []
 
 
 def _drop(*path: str, key: str) -> Callable[[dict[str, Any]], None]:
@@ -683,7 +722,7 @@ def test_limit_check_names_a_value_without_a_limit(
     change: Callable[[dict[str, Any]], Any], rule: str, where: str
 ) -> None:
     """A string, array or free-form object left without its limit, anywhere in the document, is an error."""
-    problems = contract.check_limits(mutated(change))
+    problems = certification.check_limits(mutated(change))
     assert [(p.rule, p.where, p.severity) for p in problems] == [(rule, where, "error")]
 
 
@@ -692,7 +731,7 @@ def test_coursewire_check_fails_on_a_missing_limit(tmp_path: Path) -> None:
     target = tmp_path / "apiDefinition.swagger.json"
     doc = mutated(_drop("definitions", "UserInput", "properties", "Department", key="maxLength"))
     target.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    errors = [p for p in contract.check_all(target, contract.PROPERTIES_PATH) if p.severity == "error"]
+    errors = [p for p in certification.check_all(target, certification.PROPERTIES_PATH) if p.severity == "error"]
     assert [(p.rule, p.where) for p in errors] == [("StringWithoutMaxLength", "definitions/UserInput Department")]
 
 
@@ -722,7 +761,7 @@ def _limits_page() -> dict[tuple[str, str], tuple[int, str]]:
 def test_limits_page_gives_every_limit_and_its_reason() -> None:
     """docs/limits.md lists each declared limit once, with the document's value and a reason."""
     declared: dict[tuple[str, str], set[int | None]] = {}
-    for node in contract.limit_nodes(DEFINITION):
+    for node in certification.limit_nodes(DEFINITION):
         declared.setdefault((node.section, node.path), set()).add(node.limit)
     page = _limits_page()
     assert sorted(set(declared) - set(page)) == [], "limits missing from docs/limits.md"
@@ -736,8 +775,8 @@ def test_limits_page_gives_every_limit_and_its_reason() -> None:
 def test_request_limits_fit_the_response_and_patches_take_what_was_read(request_body: str, entity: str) -> None:
     """A value accepted in a body fits its response's limit, and a PATCH accepts any value a response returned."""
     definitions = DEFINITION["definitions"]
-    sent = contract.flatten_schema(DEFINITION, definitions[request_body])
-    returned = contract.flatten_schema(DEFINITION, definitions[entity])
+    sent = certification.flatten_schema(DEFINITION, definitions[request_body])
+    returned = certification.flatten_schema(DEFINITION, definitions[entity])
     shared = [p for p in sent if p in returned and sent[p]["type"] == returned[p]["type"] == "string"]
     assert len(shared) >= 8, shared
     for path in shared:
@@ -745,55 +784,6 @@ def test_request_limits_fit_the_response_and_patches_take_what_was_read(request_
         assert accepted <= answered, f"{request_body}.{path} accepts {accepted}, {entity} declares {answered}"
         if request_body.endswith("Changes"):
             assert accepted == answered, f"{request_body}.{path} refuses a {entity}.{path} of {answered}"
-
-
-# --------------------------------------------------------------------------------------------- export
-
-
-def test_export_writes_files_for_the_host_that_still_validate(tmp_path: Path) -> None:
-    """export-connector sets host, basePath and https, and the result passes every check."""
-    written = contract.export_connector("lms.contoso.com:8443", "/lms/", tmp_path / "out")
-    assert [p.name for p in written] == ["apiDefinition.swagger.json", "apiProperties.json"]
-    definition = contract.load_json(written[0])
-    assert (definition["host"], definition["basePath"], definition["schemes"]) == (
-        "lms.contoso.com:8443",
-        "/lms",
-        ["https"],
-    )
-    problems = contract.check_definition(definition, size=written[0].stat().st_size)
-    assert [str(p) for p in problems if p.severity == "error"] == []
-    assert "HostNotProduction" not in rules(problems)
-    assert contract.check_properties(contract.load_json(written[1]), definition) == []
-    assert contract.check_superset(definition, REFERENCE) == []
-
-
-def test_export_for_localhost_uses_http(tmp_path: Path) -> None:
-    """A local host is served over plain HTTP, so the exported schemes say http."""
-    definition = contract.load_json(contract.export_connector("127.0.0.1:8365", "/", tmp_path)[0])
-    assert (definition["host"], definition["basePath"], definition["schemes"]) == (
-        "127.0.0.1:8365",
-        "/",
-        ["http"],
-    )
-
-
-@pytest.mark.parametrize(
-    ("host", "base_path"),
-    [
-        ("https://lms.contoso.com", "/"),
-        ("lms.contoso.com/lms", "/"),
-        ("", "/"),
-        ("lms contoso.com", "/"),
-        ("lms.contoso.com:99999", "/"),
-        ("lms.contoso.com", "lms"),
-        ("lms.contoso.com", "/lms?x=1"),
-    ],
-)
-def test_export_refuses_a_bad_host_or_base_path(tmp_path: Path, host: str, base_path: str) -> None:
-    """A host with a scheme, path or bad port, or a base path without a leading '/', is a clear ValueError."""
-    with pytest.raises(ValueError, match=re.compile(r"host|base path")):
-        contract.export_connector(host, base_path, tmp_path)
-    assert not any(tmp_path.iterdir())
 
 
 # --------------------------------------------------------------------------------------------- connexion
@@ -809,7 +799,7 @@ class _AnyFunction(Resolver):
 def test_connexion_loads_the_document_and_routes_its_paths() -> None:
     """connexion 3 accepts the document as it is and routes its paths (basic_auth then answers 401)."""
     app = connexion.FlaskApp(__name__)
-    app.add_api(contract.DEFINITION_PATH, resolver=_AnyFunction())
+    app.add_api(certification.DEFINITION_PATH, resolver=_AnyFunction())
     with app.test_client() as client:
         assert client.get("/odata/v2/Courses").status_code == 401
         assert client.patch("/odata/v2/Courses('abc')", json={}).status_code == 401

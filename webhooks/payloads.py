@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import jsonschema_rs
 
 from storage.models import Event
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "apiDefinition.swagger.json"
+# openapi/ in the checkout, installed as the package coursewire_openapi (pyproject.toml).
+SPEC_PATH = Path(str(resources.files("coursewire_openapi"))) / "apiDefinition.swagger.json"
 
 # Event type in the log -> the trigger it fires.
 TRIGGERS: dict[str, str] = {

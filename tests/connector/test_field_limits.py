@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from support import Api, World, build_world
 
-from connector import contract
+import certification
 from storage import events
 from webhooks import payloads
 
-DOCUMENT = contract.load_json(contract.DEFINITION_PATH)
+DOCUMENT = certification.load_json(certification.DEFINITION_PATH)
 # How a refusal for length reads (jsonschema's own words, coursewire's, storage's).
 LENGTH_WORDS = re.compile(
     r"too long|too many|longer than|at most [\d,]+ (?:are allowed|characters|items|properties)", re.IGNORECASE
@@ -78,7 +78,7 @@ def _body_operations() -> dict[str, list[Case]]:
     found = {}
     for item in DOCUMENT["paths"].values():
         for method, op in item.items():
-            if method not in contract.METHODS:
+            if method not in certification.METHODS:
                 continue
             for param in op.get("parameters", []):
                 param = _resolve_parameter(param)

@@ -22,7 +22,9 @@ def refuse_unusable_address(host: str, port: int) -> None:
     on (host, port): the port is in use or needs privileges, or the host is not an address of this machine.
 
     Binds and closes a socket on every address the host resolves to, with SO_REUSEADDR as uvicorn binds
-    (so a port left in TIME_WAIT by a server that just stopped counts as free, and a listening one does not).
+    (so a port left in TIME_WAIT by a server that just stopped counts as free, and a listening one does not;
+    `::` is probed dual-stack, as uvicorn's multi-process socket listens). A program that takes the port in
+    the moment between this probe and uvicorn's bind still makes `serve` fail, by uvicorn's own message.
     """
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -33,8 +35,6 @@ def refuse_unusable_address(host: str, port: int) -> None:
     for family, kind, proto, _, address in dict.fromkeys(addresses):
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 probe.bind(address)
             except OSError as exc:

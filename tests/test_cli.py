@@ -176,6 +176,15 @@ def test_check_names_the_file_it_cannot_read(run, tmp_path: Path, content: bytes
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_check_names_a_file_the_system_cannot_read(run) -> None:
+    """A file whose reading fails (Linux's /proc/self/mem answers EIO from offset 0, whoever reads it, root
+    included) is a usage error carrying the system's reason."""
+    result = run("check", "/proc/self/mem", ok=False)
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last == "Error: Invalid value for DEFINITION: /proc/self/mem: Input/output error"
+
+
 def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """A real `coursewire serve` subprocess that is expected to exit by itself (a server that starts instead
     fails the test by its timeout)."""

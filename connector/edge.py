@@ -11,12 +11,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.errors import HttpError
 from connector.settings import Settings
-from storage import actors, apikeys
+from storage import actors, apikeys, ids
 from storage.db import Database
 from storage.models import Actor, ApiKey
 from storage.ratelimit import RateLimiter
@@ -50,21 +51,93 @@ class Services:
     resolve: Callable[[str], list[str]] = guard.resolve  # DNS for the callback check at subscribe time
     app: ASGIApp | None = None
     loop: asyncio.AbstractEventLoop | None = None
-    routes: list[tuple[re.Pattern[str], frozenset[str]]] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
 
 
-def compile_routes(paths: dict[str, Any]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
-    """Regexes for every spec path except the upload catch-all, with the methods each accepts."""
+@dataclass(frozen=True)
+class Route:
+    """One path of the document (except the upload catch-all): its regex, the methods it accepts, the regex
+    groups of its path parameters that hold ids, and, per method, the query parameters that hold ids (both
+    `format: uuid` in the document)."""
+
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    key_groups: tuple[str, ...] = ()
+    id_queries: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+def _parameters(item: dict[str, Any], method: str) -> list[dict[str, Any]]:
+    """The inline parameters of an operation and of its path item (`$ref`ed shared ones hold no ids)."""
+    found = [p for p in item.get("parameters") or [] if isinstance(p, dict) and "$ref" not in p]
+    operation = item.get(method)
+    if isinstance(operation, dict):
+        found += [p for p in operation.get("parameters") or [] if isinstance(p, dict) and "$ref" not in p]
+    return found
+
+
+def compile_routes(paths: dict[str, Any]) -> list[Route]:
+    """A Route for every spec path except the upload catch-all."""
     routes = []
     for template, item in paths.items():
         if template == CATCH_ALL:
             continue
-        pattern = "".join(
-            "[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template)
-        )
         methods = frozenset(m.upper() for m in item if m in ("get", "put", "post", "patch", "delete", "head"))
-        routes.append((re.compile(f"^{pattern}$"), methods))
+        ids_in_path = {
+            str(p.get("name"))
+            for m in methods
+            for p in _parameters(item, m.lower())
+            if p.get("in") == "path" and p.get("format") == "uuid"
+        }
+        groups: list[str] = []
+        pattern = ""
+        for index, part in enumerate(re.split(r"(\{[^}]+\})", template)):
+            if part.startswith("{"):
+                group = f"p{index}"
+                pattern += f"(?P<{group}>[^/]+)"
+                if part[1:-1] in ids_in_path:
+                    groups.append(group)
+            else:
+                pattern += re.escape(part)
+        id_queries = {
+            m: frozenset(
+                str(p.get("name"))
+                for p in _parameters(item, m.lower())
+                if p.get("in") == "query" and p.get("format") == "uuid"
+            )
+            for m in methods
+        }
+        routes.append(
+            Route(re.compile(f"^{pattern}$"), methods, tuple(groups), {m: q for m, q in id_queries.items() if q})
+        )
     return routes
+
+
+def canonical_ids(scope: Scope, route: Route, method: str) -> None:
+    """Rewrite the ids of the request's path and query into their stored form (storage.ids), so every layer
+    after the edge (routing, validation, handlers, the links built from the path) sees one spelling:
+    `Courses('{66220A70-...}')` is routed as `Courses(66220a70-...)`. Other keys and parameters are left as sent."""
+    path = scope["path"]
+    match = route.pattern.match(path)
+    if match is not None and route.key_groups:
+        rewritten = path
+        for group in sorted(route.key_groups, key=match.start, reverse=True):
+            key = ids.canonical_key(match.group(group))
+            if key != match.group(group):
+                rewritten = rewritten[: match.start(group)] + key + rewritten[match.end(group) :]
+        if rewritten != path:
+            scope["path"] = rewritten
+            scope["raw_path"] = quote(rewritten, safe="/()',;=!*@:+$&~").encode("ascii")
+    names = route.id_queries.get(method)
+    query = scope.get("query_string", b"")
+    if names and query:
+        pairs = query.decode("latin-1").split("&")
+        for i, pair in enumerate(pairs):
+            name, sep, value = pair.partition("=")
+            if sep and unquote_plus(name) in names:
+                stored = ids.canonical(unquote_plus(value))
+                if stored != unquote_plus(value):
+                    pairs[i] = f"{name}={stored}"
+        scope["query_string"] = "&".join(pairs).encode("latin-1")
 
 
 def _credentials(scope: Scope) -> tuple[str, str]:
@@ -130,8 +203,10 @@ class EdgeMiddleware:
         if len(hosts) > 1 or (hosts and not _is_host(hosts[0])):
             raise HttpError(400, "the Host header must be one host name or address, with an optional port", "Host")
         self._check_forwarded(scope)
-        upload = not self._guard(path, method)
-        receive = await self._bounded(scope, receive, upload)
+        route = self._guard(path, method)
+        if route is not None:
+            canonical_ids(scope, route, method)
+        receive = await self._bounded(scope, receive, route is None)
         await self.app(scope, receive, send)
 
     def _check_forwarded(self, scope: Scope) -> None:
@@ -155,6 +230,13 @@ class EdgeMiddleware:
         values = header_values(scope, b"lms365-user-id")
         if len(values) > 1:
             raise HttpError(400, f"send {actors.HEADER} once: it names the one user the call acts as", actors.HEADER)
+        if values and ids.is_guid(values[0]):
+            # A user Id or DirectoryObjectId in any case or in braces: the header is passed on as stored.
+            stored = ids.canonical(values[0])
+            scope["headers"] = [
+                (k, stored.encode("latin-1") if k == b"lms365-user-id" else v) for k, v in scope["headers"]
+            ]
+            values = [stored]
         return actors.resolve_actor(self.services.db, key, values[0] if values else None)
 
     async def _bounded(self, scope: Scope, receive: Receive, upload: bool) -> Receive:
@@ -210,15 +292,15 @@ class EdgeMiddleware:
             raise HttpError(401, "unknown or revoked API key", headers={"WWW-Authenticate": 'Basic realm="coursewire"'})
         return key
 
-    def _guard(self, path: str, method: str) -> bool:
-        """True for a path and method of the spec; False for FileUpload's catch-all (a POST to any other path);
-        404/405 for paths the spec lacks, which the catch-all would otherwise swallow."""
+    def _guard(self, path: str, method: str) -> Route | None:
+        """The Route of a path and method of the spec; None for FileUpload's catch-all (a POST to any other
+        path); 404/405 for paths the spec lacks, which the catch-all would otherwise swallow."""
         allowed: set[str] = set()
-        for pattern, methods in self.services.routes:
-            if pattern.match(path):
-                if method in methods:
-                    return True
-                allowed |= methods
+        for route in self.services.routes:
+            if route.pattern.match(path):
+                if method in route.methods:
+                    return route
+                allowed |= route.methods
         if allowed:
             raise HttpError(
                 405,
@@ -228,7 +310,7 @@ class EdgeMiddleware:
         first = path.strip("/").split("/", 1)[0].lower()
         if method != "POST" or first in RESERVED_SEGMENTS or path == "/":
             raise HttpError(404, f"no operation at {method} {path}; see the connector definition")
-        return False
+        return None
 
 
 def _is_host(text: str) -> bool:

@@ -22,9 +22,13 @@ from connexion.json_schema import Draft4RequestValidator
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
+from jsonschema.exceptions import best_match
 from starlette.types import Receive, Scope
 
+from connector import bodies
+from connector.bodies import suggestion
 from connector.multipart import MultiPartBodyValidator
+from storage import ids
 from storage.errors import excerpt
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -108,8 +112,15 @@ def describe(error: ValidationError) -> str:
         missing = next((name for name in limit if name not in value), limit[0])
         return f"'{missing}' is a required property"
     if kind == "additionalProperties":
-        extra = sorted(set(value) - set(error.schema.get("properties", {})))
-        return f"has an unknown property {excerpt(extra[0]) if extra else ''}".rstrip()
+        known = error.schema.get("properties", {})
+        extra = sorted(set(value) - set(known))
+        if not extra:
+            return "has a property this operation does not define"
+        more = f" (and {len(extra) - 1} more: {', '.join(map(excerpt, extra[1:4]))})" if len(extra) > 1 else ""
+        return (
+            f"{excerpt(extra[0])} is not a property this operation defines{suggestion(extra[0], known)};"
+            f" leave it out{more}"
+        )
     if kind == "format":
         return f"{excerpt(value)} is not a valid {limit}"
     if kind == "pattern":
@@ -178,7 +189,13 @@ def _body_validator(schema: dict[str, Any]) -> Any:
 
 class JSONBodyValidator(JSONRequestBodyValidator):
     """connexion's JSON body validator, with clear messages and targets, bounded nesting, a validator built
-    once per schema, and large bodies parsed and validated off the event loop."""
+    once per schema, and large bodies parsed and validated off the event loop.
+
+    Bodies are held to connector.bodies' rules of their operation: a property the operation does not define is
+    a 400 naming it; GUID properties are passed on in their stored form; a PATCH may carry back read-only
+    properties of the entity, which are dropped (its `Id` must name the entity of the path). When the body
+    changed, the handler receives the changed body.
+    """
 
     async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
         messages: list[MutableMapping[str, Any]] = []
@@ -189,27 +206,60 @@ class JSONBodyValidator(JSONRequestBodyValidator):
             more = message.get("more_body", False)
         raw = b"".join(m.get("body", b"") for m in messages)
         if len(raw) > OFFLOAD_BYTES:
-            await asyncio.to_thread(self._check, raw)
+            rewritten = await asyncio.to_thread(self._check, raw, scope)
         else:
-            self._check(raw)
+            rewritten = self._check(raw, scope)
+        if rewritten is not None:
+            messages = [{"type": "http.request", "body": rewritten, "more_body": False}]
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+                (b"content-length", str(len(rewritten)).encode())
+            ]
         return self._insert_messages(receive, messages=messages), scope
 
-    def _check(self, raw: bytes) -> None:
+    def _check(self, raw: bytes, scope: Scope | None = None) -> bytes | None:
+        """Parse and validate the body; return it re-encoded when normalizing changed it, else None."""
         body = parse_body(raw, self._encoding) if raw.strip() else None
         if body is None:
             if self._required:
                 raise BodyProblem("the request body is required")
-            return
-        self._validate(body)
+            return None
+        operation_id = ((scope or {}).get("extensions") or {}).get("connexion_routing", {}).get("operation_id")
+        rules = bodies.rules(operation_id) if operation_id else None
+        if rules is None:
+            self._validate(body)
+            return None
+        changed = rules.normalize(body)
+        self._validate(body, rules.validator)
+        if rules.key_checked and isinstance(body, dict) and "Id" in body:
+            _check_key(body["Id"], scope or {})
+        changed = rules.drop_read_only(body) or changed
+        if not changed:
+            return None
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(self._encoding)
 
-    def _validate(self, body: Any) -> None:
+    def _validate(self, body: Any, validator: Any = None) -> None:
         if not self._nullable and body is None:
             raise BodyProblem("the request body must not be empty")
-        try:
-            _body_validator(self._schema).validate(body)
-        except ValidationError as exc:
+        errors = list((validator or _body_validator(self._schema)).iter_errors(body))
+        if errors:
+            # A property the operation does not define says most: a misspelt required one is also "missing".
+            exc = next((e for e in errors if e.validator == "additionalProperties"), None) or best_match(errors)
             target = _target(exc)
-            raise BodyProblem(f"{target or 'the request body'}: {describe(exc)}", target or None) from None
+            raise BodyProblem(f"{target or 'the request body'}: {describe(exc)}", target or None)
+
+
+def _check_key(sent: Any, scope: Scope) -> None:
+    """A PATCH body's `Id` (carried back from a GET) must name the entity of the path, in any spelling of it."""
+    keys = list((scope.get("path_params") or {}).values())
+    if len(keys) != 1:
+        return
+    expected = ids.canonical_key(str(keys[0]))
+    if not isinstance(sent, str) or ids.canonical(sent) != expected:
+        raise BodyProblem(
+            f"Id: {excerpt(sent)} is not the id of the entity this request updates ({expected}); Id cannot change:"
+            " leave it out, or send it as read",
+            "Id",
+        )
 
 
 # Parameter definitions live as long as the app's specification: id() is stable while the entry

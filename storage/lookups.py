@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from storage import names
+from storage import ids, names
 from storage.errors import Conflict, Invalid, NotFound, excerpt
 
 # The statements behind a lookup by name; tests/connector/test_identity_names.py checks each uses an index.
@@ -59,13 +59,14 @@ def users_by_login(conn: sqlite3.Connection, logins: Sequence[str] | None, targe
 
 
 def user_by_reference(conn: sqlite3.Connection, ref: str) -> sqlite3.Row | None:
-    """The live user whose id or directory object id is `ref` (how LMS365-User-Id names a user); None if none.
+    """The live user whose id or directory object id is `ref` (how LMS365-User-Id names a user; a GUID in any
+    case, bare or in braces, storage.ids); None if none.
 
     An id wins over a directory object id. Raises Invalid (target `LMS365-User-Id`) when the directory
     object id is held by two live users (stored before it had to be unique): acting as either would be
     a guess.
     """
-    ref = ref.strip().lower()
+    ref = ids.canonical(ref).strip().lower()
     row: sqlite3.Row | None = conn.execute(USER_BY_REFERENCE, (ref,)).fetchone()
     if row is not None:
         return row

@@ -43,39 +43,69 @@ def _room(value: Any) -> str | None:
 def _schedule(
     body: dict[str, Any], time_zone: str, current_days: list[sqlite3.Row] | None
 ) -> list[tuple[datetime, datetime]] | None:
-    """The session's days from the body: `Days`, or one day from StartDate/EndDate; None if unchanged."""
+    """The session's days from the body, in order: `Days`, or one day from StartDate/EndDate; None if unchanged.
+
+    Times without a UTC offset are wall-clock times in `time_zone` (storage.timeutil.local_instant: one inside
+    a daylight-saving gap is refused, a repeated one is its first occurrence). StartDate and EndDate sent
+    with Days must be the first day's start and the last day's end: a body that says two things is refused,
+    not read one way. On a session of several days, StartDate/EndDate alone may only repeat what they are
+    (a body copied from a read); moving them needs Days. A TimeZone alone changes no instant.
+    Raises Invalid naming the field.
+    """
     tz = zone(time_zone)
+
+    def when(value: Any, target: str) -> datetime | None:
+        return parse_when(value, target, tz, zone_name=time_zone)
+
+    start = when(body.get("StartDate"), "StartDate") if "StartDate" in body else None
+    end = when(body.get("EndDate"), "EndDate") if "EndDate" in body else None
     if body.get("Days"):
-        days = []
+        indexed = []
         for i, day in enumerate(body["Days"]):
-            start = parse_when(day.get("StartDate"), f"Days[{i}].StartDate", tz)
-            end = parse_when(day.get("EndDate"), f"Days[{i}].EndDate", tz)
-            if start is None or end is None:
+            day_start = when(day.get("StartDate"), f"Days[{i}].StartDate")
+            day_end = when(day.get("EndDate"), f"Days[{i}].EndDate")
+            if day_start is None or day_end is None:
                 raise Invalid(f"Days[{i}] needs a StartDate and an EndDate", target=f"Days[{i}]")
-            days.append((start, end))
-    elif "StartDate" in body or "EndDate" in body or "TimeZone" in body:
-        if current_days is not None and len(current_days) > 1 and ("StartDate" in body or "EndDate" in body):
-            raise Invalid(f"this session has {len(current_days)} days: send Days to reschedule it", target="Days")
-        start = parse_when(body.get("StartDate"), "StartDate", tz) if "StartDate" in body else None
-        end = parse_when(body.get("EndDate"), "EndDate", tz) if "EndDate" in body else None
-        if current_days:
-            start = start or datetime.fromisoformat(current_days[0]["start_at"].replace("Z", "+00:00"))
-            end = end or datetime.fromisoformat(current_days[-1]["end_at"].replace("Z", "+00:00"))
-        if start is None:
+            indexed.append((day_start, day_end, i))
+        indexed.sort()
+        for n, (day_start, day_end, i) in enumerate(indexed):
+            if day_end <= day_start:
+                raise Invalid(f"Days[{i}]: the end must be after the start", target=f"Days[{i}]")
+            if n and day_start < indexed[n - 1][1]:
+                raise Invalid(f"Days[{i}] overlaps Days[{indexed[n - 1][2]}]", target=f"Days[{i}]")
+        days = [(day_start, day_end) for day_start, day_end, _ in indexed]
+        _agree(start, days[0][0], "StartDate", "the first day starts")
+        _agree(end, days[-1][1], "EndDate", "the last day ends")
+        return days
+    if start is None and end is None:
+        if current_days is None and ("StartDate" in body or "EndDate" in body or "TimeZone" in body):
             raise Invalid("StartDate is required", target="StartDate")
-        if end is None:
-            raise Invalid("EndDate is required", target="EndDate")
-        days = [(start, end)]
-    else:
         return None
-    days.sort()
-    for i, (start, end) in enumerate(days):
-        target = f"Days[{i}]" if body.get("Days") else "EndDate"
-        if end <= start:
-            raise Invalid(f"{target}: the end must be after the start", target=target)
-        if i and start < days[i - 1][1]:
-            raise Invalid(f"{target} overlaps the day before it", target=target)
-    return days
+    if current_days:
+        first = datetime.fromisoformat(current_days[0]["start_at"].replace("Z", "+00:00"))
+        last = datetime.fromisoformat(current_days[-1]["end_at"].replace("Z", "+00:00"))
+        if len(current_days) > 1:
+            if start in (None, first) and end in (None, last):
+                return None  # StartDate/EndDate as they are: nothing to reschedule
+            raise Invalid(f"this session has {len(current_days)} days: send Days to reschedule it", target="Days")
+        start, end = start or first, end or last
+    if start is None:
+        raise Invalid("StartDate is required", target="StartDate")
+    if end is None:
+        raise Invalid("EndDate is required", target="EndDate")
+    if end <= start:
+        raise Invalid("EndDate: the end must be after the start", target="EndDate")
+    return [(start, end)]
+
+
+def _agree(sent: datetime | None, actual: datetime, target: str, what: str) -> None:
+    """Refuse a StartDate/EndDate that contradicts the Days sent with it."""
+    if sent is not None and sent != actual:
+        raise Invalid(
+            f"{target} {iso(sent)} contradicts Days: {what} at {iso(actual)}; send the same instant or leave"
+            f" {target} out",
+            target=target,
+        )
 
 
 def _write_days(conn: sqlite3.Connection, session_id: str, days: list[tuple[datetime, datetime]]) -> None:
@@ -113,7 +143,7 @@ def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
     zone(time_zone)
     days = _schedule({**body, "TimeZone": time_zone}, time_zone, None)
     assert days is not None
-    deadline = parse_when(body.get("EnrollmentDeadline"), "EnrollmentDeadline", zone(time_zone))
+    deadline = parse_when(body.get("EnrollmentDeadline"), "EnrollmentDeadline", zone(time_zone), zone_name=time_zone)
     meeting_url = names.web_url(body.get("MeetingUrl"), "MeetingUrl", limit=MAX_URL)
     now = db.clock()
     session_id = new_id()
@@ -186,7 +216,7 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
             sets["time_zone"] = time_zone
         if "EnrollmentDeadline" in body:
             sets["enrollment_deadline"] = iso(
-                parse_when(body["EnrollmentDeadline"], "EnrollmentDeadline", zone(time_zone))
+                parse_when(body["EnrollmentDeadline"], "EnrollmentDeadline", zone(time_zone), zone_name=time_zone)
             )
         if "Room" in body:
             sets["room"] = _room(body["Room"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,11 +30,17 @@ def zone(windows_id: str) -> ZoneInfo:
         raise Invalid(f"TimeZone {windows_id!r} has no time zone data here", target="TimeZone") from None
 
 
-def parse_when(value: object, target: str, tz: ZoneInfo | None = None) -> datetime | None:
+def parse_when(
+    value: object, target: str, tz: ZoneInfo | None = None, *, zone_name: str | None = None
+) -> datetime | None:
     """Parse an ISO 8601 date or date-time into a UTC instant.
 
-    A value without a UTC offset is wall-clock time in `tz` (UTC when tz is None); a bare date is
-    midnight. None and "" give None. Raises Invalid naming `target` for anything else.
+    A value with a UTC offset (`Z`, `+02:00`) is that instant. A value without one is wall-clock time in `tz`
+    (UTC when tz is None), read by local_instant(): a local time that does not exist there (inside a
+    daylight-saving gap) raises Invalid, and one that exists twice (the repeated hour when clocks go back)
+    is its first occurrence. A bare date is the start of that day in `tz`. None and "" give None. Raises
+    Invalid naming `target` for anything else; `zone_name` (the Windows id the client sent) names the zone
+    in messages.
     """
     if value is None or value == "":
         return None
@@ -51,8 +57,61 @@ def parse_when(value: object, target: str, tz: ZoneInfo | None = None) -> dateti
             f"{target}: {value!r} is not an ISO 8601 date-time such as 2026-05-04T09:00:00Z", target=target
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz or UTC)
+        return local_instant(moment, tz or UTC, target, start_of_day=len(text) == 10, zone_name=zone_name)
     return moment.astimezone(UTC)
+
+
+def local_instant(
+    local: datetime, tz: tzinfo, target: str, *, start_of_day: bool = False, zone_name: str | None = None
+) -> datetime:
+    """The UTC instant of a wall-clock time (a naive datetime) in `tz`.
+
+    - A time inside a daylight-saving gap (02:30 on the night clocks jump from 02:00 to 03:00) never happens
+      there: Invalid naming `target`, the local time and the gap, rather than a guess. With `start_of_day`
+      (a bare date whose midnight falls in a gap, as in zones that change at 00:00) it is the first moment of
+      that day, the end of the gap.
+    - A time that happens twice (01:30 on the night clocks go back from 02:00 to 01:00) is the first
+      occurrence, the one before the clocks go back, as RFC 5545 §3.3.5 reads such a DATE-TIME with a TZID
+      (`fold=0`, PEP 495).
+    """
+    first = local.replace(tzinfo=tz, fold=0)
+    instant = first.astimezone(UTC)
+    if instant.astimezone(tz).replace(tzinfo=None) == local:
+        return instant
+    transition, before, after = _transition(local, tz)
+    if start_of_day:
+        return transition
+    name = getattr(tz, "key", str(tz))
+    label = f"{zone_name} ({name})" if zone_name and zone_name != name else name
+    wall = transition.replace(tzinfo=None)
+    shown = "%H:%M" if (wall + before).date() == (wall + after).date() else "%Y-%m-%dT%H:%M"
+    raise Invalid(
+        f"{target}: {local.isoformat()} does not exist in {label}: that day the clocks go forward from"
+        f" {wall + before:{shown}} to {wall + after:{shown}}; give a time outside the gap, or a UTC offset",
+        target=target,
+    )
+
+
+def _transition(local: datetime, tz: tzinfo) -> tuple[datetime, timedelta, timedelta]:
+    """The transition that skipped the wall-clock time `local` in `tz`: its UTC instant, and the UTC offsets
+    before and after it.
+
+    PEP 495: for a skipped time, `fold=0` reads it with the offset in force before the transition and `fold=1`
+    with the one after, so the transition lies between the two readings; it is found by bisection on whole
+    seconds (tz database transitions are whole seconds).
+    """
+    before = local.replace(tzinfo=tz, fold=0).utcoffset()
+    after = local.replace(tzinfo=tz, fold=1).utcoffset()
+    assert before is not None and after is not None
+    epoch = int(local.replace(tzinfo=UTC).timestamp())
+    low, high = epoch - int(after.total_seconds()), epoch - int(before.total_seconds())
+    while high - low > 1:  # the offset is `before` at `low` and `after` at `high`
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, tz).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return datetime.fromtimestamp(high, UTC), before, after
 
 
 def parse_days(value: object, target: str) -> int | None:

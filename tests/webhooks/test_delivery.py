@@ -43,7 +43,7 @@ def test_every_trigger_fires_on_its_action_with_a_signed_payload_of_its_schema(a
     course, session = world.course["Id"], world.session["Id"]
     cid = enroll(api, world, "cid")  # the only seat
     ann = enroll(api, world, "ann")  # waitlisted
-    api.ok("POST", f"/odata/v2/Enrollments({cid['Id']})/Cancel", 204, json={"Message": "moved"})  # Ann promoted
+    api.ok("POST", f"/odata/v2/Enrollments({cid['Id']})/Cancel", 204, json={"message": "moved"})  # Ann promoted
     api.ok("POST", f"/odata/v2/Enrollments({ann['Id']})/Start", 204)
     api.ok(
         "POST",

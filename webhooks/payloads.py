@@ -50,21 +50,22 @@ TRIGGERS: dict[str, str] = {
 }
 
 
-_CONTAINERS = (dict, list)
+# Values written as they are; anything else (dicts, lists, tuples, other objects) is looked into.
+_SCALARS = frozenset({str, int, float, bool})
 
 
 def without_nulls(value: Any) -> Any:
     """`value` with every object member whose value is None left out, and every None item of an array.
 
-    Returns new dicts and lists (the input is not changed); scalars come back as they are. The
-    no-null rule of the wire (action responses through connector.wire, notifications here). About
-    3 us per 30-property entity: a third of what `json.dumps` takes for it.
+    Returns new dicts and lists (tuples become lists; the input is not changed); anything else comes back
+    as it is. The no-null rule of the wire: action responses go through connector.wire, notifications
+    through `notification`. About 5 us for an enrollment with its User and Course (60 values).
     """
     kind = type(value)
     if kind is dict:
-        return {k: (without_nulls(v) if type(v) in _CONTAINERS else v) for k, v in value.items() if v is not None}
-    if kind is list:
-        return [without_nulls(v) if type(v) in _CONTAINERS else v for v in value if v is not None]
+        return {k: (v if type(v) in _SCALARS else without_nulls(v)) for k, v in value.items() if v is not None}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _SCALARS else without_nulls(v) for v in value if v is not None]
     return value
 
 

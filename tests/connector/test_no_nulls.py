@@ -10,22 +10,13 @@ from __future__ import annotations
 import decimal
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from support import Api, build_world, error
+from wirecheck import nulls
 
 from connector.wire import JSONIFIER
-
-
-def nulls(value: Any, path: str = "") -> list[str]:
-    """Where a parsed JSON value holds null: `value[0].StartDate`, `Room.Title`."""
-    if value is None:
-        return [path or "(body)"]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in nulls(v, f"{path}.{k}" if path else k)]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in nulls(v, f"{path}[{i}]")]
-    return []
 
 
 def test_no_response_of_any_operation_kind_carries_null(api: Api) -> None:
@@ -152,3 +143,42 @@ def test_values_orjson_refuses_are_still_written_without_nulls() -> None:
         == b'{"big":1180591620717411303424,"items":[1]}\n'
     )
     assert JSONIFIER.dumps({"ceu": decimal.Decimal("1.5")}) == b'{"ceu":1.5}\n'
+
+
+def test_no_response_or_notification_schema_requires_a_property() -> None:
+    """Any response property may be left out (it has no value, or `$select` left it out), so no response or
+    trigger schema of the document lists a `required` property: a client generated from it would refuse a body
+    that follows the no-null rule."""
+    spec = json.loads((Path(__file__).resolve().parents[2] / "openapi" / "apiDefinition.swagger.json").read_text())
+    definitions = spec["definitions"]
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def walk(schema: Any, where: str) -> None:
+        if isinstance(schema, list):
+            for i, item in enumerate(schema):
+                walk(item, f"{where}[{i}]")
+            return
+        if not isinstance(schema, dict):
+            return
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/definitions/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in seen:
+                seen.add(name)
+                walk(definitions[name], f"definitions/{name}")
+            return
+        if isinstance(schema.get("required"), list):
+            found.append(f"{where}: {schema['required']}")
+        for key, value in schema.items():
+            if key != "required":
+                walk(value, f"{where}.{key}")
+
+    for path, item in spec["paths"].items():
+        walk(item.get("x-ms-notification-content"), f"{path} notification")
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                for status, response in operation["responses"].items():
+                    walk(response.get("schema"), f"{method.upper()} {path} {status}")
+    assert len(seen) >= 20  # the walk reached the entity definitions
+    assert found == []

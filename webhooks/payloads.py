@@ -121,9 +121,11 @@ def _user(event: Event) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str | None:
+    """A changed value as `Changes[].Before`/`After` carry it: strings as they are, anything else as JSON text
+    of the shape the actions give it (a Room object without its empty members)."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(without_nulls(value), separators=(",", ":"), ensure_ascii=False)
 
 
 def _session(event: Event) -> dict[str, Any]:

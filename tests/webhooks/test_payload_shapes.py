@@ -128,7 +128,7 @@ def test_notifications_carry_the_values_the_actions_return(api: Api, receiver: R
         f"/odata/v2/Courses({world.course['Id']})/Enroll",
         json={"userLoginName": world.login("ann"), "courseSessionId": session["Id"]},
     )
-    api.ok("PATCH", f"/odata/v2/CourseSessions({session['Id']})", json={"MaxAttendees": 9})
+    api.ok("PATCH", f"/odata/v2/CourseSessions({session['Id']})", json={"MaxAttendees": 9, "Room": {"Title": "Hall 3"}})
     deliver(make_worker(api))
 
     notes = receiver.notifications()
@@ -139,9 +139,13 @@ def test_notifications_carry_the_values_the_actions_return(api: Api, receiver: R
     read_session = api.ok("GET", f"/odata/v2/CourseSessions({session['Id']})")
     [updated] = [n for n in by_action["CourseSessionUpdated"] if n["CourseSessionId"] == session["Id"]]
     [created] = [n for n in by_action["CourseSessionCreated"] if n["CourseSessionId"] == session["Id"]]
-    assert created["Room"] == read_session["Room"] == {"Title": "Hall 2", "Source": "Unknown"}
     assert (created["MaxAttendees"], updated["MaxAttendees"], read_session["MaxAttendees"]) == (8, 9, 9)
+    assert created["Room"] == {"Title": "Hall 2", "Source": "Unknown"}
     _same(updated, read_session, {"CourseSessionId": "Id"}, ignore={"Instructors"})
+    changes = {c["Property"]: c for c in updated["Changes"]}
+    assert changes["MaxAttendees"] == {"Property": "MaxAttendees", "Before": "8", "After": "9"}
+    assert json.loads(changes["Room"]["Before"]) == {"Title": "Hall 2", "Source": "Unknown"}
+    assert json.loads(changes["Room"]["After"]) == read_session["Room"] == {"Title": "Hall 3", "Source": "Unknown"}
     teacher = api.ok("GET", f"/odata/v2/Users({world.uid('teacher')})")
     [instructor] = updated["Instructors"]
     _same(instructor, teacher, {})

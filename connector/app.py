@@ -14,12 +14,11 @@ from typing import Any
 import connexion
 from a2wsgi import WSGIMiddleware
 from connexion.exceptions import ProblemException, ResolverError
-from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
-from connector import errors
+from connector import errors, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
 from connector.handlers import catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
 from connector.settings import Settings
@@ -109,7 +108,7 @@ def create_app(
         strict_validation=True,
         validator_map=VALIDATORS,
         validate_responses=validate_responses,
-        jsonifier=Jsonifier(json, separators=(",", ":"), ensure_ascii=False),
+        jsonifier=wire.JSONIFIER,  # no nulls in any response (connector/wire.py)
     )
     for exc in (Exception, ProblemException, StorageError, errors.HttpError):
         app.add_error_handler(exc, errors.handle)

@@ -233,13 +233,14 @@ def many(
     limit, offset = odata.page_window(options.top, options.skip, settings.page_size, settings.max_page_size)
     db = context.services().db
     with db.read() as conn:
+        # `$top=0` reads no page at all: with `$count=true` it asks for the count alone.
         ids, total = query.select_page(
             conn,
             entity_map,
             where=where,
             params=params,
             order_by=order_by,
-            limit=limit + 1,
+            limit=limit + 1 if limit else 0,
             offset=offset,
             count=options.count,
             extra_where=extra_where,

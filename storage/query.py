@@ -743,7 +743,7 @@ def select_page(
     values = [*params, *extra_params]
     # S608: every piece is whitelist SQL or caller SQL; request values are only ever `?` parameters.
     page_sql = f"SELECT {entity.key_sql} FROM {entity.from_sql} WHERE {condition} ORDER BY {order_by}"  # noqa: S608
-    rows = conn.execute(page_sql + " LIMIT ? OFFSET ?", [*values, limit, offset]).fetchall()
+    rows = conn.execute(page_sql + " LIMIT ? OFFSET ?", [*values, limit, offset]).fetchall() if limit > 0 else []
     total = None
     if count:
         count_sql = f"SELECT count(*) FROM {entity.from_sql} WHERE {condition}"  # noqa: S608

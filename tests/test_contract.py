@@ -271,7 +271,7 @@ def test_list_operations_take_odata_options_and_are_pageable() -> None:
             param = shared[param["$ref"].rsplit("/", 1)[-1]] if "$ref" in param else param
             params[param["name"]] = param
         assert set(params) >= {"$filter", "$select", "$expand", "$orderby", "$top", "$skip", "$count"}
-        assert (params["$top"]["minimum"], params["$top"]["maximum"]) == (1, 1000)
+        assert (params["$top"]["minimum"], params["$top"]["maximum"]) == (0, 1000)
         assert params["$skip"]["minimum"] == 0
         assert params["$count"]["type"] == "boolean"
         assert op["x-ms-pageable"] == {"nextLinkName": "@odata.nextLink"}, operation_id

@@ -4,8 +4,8 @@ The baselines must differ from coursewire only in the HTTP edge, so they open th
 `storage.db.Database` does (one connection per thread, WAL, synchronous=NORMAL, busy timeout, foreign
 keys), work on a database migrated by coursewire's own migrations, and run the same statements in the
 same transactions: a read transaction around the user SELECT, and BEGIN IMMEDIATE around the login
-check, the INSERT, the read-back and the `UserCreated` event. It borrows only coursewire's SQL text and
-row mapping (plain functions), never its edge, handlers or transactions, so a baseline stays a bare
+check, the INSERT, the read-back and the `UserCreated` event. It borrows only coursewire's read model
+(plain functions over a connection), never its edge, handlers or transactions, so a baseline stays a bare
 framework app.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 # The same SQL and row mapping coursewire uses, so the baselines do exactly its database work.
 from storage import names
-from storage.readmodel import USER_SELECT, user_from_row
+from storage.odata import reading
 from storage.users import TEXT_COLUMNS
 
 _local = threading.local()
@@ -54,10 +54,9 @@ def get_user(user_id: str) -> dict[str, Any] | None:
     conn = _conn()
     conn.execute("BEGIN")
     try:
-        row = conn.execute(USER_SELECT + " WHERE u.id IN (?)", (user_id,)).fetchone()
+        return reading.load(conn, "Users", [user_id]).get(user_id)
     finally:
         conn.execute("COMMIT")
-    return None if row is None else user_from_row(row)
 
 
 def create_user(body: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +91,7 @@ def create_user(body: dict[str, Any]) -> dict[str, Any]:
             f"INSERT INTO users ({columns}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608 - names from code
             list(values.values()),
         )
-        user = user_from_row(conn.execute(USER_SELECT + " WHERE u.id IN (?)", (user_id,)).fetchone())
+        user = reading.load(conn, "Users", [user_id])[user_id]
         conn.execute(
             "INSERT INTO events (id, type, occurred_at, actor, catalog_id, course_id, session_id,"
             " enrollment_id, user_id, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -115,6 +115,7 @@ def _courses(
                 "UICulture": "en-US",
                 "CEU": 1,
             },
+            base_url,
         )
         ids.append(str(created["Id"]))
     while courses.provision_step(db, files_dir):

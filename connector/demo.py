@@ -65,6 +65,7 @@ def load(db: Database, files_dir: Path, base_url: str) -> NewApiKey | None:
             "Quizzes": ["Final check"],
             "DueDateSettings": {"IsEnabled": True, "DaysAfterEnrollment": "30"},
         },
+        base_url,
     )
     first_aid = courses.create(
         db,
@@ -80,6 +81,7 @@ def load(db: Database, files_dir: Path, base_url: str) -> NewApiKey | None:
             "TeacherLogins": ["ivan.instructor@contoso.example"],
             "CertificateTemplateId": "first-aid-certificate",
         },
+        base_url,
     )
     webinar = courses.create(
         db,
@@ -93,6 +95,7 @@ def load(db: Database, files_dir: Path, base_url: str) -> NewApiKey | None:
             "EnrollmentFlow": "LineManagerApproval",
             "Categories": [{"Name": "Compliance"}],
         },
+        base_url,
     )
     for _ in range(20):  # the server's provisioner would do this within seconds
         courses.provision_step(db, files_dir)

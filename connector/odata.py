@@ -1,6 +1,7 @@
 """OData query options at the HTTP edge: parsing and checking them, page windows and nextLinks.
 
-`$filter` text is only carried here; `storage.query.compile_filter` parses and checks it.
+`$filter` text is only carried here; `storage.odata.compiler.compile_filter` parses and checks it, and
+`$skiptoken` is carried to `storage.odata.paging.decode_token`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ OrderBy = tuple[tuple[str, bool], ...]  # (property path, descending)
 
 MAX_INT_OPTION = 2**31 - 1
 MAX_EXPAND_DEPTH = 4
-OPTIONS = ("$filter", "$select", "$expand", "$orderby", "$top", "$skip", "$count")
+OPTIONS = ("$filter", "$select", "$expand", "$orderby", "$top", "$skip", "$count", "$skiptoken")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ORDER_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*)(?:\s+(asc|desc))?", re.IGNORECASE)
@@ -46,6 +47,7 @@ class QueryOptions:
     top: int | None = None
     skip: int = 0
     count: bool = False
+    skiptoken: str | None = None
 
 
 def _listing(names: frozenset[str] | set[str]) -> str:
@@ -77,7 +79,7 @@ def parse_select(text: str, allowed: frozenset[str] | None, target: str = "$sele
 def parse_orderby(text: str, allowed: frozenset[str] | None, target: str = "$orderby") -> OrderBy:
     """`Title desc, CreatedAt` as ((name, descending), ...); raises Invalid for bad syntax or unknown names.
 
-    Only the first segment of a path is checked against `allowed`; `storage.query.compile_orderby`
+    Only the first segment of a path is checked against `allowed`; `storage.odata.compiler.compile_orderby`
     checks the whole path against what can be sorted.
     """
     if not text.strip():
@@ -313,6 +315,7 @@ def parse_options(
         top=parse_int(raw.get("$top"), "$top"),
         skip=parse_int(raw.get("$skip"), "$skip") or 0,
         count=parse_bool(raw.get("$count"), "$count"),
+        skiptoken=_text(raw, "$skiptoken").strip() or None,
     )
 
 
@@ -329,15 +332,27 @@ def page_window(top: int | None, skip: int, page_size: int, max_page_size: int) 
     return limit, skip
 
 
-def next_link(base_url: str, raw_query: Mapping[str, str], *, skip: int, top_remaining: int | None) -> str:
-    """The `@odata.nextLink` URL: the same query with `$skip` moved on and `$top` set to what is left.
+def next_link(
+    base_url: str,
+    raw_query: Mapping[str, str],
+    *,
+    skip: int | None = None,
+    top_remaining: int | None,
+    skiptoken: str | None = None,
+) -> str:
+    """The `@odata.nextLink` URL: the same query resuming after this page, with `$top` set to what is left.
 
-    Other options keep their order and values; everything is percent-encoded (spaces as %20).
+    With `skiptoken` the next page starts after the page's last row (`$skip` and an older `$skiptoken`
+    are dropped); otherwise `$skip` moves on to `skip`. Other options keep their order and values;
+    everything is percent-encoded (spaces as %20).
     """
-    query = {key: value for key, value in raw_query.items() if key not in ("$skip", "$top")}
+    query = {key: value for key, value in raw_query.items() if key not in ("$skip", "$top", "$skiptoken")}
     if top_remaining is not None:
         query["$top"] = str(top_remaining)
-    query["$skip"] = str(skip)
+    if skiptoken is not None:
+        query["$skiptoken"] = skiptoken
+    elif skip is not None:
+        query["$skip"] = str(skip)
     encoded = "&".join(f"{quote(str(k), safe='$')}={quote(_query_text(v), safe=_SAFE)}" for k, v in query.items())
     return f"{base_url}{'&' if '?' in base_url else '?'}{encoded}"
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from connector import context, odata
-from storage import access, query
+from storage import access
 from storage.errors import Invalid, NotFound
-from storage.readmodel import ENTITY_SETS
+from storage.odata import MODEL, ReadContext, fields, paging, reading
+from storage.odata.compiler import compile_filter, compile_orderby
+from storage.odata.values import Sql
+
+SKIPTOKEN_KEY = "skiptoken"
 
 
 def metadata(set_name: str, *, entity: bool = False) -> str:
@@ -19,21 +23,35 @@ def metadata(set_name: str, *, entity: bool = False) -> str:
     return f"{context.base_url()}/odata/v2/$metadata#{set_name}{'/$entity' if entity else ''}"
 
 
-def expandable(set_name: str) -> dict[str, frozenset[str]]:
-    """Navigation names of an entity set, each with the property names `$select` may name inside it."""
-    out = {}
-    for name, nav in ENTITY_SETS[set_name].navigations.items():
-        if nav.target:
-            target = ENTITY_SETS[nav.target]
-            out[name] = target.properties | frozenset(target.navigations)
-        else:
-            out[name] = frozenset()
+def read_context() -> ReadContext:
+    """What reads of this request depend on: the injected clock's now and the public base URL."""
+    return ReadContext(now=context.services().db.clock(), base_url=context.base_url())
+
+
+class _Nav(NamedTuple):
+    """What `$expand` may name: a navigation (`target` set) or a value only `$expand` adds (`target` None)."""
+
+    target: str | None
+    many: bool
+    context_link: bool
+
+
+def _expansions(set_name: str) -> dict[str, _Nav]:
+    es = MODEL.entity_set(set_name)
+    out = {n.name: _Nav(n.target, n.many, n.context_link) for n in es.navigations}
+    out.update({p.name: _Nav(None, p.collection, p.context_link) for p in es.properties if p.expand_only})
     return out
 
 
+def expandable(set_name: str) -> dict[str, frozenset[str]]:
+    """Navigation names of an entity set, each with the property names `$select` may name inside it."""
+    return {name: selectable(nav.target) if nav.target else frozenset() for name, nav in _expansions(set_name).items()}
+
+
 def selectable(set_name: str) -> frozenset[str]:
-    es = ENTITY_SETS[set_name]
-    return es.properties | frozenset(es.navigations)
+    """The names `$select` may name on an entity set: its properties and navigations."""
+    es = MODEL.entity_set(set_name)
+    return frozenset(p.name for p in es.properties) | frozenset(n.name for n in es.navigations)
 
 
 def parse(set_name: str, raw: Mapping[str, Any]) -> odata.QueryOptions:
@@ -43,25 +61,25 @@ def parse(set_name: str, raw: Mapping[str, Any]) -> odata.QueryOptions:
     return options
 
 
-def check_expand(set_name: str, items: Sequence[odata.ExpandItem]) -> None:
+def check_expand(set_name: str, items: Sequence[odata.ExpandItem], ctx: ReadContext | None = None) -> None:
     """Check nested `$expand` items against the entity sets all the way down (the parser checks one level).
 
     Raises Invalid (target `$expand`) for a name that is not a navigation of its entity set, a nested
     option a navigation cannot take, or a nested `$filter`/`$orderby` the target cannot be queried by.
     """
-    es = ENTITY_SETS[set_name]
+    ctx = ctx or read_context()
+    navigations = _expansions(set_name)
     for item in items:
-        nav = es.navigations.get(item.name)
+        nav = navigations.get(item.name)
         if nav is None:
-            names = ", ".join(sorted(es.navigations)) or "(none)"
+            names = ", ".join(sorted(navigations)) or "(none)"
             raise Invalid(f"$expand: {set_name} has no navigation {item.name!r}; expandable: {names}", "$expand")
         where = f"$expand: inside {item.name}(...)"
         if nav.target is None:
             if item.expand or item.filter or item.orderby or item.top is not None:
                 raise Invalid(f"{where} only $select applies; {item.name} is a value, not an entity set", "$expand")
             continue
-        target = ENTITY_SETS[nav.target]
-        unknown = [n for n in item.select or () if n != "*" and n not in target.properties | target.navigations.keys()]
+        unknown = [n for n in item.select or () if n != "*" and n not in selectable(nav.target)]
         if unknown:
             raise Invalid(f"{where} $select names unknown property {unknown[0]!r}", "$expand")
         if not nav.many and (item.filter or item.orderby or item.top is not None):
@@ -69,15 +87,13 @@ def check_expand(set_name: str, items: Sequence[odata.ExpandItem]) -> None:
                 f"{where} $filter, $orderby and $top apply to collections; {item.name} is one entity", "$expand"
             )
         if item.filter or item.orderby:
-            entity_map = query.ENTITIES.get(nav.target)
-            if entity_map is None:
-                raise Invalid(f"{where} $filter and $orderby are not supported for {item.name}", "$expand")
+            entity_map = fields.entity_map(nav.target)
             try:
-                query.compile_filter(entity_map, item.filter)
-                query.compile_orderby(entity_map, item.orderby)
+                compile_filter(entity_map, item.filter, ctx)
+                compile_orderby(entity_map, item.orderby, ctx)
             except Invalid as exc:
                 raise Invalid(f"{where} {exc.message}", "$expand") from None
-        check_expand(nav.target, item.expand)
+        check_expand(nav.target, item.expand, ctx)
 
 
 def shape(
@@ -86,9 +102,10 @@ def shape(
     ids: Sequence[str],
     select: Sequence[str] | None,
     expand: Sequence[odata.ExpandItem],
+    ctx: ReadContext,
 ) -> list[dict[str, Any]]:
     """Load entities by key (in order, skipping missing ones) and apply `$select` and `$expand`."""
-    return list(_shape(conn, set_name, ids, select, expand).values())
+    return list(_shape(conn, set_name, ids, select, expand, ctx).values())
 
 
 def _shape(
@@ -97,30 +114,32 @@ def _shape(
     ids: Sequence[str],
     select: Sequence[str] | None,
     expand: Sequence[odata.ExpandItem],
+    ctx: ReadContext,
 ) -> dict[str, dict[str, Any]]:
     """`shape` keyed by id, in order: a nested `$select` may leave `Id` out of the entities themselves."""
-    es = ENTITY_SETS[set_name]
-    loaded = es.load(conn, ids)
+    loaded = reading.load(conn, set_name, ids, ctx)
     present = [i for i in ids if i in loaded]
     if set_name in access.ENROLLMENT_OWNED:
         # Expansions reach enrollments, registrations and attendance from courses and sessions: the
         # actor's read scope applies to them however they are reached.
         allowed = access.readable(conn, context.actor(), set_name, present)
         present = [i for i in present if i in allowed]
+    navigations = _expansions(set_name)
     expansions: dict[str, dict[str, Any]] = {}
     for item in expand:
-        nav = es.navigations[item.name]
-        values = nav.load(conn, present)
+        nav = navigations[item.name]
         if nav.target is None:
-            expansions[item.name] = {k: _select_value(v, item.select) for k, v in values.items()}
+            found = reading.values(conn, set_name, [item.name], present, ctx)
+            expansions[item.name] = {k: _select_value(v[item.name], item.select) for k, v in found.items()}
             continue
+        values = reading.navigate(conn, set_name, item.name, present)
         child_ids = list(dict.fromkeys(c for v in values.values() for c in (v if nav.many else [v]) if c))
         if nav.many and (item.filter or item.orderby):
-            values = _filter_children(conn, nav.target, item, child_ids, values)
+            values = _filter_children(conn, nav.target, item, child_ids, values, ctx)
             child_ids = list(dict.fromkeys(c for v in values.values() for c in v))
         if nav.many and item.top is not None:
             values = {parent: v[: item.top] for parent, v in values.items()}
-        children = _shape(conn, nav.target, child_ids, item.select, item.expand)
+        children = _shape(conn, nav.target, child_ids, item.select, item.expand, ctx)
         expansions[item.name] = {
             parent: ([children[c] for c in v if c in children] if nav.many else children.get(v))
             for parent, v in values.items()
@@ -131,8 +150,7 @@ def _shape(
         entity = loaded[i]
         result = {k: v for k, v in entity.items() if wanted is None or k in wanted}
         for item in expand:
-            nav = es.navigations[item.name]
-            if nav.context and not nav.many:
+            if navigations[item.name].context_link and not navigations[item.name].many:
                 result[f"{item.name}@odata.context"] = metadata(f"{set_name}({i})/{item.name}", entity=True)
             result[item.name] = expansions[item.name].get(i)
         out[i] = result
@@ -145,23 +163,23 @@ def _filter_children(
     item: odata.ExpandItem,
     child_ids: Sequence[str],
     values: Mapping[str, list[str]],
+    ctx: ReadContext,
 ) -> dict[str, list[str]]:
     """Apply a nested `$filter`/`$orderby` to each parent's children with one query over all of them."""
-    entity_map = query.ENTITIES[target]
-    where, params = query.compile_filter(entity_map, item.filter)
-    kept, _ = query.select_page(
+    entity_map = fields.entity_map(target)
+    # One JSON parameter holds every key, however many there are.
+    among = Sql(
+        f"{entity_map.key_sql} IN (SELECT value FROM json_each(?))",  # noqa: S608 (the key comes from code)
+        (json.dumps(list(child_ids)),),
+    )
+    kept = paging.select_page(
         conn,
         entity_map,
-        where=where,
-        params=params,
-        order_by=query.compile_orderby(entity_map, item.orderby),
+        where=compile_filter(entity_map, item.filter, ctx),
+        order=compile_orderby(entity_map, item.orderby, ctx),
         limit=len(child_ids),
-        offset=0,
-        count=False,
-        # One JSON parameter holds every key, however many there are.
-        extra_where=f"{entity_map.key_sql} IN (SELECT value FROM json_each(?))",  # noqa: S608 (key from code)
-        extra_params=[json.dumps(list(child_ids))],
-    )
+        scope=among,
+    ).keys
     rank = {c: i for i, c in enumerate(kept)}
     if item.orderby:
         return {parent: sorted((c for c in v if c in rank), key=rank.__getitem__) for parent, v in values.items()}
@@ -194,11 +212,11 @@ def one(
     actor's read scope, is NotFound too.
     """
     options = parse(set_name, raw)
-    db = context.services().db
-    with db.read() as conn:
+    ctx = read_context()
+    with context.services().db.read() as conn:
         if check is not None:
             check(conn)
-        shaped = shape(conn, set_name, [entity_id], options.select, options.expand)
+        shaped = shape(conn, set_name, [entity_id], options.select, options.expand, ctx)
     if not shaped:
         raise NotFound(f"{set_name} has no entity with id {entity_id!r}", target="Id")
     return {"@odata.context": metadata(context_set or set_name, entity=True), **shaped[0]}
@@ -208,56 +226,60 @@ def many(
     set_name: str,
     raw: Mapping[str, Any],
     *,
-    extra_where: str | None = None,
-    extra_params: Sequence[Any] = (),
-    hide_deleted: str | None = None,
+    parent_key: str | None = None,
     context_set: str | None = None,
 ) -> dict[str, Any]:
     """A page of an entity set as an OData collection, with `@odata.count` and `@odata.nextLink`.
 
-    `hide_deleted` is a SQL condition added unless the `$filter` mentions IsDeleted itself. Sets with a
-    read scope (enrollments) list only what the actor may read (storage.access.enrollment_scope).
+    Soft-deleted rows are left out unless the `$filter` names `IsDeleted` itself; `parent_key` lists the
+    rows under one parent (a course's sessions). Sets with a read scope (enrollments) list only what the
+    actor may read (storage.access.enrollment_scope). The nextLink carries a `$skiptoken` resuming after
+    the page's last row (storage.odata.paging); `$skip` still skips rows. Raises Invalid naming the option.
     """
     options = parse(set_name, raw)
-    settings = context.services().settings
-    entity_map = query.ENTITIES[set_name]
-    where, params = query.compile_filter(entity_map, options.filter)
-    order_by = query.compile_orderby(entity_map, options.orderby)
-    if hide_deleted and "IsDeleted" not in (options.filter or ""):
-        extra_where = f"({extra_where}) AND {hide_deleted}" if extra_where else hide_deleted
+    services = context.services()
+    settings = services.settings
+    ctx = read_context()
+    entity_map = fields.entity_map(set_name)
+    where = compile_filter(entity_map, options.filter, ctx)
+    order = compile_orderby(entity_map, options.orderby, ctx)
+    scope_sql, scope_params = fields.visible(set_name, where.names, parent_key)
     owned = access.ENROLLMENT_OWNED.get(set_name)
-    scope = access.enrollment_scope(context.actor(), f"{owned[0]}.{owned[1]}") if owned else None
-    if scope is not None:
-        extra_where = f"({extra_where}) AND {scope[0]}" if extra_where else scope[0]
-        extra_params = [*extra_params, *scope[1]]
+    read_scope = access.enrollment_scope(context.actor(), f"{owned[0]}.{owned[1]}") if owned else None
+    if read_scope is not None:
+        scope_sql, scope_params = f"{scope_sql} AND {read_scope[0]}", (*scope_params, *read_scope[1])
+    key = services.box.subkey(SKIPTOKEN_KEY)
+    query = paging.fingerprint(set_name, parent_key, options.filter or "", [list(o) for o in options.orderby])
+    position = paging.decode_token(options.skiptoken, query, key, order) if options.skiptoken else None
     limit, offset = odata.page_window(options.top, options.skip, settings.page_size, settings.max_page_size)
-    db = context.services().db
-    with db.read() as conn:
+    with services.db.read() as conn:
         # `$top=0` reads no page at all: with `$count=true` it asks for the count alone.
-        ids, total = query.select_page(
+        page = paging.select_page(
             conn,
             entity_map,
             where=where,
-            params=params,
-            order_by=order_by,
+            order=order,
             limit=limit + 1 if limit else 0,
             offset=offset,
             count=options.count,
-            extra_where=extra_where,
-            extra_params=extra_params,
+            scope=Sql(scope_sql, scope_params),
+            position=position,
         )
-        more = len(ids) > limit
-        ids = ids[:limit]
-        value = shape(conn, set_name, ids, options.select, options.expand)
+        more = len(page.keys) > limit
+        ids = page.keys[:limit]
+        value = shape(conn, set_name, ids, options.select, options.expand, ctx)
     result: dict[str, Any] = {"@odata.context": metadata(context_set or set_name)}
     if options.count:
-        result["@odata.count"] = total
+        result["@odata.count"] = page.total
     result["value"] = value
     top_remaining = None if options.top is None else options.top - len(ids)
     if more and (top_remaining is None or top_remaining > 0):
         path, query_string = context.path_and_query()
         result["@odata.nextLink"] = odata.next_link(
-            context.base_url() + path, _raw_query(query_string), skip=offset + len(ids), top_remaining=top_remaining
+            context.base_url() + path,
+            _raw_query(query_string),
+            top_remaining=top_remaining,
+            skiptoken=paging.encode_token(page.positions[len(ids) - 1], query, key),
         )
     return result
 

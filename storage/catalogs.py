@@ -7,10 +7,11 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from storage import access, events, lookups, names, readmodel
+from storage import access, events, lookups, names
 from storage.db import Database, iso, new_id
 from storage.errors import Conflict, Forbidden, Invalid, excerpt
 from storage.models import Actor
+from storage.odata import ReadContext, reading
 
 
 def slug(text: str) -> str:
@@ -70,7 +71,7 @@ def create_catalog(db: Database, actor: Actor, body: dict[str, Any], base_url: s
         conn.executemany(
             "INSERT INTO catalog_admins (catalog_id, user_id) VALUES (?, ?)", [(catalog_id, a) for a in admins]
         )
-        catalog = readmodel.load_catalogs(conn, [catalog_id])[catalog_id]
+        catalog = reading.load(conn, "CourseCatalogs", [catalog_id], ReadContext(now, base_url))[catalog_id]
         events.record(
             conn, "CourseCatalogCreated", actor, now, {"catalog": catalog, "AdminIds": admins}, catalog_id=catalog_id
         )
@@ -102,7 +103,7 @@ def _insert_category(
         "INSERT INTO categories (id, catalog_id, name, name_key, parent_id) VALUES (?, ?, ?, ?, ?)",
         (category_id, catalog_id, name, names.key(name), parent_id),
     )
-    category = readmodel.load_categories(conn, [category_id])[category_id]
+    category = reading.load(conn, "CourseCategories", [category_id])[category_id]
     events.record(conn, "CourseCategoryCreated", actor, now, {"category": category}, catalog_id=catalog_id)
     return category_id
 
@@ -120,7 +121,7 @@ def _insert_tag(conn: sqlite3.Connection, actor: Actor, now: datetime, catalog_i
         "INSERT INTO tags (id, catalog_id, name, name_key) VALUES (?, ?, ?, ?)",
         (tag_id, catalog_id, name, names.key(name)),
     )
-    tag = readmodel.load_tags(conn, [tag_id])[tag_id]
+    tag = reading.load(conn, "CourseTags", [tag_id])[tag_id]
     events.record(conn, "CourseTagCreated", actor, now, {"tag": tag}, catalog_id=catalog_id)
     return tag_id
 
@@ -133,7 +134,7 @@ def create_category(db: Database, actor: Actor, body: dict[str, Any]) -> dict[st
         catalog_id = lookups.catalog(conn, body.get("CourseCatalogId") or "")["id"]
         access.require_catalog_admin(conn, actor, catalog_id, "create categories in this catalog")
         category_id = _insert_category(conn, actor, now, catalog_id, name, body.get("ParentCategoryId"), "Name")
-        return readmodel.load_categories(conn, [category_id])[category_id]
+        return reading.load(conn, "CourseCategories", [category_id])[category_id]
 
 
 def create_tag(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def create_tag(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, An
         catalog_id = lookups.catalog(conn, body.get("CourseCatalogId") or "")["id"]
         access.require_catalog_admin(conn, actor, catalog_id, "create tags in this catalog")
         tag_id = _insert_tag(conn, actor, now, catalog_id, name, "Name")
-        return readmodel.load_tags(conn, [tag_id])[tag_id]
+        return reading.load(conn, "CourseTags", [tag_id])[tag_id]
 
 
 def _require_creator(

@@ -11,10 +11,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from storage import access, catalogs, events, lookups, names, readmodel, snapshots
+from storage import access, catalogs, events, lookups, names, snapshots
 from storage.db import Database, insert_sql, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid, clip
 from storage.models import COURSE_TYPES, ENROLLMENT_FLOWS, SESSION_ENROLLMENT_TYPES, SYSTEM, Actor
+from storage.odata import ReadContext, reading
 from storage.timeutil import parse_days, parse_when
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
@@ -156,8 +157,9 @@ def _apply_relations(
             _set_people(conn, course_id, role, lookups.users_by_login(conn, body[prop], prop))
 
 
-def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
-    """Create a course in state `Queued`; provisioning finishes in the background. Return the course.
+def create(db: Database, actor: Actor, body: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Create a course in state `Queued`; provisioning finishes in the background. Return the course, its
+    links under `base_url` (the server's public base URL).
 
     Raises Invalid (naming the field), Forbidden, or Conflict when the Url is already taken and
     AutoResolveUrlConflict is false.
@@ -210,7 +212,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
                 "INSERT INTO quizzes (id, course_id, title, modified_at) VALUES (?, ?, ?, ?)",
                 (new_id(), course_id, str(title), iso(now)),
             )
-        course = readmodel.load_courses(conn, [course_id])[course_id]
+        course = reading.load(conn, "Courses", [course_id], ReadContext(now, base_url))[course_id]
         events.record(
             conn,
             "CourseCreated",
@@ -223,9 +225,11 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
     return course
 
 
-def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Change the given properties; return the course. Raises Invalid, Forbidden or NotFound."""
+def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Change the given properties; return the course, its links under `base_url`. Raises Invalid,
+    Forbidden or NotFound."""
     now = db.clock()
+    ctx = ReadContext(now, base_url)
     with db.write() as conn:
         row = lookups.course(conn, course_id, "CourseId")
         access.require_course_admin(conn, actor, course_id, "update this course")
@@ -242,7 +246,7 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
         for prop in REQUIRED_TEXT:
             if prop in body and (not isinstance(body[prop], str) or not body[prop].strip()):
                 raise Invalid(f"{prop} must not be empty", target=prop)
-        before = readmodel.load_courses(conn, [course_id])[course_id]
+        before = reading.load(conn, "Courses", [course_id], ctx)[course_id]
         sets: dict[str, Any] = {column: body[prop] for prop, column in SCALARS.items() if prop in body}
         if "ImageUrl" in body:
             sets["image_url"] = names.web_url(body["ImageUrl"], "ImageUrl", limit=MAX_URL)
@@ -258,7 +262,7 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
         sets["modified_at"] = iso(now)
         conn.execute(update_sql("courses", sets), [*sets.values(), course_id])
         _apply_relations(conn, actor, now, course_id, row["catalog_id"], body)
-        after = readmodel.load_courses(conn, [course_id])[course_id]
+        after = reading.load(conn, "Courses", [course_id], ctx)[course_id]
         changes = {
             k: {"before": before[k], "after": after[k]} for k in after if k != "ModifiedAt" and before[k] != after[k]
         }

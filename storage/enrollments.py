@@ -6,10 +6,11 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from storage import access, events, lookups, readmodel, seats, snapshots
+from storage import access, events, lookups, seats, snapshots
 from storage.db import Database, iso, new_id, parse_iso
 from storage.errors import Conflict, Forbidden, Invalid
 from storage.models import Actor, EnrollmentStatus
+from storage.odata import reading
 
 S = EnrollmentStatus
 
@@ -116,7 +117,7 @@ def enroll(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
             ):
                 seats.register(conn, actor, now, existing, session)
                 seats.refresh_enrollment(conn, now, existing["id"])
-                return readmodel.load_enrollments(conn, [existing["id"]])[existing["id"]]
+                return reading.load(conn, "Enrollments", [existing["id"]])[existing["id"]]
             raise Conflict(
                 f"user {learner['login_name']!r} is already enrolled in this course (enrollment {existing['id']},"
                 f" status {S(existing['status']).name}); use Retake to move them to another session",
@@ -144,7 +145,7 @@ def enroll(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
         else:
             _register_requested(conn, actor, now, course, enrollment_id, session_id)
             _record(conn, "EnrollmentCreated", actor, now, enrollment_id)
-        return readmodel.load_enrollments(conn, [enrollment_id])[enrollment_id]
+        return reading.load(conn, "Enrollments", [enrollment_id])[enrollment_id]
 
 
 def _may_decide(conn: sqlite3.Connection, actor: Actor, course: sqlite3.Row, learner_id: str) -> None:
@@ -361,7 +362,7 @@ def record_attendance(db: Database, actor: Actor, session_id: str, items: list[d
                         Status=status,
                         PreviousStatus=row["status"] if row else None,
                     )
-        loaded = readmodel.load_attendance(conn, written)
+        loaded = reading.load(conn, "Attendance", written)
         return [loaded[i] for i in dict.fromkeys(written)]
 
 

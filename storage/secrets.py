@@ -7,6 +7,8 @@ database alone reveals no callback URL and no signing secret.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -27,6 +29,7 @@ class SecretBox:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as exc:
             raise SecretKeyError(f"not a valid secret key (32 url-safe base64 bytes expected): {exc}") from None
+        self._key = bytes(key)
 
     @classmethod
     def for_database(cls, database_path: str, environ: dict[str, str] | None = None) -> SecretBox:
@@ -63,3 +66,8 @@ class SecretBox:
             raise SecretKeyError(
                 "a stored secret does not decrypt with this key (COURSEWIRE_SECRET_KEY changed?)"
             ) from None
+
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for another use (`skiptoken`), HMAC-SHA256 of `purpose` under this key: every
+        process sharing the key derives the same one, and it reveals nothing of the key itself."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()

@@ -7,10 +7,11 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from storage import access, events, lookups, names, readmodel, seats, snapshots
+from storage import access, events, lookups, names, seats, snapshots
 from storage.db import Database, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import Actor
+from storage.odata import reading
 from storage.timeutil import parse_when, zone
 
 SESSION_COURSE_TYPES = ("ClassRoom", "Webinar")
@@ -195,7 +196,7 @@ def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
             ).fetchall():
                 seats.register(conn, actor, now, e, session)
                 seats.refresh_enrollment(conn, now, e["id"])
-        return readmodel.load_sessions(conn, [session_id])[session_id]
+        return reading.load(conn, "CourseSessions", [session_id])[session_id]
 
 
 def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +272,7 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
                 session_id=session_id,
             )
         seats.promote(conn, actor, now, session_id)
-        return readmodel.load_sessions(conn, [session_id])[session_id]
+        return reading.load(conn, "CourseSessions", [session_id])[session_id]
 
 
 def delete_in(conn: sqlite3.Connection, actor: Actor, now: datetime, session_id: str) -> None:

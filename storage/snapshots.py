@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from storage import readmodel
+from storage.odata import reading
 
 
 def user(conn: sqlite3.Connection, user_id: str) -> dict[str, Any]:
-    u = readmodel.load_users(conn, [user_id])[user_id]
+    u = reading.load(conn, "Users", [user_id])[user_id]
     return {k: u[k] for k in ("Id", "LoginName", "Email", "Title", "Department", "DirectoryObjectId")}
 
 
@@ -28,17 +28,17 @@ def course(conn: sqlite3.Connection, course_id: str) -> dict[str, Any]:
 
 
 def session(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
-    s = readmodel.load_sessions(conn, [session_id])[session_id]
-    instructors = readmodel.ENTITY_SETS["CourseSessions"].navigations["Instructors"].load(conn, [session_id])
+    s = reading.load(conn, "CourseSessions", [session_id])[session_id]
+    instructors = reading.navigate(conn, "CourseSessions", "Instructors", [session_id])
     ids = instructors[session_id]
-    people = readmodel.load_users(conn, ids)
+    people = reading.load(conn, "Users", ids)
     s = dict(s)
     s["Instructors"] = [{k: people[i][k] for k in ("Id", "LoginName", "Email", "Title")} for i in ids if i in people]
     return s
 
 
 def enrollment(conn: sqlite3.Connection, enrollment_id: str) -> dict[str, Any]:
-    e = readmodel.load_enrollments(conn, [enrollment_id])[enrollment_id]
+    e = reading.load(conn, "Enrollments", [enrollment_id])[enrollment_id]
     return {
         k: e[k]
         for k in (

@@ -8,10 +8,11 @@ import sqlite3
 import uuid
 from typing import Any
 
-from storage import access, events, lookups, names, readmodel
+from storage import access, events, lookups, names
 from storage.db import Database, insert_sql, iso, new_id, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import ROLES, Actor
+from storage.odata import reading
 
 FIELD_NAMESPACE = uuid.UUID("5b7f7a53-6a0e-4d2b-9f44-2f1f0b6a9c31")
 
@@ -157,7 +158,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         values.update({column: body.get(prop) for prop, column in TEXT_COLUMNS.items()})
         values.update(email=email, email_key=email_key, directory_object_id=object_id)
         conn.execute(insert_sql("users", values), list(values.values()))
-        user = readmodel.load_users(conn, [user_id])[user_id]
+        user = reading.load(conn, "Users", [user_id])[user_id]
         events.record(conn, "UserCreated", actor, now, {"user": user}, user_id=user_id)
     return user
 
@@ -168,7 +169,7 @@ def update(db: Database, actor: Actor, user_id: str, body: dict[str, Any]) -> di
     with db.write() as conn:
         access.require_admin(actor, "update users")
         row = lookups.user(conn, user_id)
-        before = readmodel.load_users(conn, [user_id])[user_id]
+        before = reading.load(conn, "Users", [user_id])[user_id]
         sets: dict[str, Any] = {column: body[prop] for prop, column in TEXT_COLUMNS.items() if prop in body}
         # A name is checked for collisions only when its key changes: a user stored before 0006 that
         # shares a key with another may still be edited, and renamed out of the collision.
@@ -200,7 +201,7 @@ def update(db: Database, actor: Actor, user_id: str, body: dict[str, Any]) -> di
         if sets:
             sets["modified_at"] = iso(now)
             conn.execute(update_sql("users", sets), [*sets.values(), user_id])
-        after = readmodel.load_users(conn, [user_id])[user_id]
+        after = reading.load(conn, "Users", [user_id])[user_id]
         changes = {k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]}
         if changes:
             events.record(conn, "UserUpdated", actor, now, {"user": after, "changes": changes}, user_id=user_id)
@@ -221,5 +222,5 @@ def delete(db: Database, actor: Actor, user_id: str) -> None:
             enrollments.cancel_in(conn, row, actor, now, reason="User deleted")
         conn.execute("UPDATE users SET is_deleted = 1, modified_at = ? WHERE id = ?", (iso(now), user_id))
         conn.execute("DELETE FROM catalog_admins WHERE user_id = ?", (user_id,))
-        user = readmodel.load_users(conn, [user_id])[user_id]
+        user = reading.load(conn, "Users", [user_id])[user_id]
         events.record(conn, "UserDeleted", actor, now, {"user": user}, user_id=user_id)

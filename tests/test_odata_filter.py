@@ -6,7 +6,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,49 @@ import pytest
 from odata_query.grammar import ODataLexer
 
 from connector.odata import ExpandItem, next_link, page_window, parse_options
-from storage import query, readmodel
 from storage.db import Database
 from storage.errors import Invalid
-from storage.query import ENTITIES, compile_filter, compile_orderby, select_page
+from storage.odata import MODEL, ReadContext, compiler, fields, grammar, reading
+from storage.odata.compiler import Filter, Order
+from storage.odata.fields import EntityMap
+from storage.odata.paging import select_page
+from storage.odata.values import Sql
+
+ENTITIES = fields.entity_maps()
+CTX = ReadContext(now=datetime(2030, 1, 1, tzinfo=UTC), base_url="https://lms.example")
+
+
+def compile_filter(entity: EntityMap, expr: str | None) -> Filter:
+    return compiler.compile_filter(entity, expr, CTX)
+
+
+def compile_orderby(entity: EntityMap, items: Sequence[tuple[str, bool]]) -> Order:
+    return compiler.compile_orderby(entity, items, CTX)
+
+
+def page_of(
+    conn: sqlite3.Connection,
+    entity: EntityMap,
+    expr: str | None = None,
+    order: Sequence[tuple[str, bool]] = (),
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    scope: Sql | None = None,
+) -> tuple[list[str], int | None]:
+    """The keys of one page and the count of every matching row."""
+    found = select_page(
+        conn,
+        entity,
+        where=compile_filter(entity, expr),
+        order=compile_orderby(entity, order),
+        limit=limit,
+        offset=offset,
+        count=True,
+        scope=scope,
+    )
+    return found.keys, found.total
+
 
 T0 = "2024-01-01T00:00:00.000Z"
 CATALOG = "c0000000-0000-4000-8000-000000000000"
@@ -47,7 +86,7 @@ def _course(conn: sqlite3.Connection, cid: str, title: str, **extra: object) -> 
         "description": "",
         "culture": "en-US",
         "ui_culture": "en-US",
-        "url": f"/sites/{cid}",
+        "url": f"catalogs/main/{cid}",  # stored relative to the base URL
         "enrollment_flow": "AutomaticApproval",
         "session_enrollment_type": "EnrollToSingle",
         "created_at": T0,
@@ -147,24 +186,40 @@ def database(tmp_path: Path) -> Iterator[Database]:
                 created_at=T0,
                 modified_at=T0,
             )
+        _insert(conn, "session_days", id="d-1", session_id="s-1", start_at="2024-05-01T09:00:00.000Z", end_at=T0)
+        for rid, enrollment, user, status in (
+            ("r-1", "e-1", "u-john", "Registered"),
+            ("r-2", "e-2", "u-ann", "Waitlisted"),
+        ):
+            _insert(
+                conn,
+                "session_registrations",
+                id=rid,
+                enrollment_id=enrollment,
+                session_id="s-1",
+                user_id=user,
+                status=status,
+                registered_at=T0,
+                modified_at=T0,
+            )
+        _insert(
+            conn,
+            "attendance",
+            id="a-1",
+            session_id="s-1",
+            day_id="d-1",
+            enrollment_id="e-1",
+            user_id="u-john",
+            status="Attended",
+            recorded_at=T0,
+        )
     yield db
     db.close()
 
 
 def keys(db: Database, entity_set: str, expr: str | None) -> set[str]:
-    entity = ENTITIES[entity_set]
-    where, params = compile_filter(entity, expr)
     with db.read() as conn:
-        found, _ = select_page(
-            conn,
-            entity,
-            where=where,
-            params=params,
-            order_by=compile_orderby(entity, []),
-            limit=100,
-            offset=0,
-            count=False,
-        )
+        found, _ = page_of(conn, ENTITIES[entity_set], expr)
     return set(found)
 
 
@@ -181,7 +236,8 @@ COURSES = {"c-excel", "c-pct", "c-100", "c-under", "c-axb", "c-quote", "c-slash"
         ("Users", "UserFieldValues/any(f: f/FieldTitle eq 'employee number' and f/Value eq '1001')", {"u-john"}),
         ("Courses", "contains(Title,'excel')", {"c-excel"}),
         ("Courses", "SharepointWeb/Url eq 'https://contoso.sharepoint.com/sites/excel'", {"c-excel"}),
-        ("Courses", "Url eq '/sites/c-axb'", {"c-axb"}),
+        ("Courses", "Url eq 'https://lms.example/catalogs/main/c-axb'", {"c-axb"}),
+        ("Courses", "endswith(Url, '/c-axb') and startswith(SharepointWeb/Url, 'https://lms.example/')", {"c-axb"}),
         ("Courses", "Categories/any(x:x/Name eq 'sales')", {"c-excel"}),
         ("Courses", "IsPublished eq true and CreatedAt gt 2024-01-01T00:00:00Z", {"c-excel"}),
         ("Courses", "CourseID eq 'EX-101' or CourseID eq 'AB'", {"c-excel", "c-under"}),
@@ -326,16 +382,18 @@ def test_functions_and_literal_forms(database: Database, expr: str, expected: se
 
 def test_empty_filter_selects_everything(database: Database) -> None:
     """A missing or blank $filter compiles to a condition that is always true."""
-    assert compile_filter(ENTITIES["Courses"], None) == ("1=1", [])
-    assert compile_filter(ENTITIES["Courses"], "   ") == ("1=1", [])
+    assert compile_filter(ENTITIES["Courses"], None) == Filter("1=1", ())
+    assert compile_filter(ENTITIES["Courses"], "   ") == Filter("1=1", ())
     assert keys(database, "Courses", "") == COURSES
 
 
 def test_literals_become_parameters() -> None:
     """Values from the filter travel as parameters; the SQL holds `?` in their place."""
-    sql, params = compile_filter(ENTITIES["Users"], "Email eq 'x''); DROP TABLE users; --' or contains(Title,'%')")
+    sql, params, _, _ = compile_filter(
+        ENTITIES["Users"], "Email eq 'x''); DROP TABLE users; --' or contains(Title,'%')"
+    ).__dict__.values()
     assert "DROP" not in sql and "%" not in sql
-    assert params == ["x'); DROP TABLE users; --", "%\\%%"]
+    assert params == ("x'); DROP TABLE users; --", "%\\%%")
     assert sql.count("?") == len(params)
 
 
@@ -437,20 +495,18 @@ def _dig(value: Any, path: Sequence[str]) -> list[Any]:
 
 def wire_values(conn: sqlite3.Connection, entity_set: str, ids: list[str], path: Sequence[str]) -> dict[str, list[Any]]:
     """Per key, the values the API shows at a `$filter` path, read through the read models and their
-    navigations (storage/readmodel.py) rather than the filter's SQL: an independent oracle."""
-    loaded = readmodel.ENTITY_SETS[entity_set]
+    navigations (storage.odata.reading, with their decoding and batch loaders) rather than the filter's
+    SQL: an oracle for the whitelist's paths, aliases, joins and literal types."""
+    es = MODEL.entity_set(entity_set)
     head, rest = path[0], path[1:]
-    if head not in loaded.navigations:
-        entities = loaded.load(conn, ids)
+    if head not in {n.name for n in es.navigations}:
+        entities = reading.values(conn, entity_set, [head], ids, CTX)
         return {i: _dig(entities[i][head], rest) for i in ids}
-    navigation = loaded.navigations[head]
-    linked = navigation.load(conn, ids)
+    navigation = es.navigation(head)
+    linked = reading.navigate(conn, entity_set, head, ids)
     out: dict[str, list[Any]] = {}
     for i in ids:
         got = linked.get(i)
-        if navigation.target is None:  # a value computed from the parent (None: no value)
-            out[i] = _dig(got, rest)
-            continue
         items = got if navigation.many else [got]
         children = [c for c in items if c is not None]
         below = wire_values(conn, navigation.target, children, rest) if children else {}
@@ -539,11 +595,8 @@ def test_ordering_by_any_property_returns_every_row_once(database: Database, ent
     everything = sorted(keys(database, entity_set, None))
     for name in entity.fields:
         for descending in (False, True):
-            order_by = compile_orderby(entity, [(name, descending)])
             with database.read() as conn:
-                page, _ = select_page(
-                    conn, entity, where="1=1", params=[], order_by=order_by, limit=1000, offset=0, count=False
-                )
+                page, _ = page_of(conn, entity, None, [(name, descending)], limit=1000)
                 assert sorted(page) == everything, (name, descending)
 
 
@@ -551,20 +604,11 @@ def test_orderby_is_case_insensitive_with_key_tiebreak(database: Database) -> No
     """Sorting uses NOCASE for text and always ends with the key, so paging is stable."""
     entity = ENTITIES["Courses"]
     order = compile_orderby(entity, [("Title", True), ("CreatedAt", False)])
-    assert order == "courses.title COLLATE NOCASE DESC, courses.created_at, courses.id"
-    assert compile_orderby(entity, []) == "courses.created_at, courses.id"
+    assert order.sql == "courses.title COLLATE NOCASE DESC, courses.created_at, courses.id"
+    assert compile_orderby(entity, []).sql == "courses.created_at, courses.id"
     with database.read() as conn:
-        page, total = select_page(
-            conn,
-            entity,
-            where="1=1",
-            params=[],
-            order_by=compile_orderby(entity, [("Title", False)]),
-            limit=3,
-            offset=1,
-            count=True,
-            extra_where="courses.is_deleted = ?",
-            extra_params=[0],
+        page, total = page_of(
+            conn, entity, None, [("Title", False)], limit=3, offset=1, scope=Sql("courses.is_deleted = ?", (0,))
         )
     assert page == ["c-pct", "c-under", "c-axb"]  # "100 " sorts before "100%"
     assert total == 6
@@ -574,16 +618,7 @@ def test_orderby_status_text_sorts_by_text(database: Database) -> None:
     """Ordering by a coded text property sorts by the wire text, not by the code."""
     entity = ENTITIES["Enrollments"]
     with database.read() as conn:
-        page, _ = select_page(
-            conn,
-            entity,
-            where="1=1",
-            params=[],
-            order_by=compile_orderby(entity, [("EnrollmentStatusText", False)]),
-            limit=10,
-            offset=0,
-            count=False,
-        )
+        page, _ = page_of(conn, entity, None, [("EnrollmentStatusText", False)], limit=10)
     assert page == ["e-4", "e-1", "e-3", "e-2", "e-6", "e-5"]
 
 
@@ -598,18 +633,8 @@ def test_orderby_unknown_property_is_invalid() -> None:
 def test_select_page_counts_the_filtered_total(database: Database) -> None:
     """select_page returns the page's keys in order plus the total of all matching rows when asked."""
     entity = ENTITIES["Enrollments"]
-    where, params = compile_filter(entity, "User/LoginName eq 'john@contoso.com'")
     with database.read() as conn:
-        page, total = select_page(
-            conn,
-            entity,
-            where=where,
-            params=params,
-            order_by=compile_orderby(entity, [("Id", True)]),
-            limit=2,
-            offset=0,
-            count=True,
-        )
+        page, total = page_of(conn, entity, "User/LoginName eq 'john@contoso.com'", [("Id", True)], limit=2)
     assert page == ["e-5", "e-3"]
     assert total == 3
 
@@ -721,12 +746,15 @@ def test_next_link_keeps_options_and_encodes() -> None:
     assert next_link("https://h/x", {}, skip=100, top_remaining=None) == "https://h/x?$skip=100"
 
 
-def test_sql_fragments_hold_no_placeholders() -> None:
-    """Whitelist SQL never contains `?`, so placeholder counts always match the parameters."""
-    fragments = (
-        [e.from_sql for e in ENTITIES.values()]
-        + [f.sql + (f.text_sql or "") for e in ENTITIES.values() for f in e.fields.values()]
-        + [c.exists_sql for e in ENTITIES.values() for c in e.collections.values()]
-    )
-    assert not any("?" in fragment for fragment in fragments)
-    assert re.fullmatch(r"[\w, ]+", ", ".join(query.SUPPORTED_FUNCTIONS))
+def test_sql_fragments_hold_only_their_context_placeholders() -> None:
+    """Whitelist SQL holds a `?` only for each context value it names (the clock, the base URL), so
+    placeholder counts always match the parameters."""
+    for e in ENTITIES.values():
+        assert "?" not in e.from_sql + e.default_order + e.key_sql
+        for f in e.fields.values():
+            assert f.sql.count("?") == len(f.context), f.sql
+            assert "?" not in (f.text_sql or "") + "".join(f.joins)
+        for c in e.collections.values():
+            assert "?" not in c.exists_sql
+            assert all(f.sql.count("?") == len(f.context) for f in c.fields.values())
+    assert re.fullmatch(r"[\w, ]+", ", ".join(grammar.SUPPORTED_FUNCTIONS))

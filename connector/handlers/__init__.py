@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-OPTION_NAMES = ("filter", "select", "expand", "orderby", "top", "skip", "count")
+OPTION_NAMES = ("filter", "select", "expand", "orderby", "top", "skip", "count", "skiptoken")
 
 
 def key(value: str) -> str:

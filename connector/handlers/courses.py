@@ -10,7 +10,7 @@ from storage import courses, lookups
 
 
 def create_course(body: dict[str, Any]) -> dict[str, Any]:
-    course = courses.create(context.services().db, context.actor(), body)
+    course = courses.create(context.services().db, context.actor(), body, context.base_url())
     return {"@odata.context": shaping.metadata("Courses", entity=True), **course}
 
 
@@ -20,15 +20,15 @@ def get_course_info(CourseId: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def get_courses(**kwargs: Any) -> dict[str, Any]:
-    return shaping.many("Courses", options(kwargs), hide_deleted="courses.is_deleted = 0")
+    return shaping.many("Courses", options(kwargs))
 
 
 def get_course_provisioning_status(**kwargs: Any) -> dict[str, Any]:
-    return shaping.many("Courses", options(kwargs), hide_deleted="courses.is_deleted = 0")
+    return shaping.many("Courses", options(kwargs))
 
 
 def update_course(CourseId: str, body: dict[str, Any]) -> dict[str, Any]:
-    course = courses.update(context.services().db, context.actor(), key(CourseId), body)
+    course = courses.update(context.services().db, context.actor(), key(CourseId), body, context.base_url())
     return {"@odata.context": shaping.metadata("Courses", entity=True), **course}
 
 

@@ -18,12 +18,7 @@ def get_course_sessions(courseId: str, **kwargs: Any) -> dict[str, Any]:
     course_id = key(courseId)
     with context.services().db.read() as conn:
         lookups.course(conn, course_id, "courseId")
-    return shaping.many(
-        "CourseSessions",
-        options(kwargs),
-        extra_where="course_sessions.course_id = ? AND course_sessions.is_deleted = 0",
-        extra_params=[course_id],
-    )
+    return shaping.many("CourseSessions", options(kwargs), parent_key=course_id)
 
 
 def get_course_session_by_id(Id: str, **kwargs: Any) -> dict[str, Any]:

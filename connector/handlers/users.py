@@ -16,7 +16,7 @@ PLACEHOLDER_FILTER = "Email eq '{UserEmail}'"
 def get_users(**kwargs: Any) -> dict[str, Any]:
     if kwargs.get("filter") == PLACEHOLDER_FILTER:
         kwargs["filter"] = None
-    return shaping.many("Users", options(kwargs), hide_deleted="u.is_deleted = 0")
+    return shaping.many("Users", options(kwargs))
 
 
 def create_user(body: dict[str, Any]) -> dict[str, Any]:

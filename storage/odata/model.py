@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from storage.db import iso
+
 # EDM primitive types (OData CSDL 4.0 §4.4) as the document's JSON Schema types show them.
 STRING = "Edm.String"
 GUID = "Edm.Guid"
@@ -31,25 +33,27 @@ class ReadContext:
     """What a read depends on besides the database: one clock and the public base URL of links.
 
     `now` is the injected clock's time (storage.db.Database.clock), used for every "now" (IsEnded...).
-    `base_url` is COURSEWIRE_PUBLIC_URL or the trusted request host (`https://lms.example/lms`, no slash
-    at the end); links (`Url`) are built from it when read, never stored with it.
+    `base_url` is COURSEWIRE_PUBLIC_URL or the trusted request host (`https://lms.example/lms`); links
+    (`Url`) are built from it when read, never stored with it. None where no request is behind the read
+    (an event's snapshot): reading a link then raises rather than inventing a host.
     """
 
     now: datetime
-    base_url: str
+    base_url: str | None = None
 
     def value(self, name: str) -> object:
-        """The SQL parameter for a context name used by a definition (`now` as stored, ISO UTC)."""
+        """The SQL parameter for a context name a definition uses: `now` (ISO UTC, as stored) or
+        `base_url` (no slash at the end). Raises LookupError for a base URL this read does not have."""
         if name == "now":
-            from storage.db import iso
-
             return iso(self.now)
         if name == "base_url":
+            if self.base_url is None:
+                raise LookupError("this read has no base URL for its links; pass one in the ReadContext")
             return self.base_url.rstrip("/")
-        raise KeyError(name)
+        raise LookupError(name)
 
 
-BatchLoad = Callable[[sqlite3.Connection, Sequence[str], ReadContext], Mapping[str, Any]]
+BatchLoad = Callable[[sqlite3.Connection, Sequence[str], "ReadContext | None"], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,10 @@ class EntitySet:
     (property names), `properties`, `navigations`, `listed` (false for sets reached only by `$expand`).
 
     Storage: `table` (also the alias of its rows: `courses.id`), `joins` (name -> JOIN clause over
-    `{t}`, added only when a property or filter needs it), `default_order` (over `{t}`; the key follows),
-    `deleted` (SQL true for a soft-deleted row: hidden from lists unless `$filter` constrains
-    `soft_delete_property`, or always when that is None), and `parent` (the column holding the key of
-    the entity a nested list hangs under: `Courses({id})/CourseSessions`).
+    `{t}`, added only when a property or filter needs it), `default_order` (over NOT NULL columns of
+    `{t}`; the key follows), `live` (SQL true for a row that is not soft-deleted: lists show only those
+    unless `$filter` names `soft_delete_property`, and always when that is None), and `parent` (the
+    column holding the key of the entity a nested list hangs under: `Courses({id})/CourseSessions`).
     """
 
     name: str
@@ -170,7 +174,7 @@ class EntitySet:
     table: str = ""
     joins: Mapping[str, str] = field(default_factory=dict)
     default_order: str = ""
-    deleted: str | None = None
+    live: str | None = None
     soft_delete_property: str | None = None
     parent: str | None = None
 

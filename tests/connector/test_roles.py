@@ -142,7 +142,7 @@ class Stage:
             "EnrollmentFlow": flow,
             **people,
         }
-        course = courses.create(self.api.db, self.key, body)
+        course = courses.create(self.api.db, self.key, body, "http://testserver")
         Provisioner(self.api.db, self.api.settings.files_dir).run_once()
         courses.set_published(self.api.db, self.key, course["Id"], True)
         return course

@@ -23,11 +23,15 @@ from odata_query.grammar import ODataLexer
 from connector.odata import OPTIONS, next_link, parse_options
 from storage.db import Database
 from storage.errors import Invalid
-from storage.query import ENTITIES, compile_filter, compile_orderby, select_page
+from storage.odata import ReadContext, fields
+from storage.odata.compiler import compile_filter, compile_orderby
+from storage.odata.paging import select_page
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = "2024-01-01T00:00:00.000Z"
+ENTITIES = fields.entity_maps()
 USERS = ENTITIES["Users"]
+CTX = ReadContext(now=datetime(2030, 1, 1, tzinfo=UTC), base_url="https://lms.example")
 PLUS_2 = timezone(timedelta(hours=2))
 
 
@@ -121,7 +125,7 @@ _OWN_SQL_LITERALS = {
     for entity in ENTITIES.values()
     for fragment in (
         entity.from_sql,
-        *(f.sql + (f.text_sql or "") for f in entity.fields.values()),
+        *(f.sql + (f.text_sql or "") + "".join(f.joins) for f in entity.fields.values()),
         *(c.exists_sql + "".join(f.sql for f in c.fields.values()) for c in entity.collections.values()),
     )
     for m in _STRING.findall(fragment)
@@ -505,21 +509,12 @@ def test_sql_agrees_with_odata_model(model_db: Database, rows: list[Row], case: 
     (two-valued null logic, ASCII case-insensitive text, LIKE without wildcards, any/all, UTC instants)."""
     text, pred = case
     _store(model_db, rows)
-    where, params = compile_filter(USERS, text)
+    where = compile_filter(USERS, text, CTX)
     with model_db.read() as conn:
-        found, total = select_page(
-            conn,
-            USERS,
-            where=where,
-            params=params,
-            order_by=compile_orderby(USERS, []),
-            limit=100,
-            offset=0,
-            count=True,
-        )
+        page = select_page(conn, USERS, where=where, order=compile_orderby(USERS, [], CTX), limit=100, count=True)
     expected = {r["Id"] for r in rows if pred(r)}
-    assert set(found) == expected, (text, where, params)
-    assert total == len(expected)
+    assert set(page.keys) == expected, (text, where)
+    assert page.total == len(expected)
 
 
 # --- (a) the injection property, fed arbitrary text, fragments and the valid filters of (b) with payloads ---
@@ -533,7 +528,8 @@ def test_input_never_reaches_sql_text(database: Database, case: tuple[str, str])
     text, entity_name = case
     entity = ENTITIES[entity_name]
     try:
-        sql, params = compile_filter(entity, text)
+        where = compile_filter(entity, text, CTX)
+        sql, params = where.sql, where.params
     except Invalid as exc:
         assert exc.target == "$filter"
         return
@@ -544,20 +540,11 @@ def test_input_never_reaches_sql_text(database: Database, case: tuple[str, str])
         # With no value-dependent properties, the SQL text must not change when only literal contents do.
         blanked = _string_contents_blanked(text)
         assert blanked is not None
-        assert compile_filter(entity, blanked)[0] == sql
+        assert compile_filter(entity, blanked, CTX).sql == sql
     conn = database.conn
     before_changes, before_schema = conn.total_changes, _schema(conn)
     with database.read():
-        select_page(
-            conn,
-            entity,
-            where=sql,
-            params=params,
-            order_by=compile_orderby(entity, []),
-            limit=5,
-            offset=0,
-            count=True,
-        )
+        select_page(conn, entity, where=where, order=compile_orderby(entity, [], CTX), limit=5, count=True)
     assert conn.total_changes == before_changes
     assert _schema(conn) == before_schema
 

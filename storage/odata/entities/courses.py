@@ -142,7 +142,7 @@ def _sql(sql: str, *context: str) -> Property:
     return Property("", STRING, sql=sql, context=context)
 
 
-def _learning_modules(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) -> dict[str, Any]:
+def _learning_modules(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows_by(conn, "SELECT * FROM learning_modules WHERE course_id IN ({ids}) ORDER BY position", ids):
         out[r["course_id"]].append(
@@ -160,7 +160,7 @@ def _learning_modules(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadCon
     return {i: out.get(i, []) for i in ids}
 
 
-def _quizzes(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) -> dict[str, Any]:
+def _quizzes(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows_by(conn, "SELECT * FROM quizzes WHERE course_id IN ({ids}) ORDER BY rowid", ids):
         out[r["course_id"]].append(
@@ -200,7 +200,7 @@ COURSES = EntitySet(
     key=("Id",),
     table="courses",
     default_order="{t}.created_at",
-    deleted="{t}.is_deleted = 1",
+    live="{t}.is_deleted = 0",
     soft_delete_property="IsDeleted",
     properties=(
         col("Id", GUID, "id"),

@@ -51,7 +51,7 @@ def _coded(name: str, text_of: Callable[[EnrollmentStatus], str]) -> Property:
     )
 
 
-def _sessions(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) -> dict[str, Any]:
+def _sessions(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
     """The sessions each enrollment is registered or waitlisted in, in the order it joined them."""
     sessions: dict[str, list[str]] = defaultdict(list)
     for reg in rows_by(
@@ -64,7 +64,7 @@ def _sessions(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) ->
     return {i: sessions.get(i, []) for i in ids}
 
 
-def _waitlist_place(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) -> dict[str, Any]:
+def _waitlist_place(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
     """The place of an enrollment's first waitlisted registration in its session's waitlist."""
     first: dict[str, str] = {}
     for reg in rows_by(

@@ -22,7 +22,7 @@ USERS = EntitySet(
     table="users",
     joins={"manager": "LEFT JOIN users {t}_manager ON {t}_manager.id = {t}.manager_id"},
     default_order="{t}.created_at",
-    deleted="{t}.is_deleted = 1",
+    live="{t}.is_deleted = 0",
     soft_delete_property="IsDeleted",
     properties=(
         col("Id", GUID, "id"),

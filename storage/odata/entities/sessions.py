@@ -52,14 +52,14 @@ def waitlist_positions(conn: sqlite3.Connection, registration_ids: Iterable[str]
     return {r["id"]: r["place"] for r in rows}
 
 
-def _days(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) -> dict[str, Any]:
+def _days(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
     days: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in rows_by(conn, "SELECT * FROM session_days WHERE session_id IN ({ids}) ORDER BY start_at", ids):
         days[d["session_id"]].append({"Id": d["id"], "StartDate": d["start_at"], "EndDate": d["end_at"]})
     return {i: days.get(i, []) for i in ids}
 
 
-def _registration_places(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext) -> dict[str, Any]:
+def _registration_places(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
     places = waitlist_positions(conn, ids)
     return {i: places.get(i) for i in ids}
 
@@ -86,7 +86,7 @@ COURSE_SESSIONS = EntitySet(
     key=("Id",),
     table="course_sessions",
     default_order="{t}.start_at",
-    deleted="{t}.is_deleted = 1",
+    live="{t}.is_deleted = 0",
     parent="course_id",
     properties=(
         col("Id", GUID, "id"),

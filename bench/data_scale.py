@@ -53,6 +53,7 @@ class Context:
     seated: list[str]  # cancellable enrollments (NotStarted, InProgress) holding a seat in the busy session
     busy_session: str
     rng: random.Random
+    deep_links: list[str] = field(default_factory=list)  # nextLinks deep into all enrollments (deep_links())
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,26 @@ def _user(c: Context) -> str:
 
 def _course(c: Context) -> str:
     return c.rng.choice(c.popular_courses)
+
+
+DEEP_SKIP = "all enrollments, newest first, deep page by $skip"
+DEEP_KEYSET = "all enrollments, newest first, deep page by $skiptoken"
+
+
+def deep_links(client: Client, ctx: Context, n: int) -> list[str]:
+    """`n` nextLinks that resume all enrollments, newest first, after a random row among the first 100,000,
+    each asking for 50 rows like the $skip query: one `$skip` call each, made before any timing (a link
+    carries a $skiptoken: the sort values of the row it resumes after, signed by the server)."""
+    links = []
+    for _ in range(n):
+        depth = ctx.rng.randrange(min(100_000, ctx.data.counts["enrollments"] - 200))
+        path = _list("/odata/v2/Enrollments", orderby="RegistrationDate desc", skip=str(depth))
+        status, body, _ = client.call(Call("GET", path))
+        if status != 200 or "@odata.nextLink" not in body:
+            raise RuntimeError(f"GET {path} answered {status} without a nextLink: {body}")
+        parts = urllib.parse.urlsplit(body["@odata.nextLink"])
+        links.append(f"{parts.path}?{parts.query}&$top=50")
+    return links
 
 
 def _enrollments_page(c: Context, filter: str, pages: int) -> Call:
@@ -151,7 +172,7 @@ SCENARIOS = (
         lambda c: _enrollments_page(c, f"CourseId eq '{c.data.busy_course}' and EnrollmentStatus eq 6", pages=21),
     ),
     Scenario(
-        "all enrollments, newest first, deep page",
+        "all enrollments, newest first, deep page by $skip",
         "Enrollments?$orderby=RegistrationDate desc&$top=50&$skip={0..100000}",
         lambda c: Call(
             "GET",
@@ -159,6 +180,11 @@ SCENARIOS = (
                 "/odata/v2/Enrollments", orderby="RegistrationDate desc", top="50", skip=str(c.rng.randrange(100_000))
             ),
         ),
+    ),
+    Scenario(
+        DEEP_KEYSET,
+        "nextLink of $skip={0..100000}: Enrollments?$orderby=RegistrationDate desc&$skiptoken=...&$top=50",
+        lambda c: Call("GET", c.deep_links.pop()),
     ),
     Scenario(
         "users by email prefix, by name",
@@ -357,6 +383,7 @@ def report(timings: list[Timing], writes: list[Timing], header: list[str], reque
         "|---|---|---:|---:|---:|---:|---:|---:|",
         *[row(t) for t in timings],
         "",
+        *_deep_page_summary(timings),
         "Writes into the busiest session:",
         "",
         "| call | shape | n | p50 ms | p99 ms | rows | @odata.count | slowest SQL ms |",
@@ -388,6 +415,21 @@ def report(timings: list[Timing], writes: list[Timing], header: list[str], reque
     return "\n".join(lines) + "\n"
 
 
+def _deep_page_summary(timings: list[Timing]) -> list[str]:
+    """The deep page by $skiptoken against the same page by $skip, measured in the same run (the baseline)."""
+    by_name = {t.scenario.name: t.latencies_ms for t in timings}
+    if DEEP_SKIP not in by_name or DEEP_KEYSET not in by_name:
+        return []
+    skip, token = by_name[DEEP_SKIP], by_name[DEEP_KEYSET]
+    return [
+        f"Deep page of all enrollments, newest first: following the @odata.nextLink ($skiptoken) takes"
+        f" p50 {percentile(token, 50):.1f} ms, p99 {percentile(token, 99):.1f} ms; the same pages by $skip, the"
+        f" baseline of this run, p50 {percentile(skip, 50):.1f} ms, p99 {percentile(skip, 99):.1f} ms"
+        f" ({percentile(skip, 99) / percentile(token, 99):.0f}x the p99).",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=100, help="calls per query (default 100)")
@@ -417,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         server = start_coursewire(data_dir, args.workers)
         try:
             client = Client(server)
+            ctx.deep_links = deep_links(client, ctx, args.requests + 3)  # two warm-up calls, one traced
             timings = []
             for scenario in SCENARIOS:
                 timings.append(measure(client, ctx, scenario, args.requests, args.budget))

@@ -52,21 +52,22 @@ def _by_name(conn: sqlite3.Connection, table: str, catalog_id: str, name: str, t
 
 
 def create_catalog(db: Database, actor: Actor, body: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """Create a catalog (administrators only); its Url is `<base_url>/catalogs/<slug>`, made unique."""
+    """Create a catalog (administrators only); return it, its Url under `base_url` (the server's public base
+    URL). The Url is stored as `catalogs/<slug>`, made unique, and read under the base URL of each request."""
     title = _name(body, "Title")
     now = db.clock()
     catalog_id = new_id()
     with db.write() as conn:
         access.require_admin(actor, "create course catalogs")
         admins = lookups.users_by_login(conn, body.get("AdminLogins"), "AdminLogins")
-        url = f"{base_url.rstrip('/')}/catalogs/{slug(title)}"
+        url = f"catalogs/{slug(title)}"
         n = 1
         while conn.execute("SELECT 1 FROM catalogs WHERE url = ? COLLATE NOCASE", (url,)).fetchone():
             n += 1
-            url = f"{base_url.rstrip('/')}/catalogs/{slug(title)}-{n}"
+            url = f"catalogs/{slug(title)}-{n}"
         conn.execute(
-            "INSERT INTO catalogs (id, title, description, url, created_at) VALUES (?, ?, ?, ?, ?)",
-            (catalog_id, title, body.get("Description"), url, iso(now)),
+            "INSERT INTO catalogs (id, title, description, url, base_url, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (catalog_id, title, body.get("Description"), url, base_url.rstrip("/"), iso(now)),
         )
         conn.executemany(
             "INSERT INTO catalog_admins (catalog_id, user_id) VALUES (?, ?)", [(catalog_id, a) for a in admins]

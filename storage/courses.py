@@ -40,11 +40,14 @@ MAX_URL = 2048  # ImageUrl's maxLength in the document
 IMMUTABLE = {"CourseCatalogId": "catalog_id", "CourseType": "course_type", "Url": "url"}
 
 
-def resolve_url(requested: Any, catalog_url: str) -> str:
-    """The absolute course site Url: absolute http(s) URLs stay, relative paths hang off the catalog Url.
+def resolve_url(requested: Any, catalog_url: str, base_url: str) -> str:
+    """The course site Url as stored: a path below the catalog's, or an absolute http(s) URL.
 
-    As in LMS365, the Url a client sends is normally a path below the catalog (`safety-101`); an absolute
-    URL must pass storage.names.web_url (http or https, a host, no credentials). Raises Invalid naming Url.
+    As in LMS365, the Url a client sends is normally a path below the catalog (`safety-101`): it hangs off
+    the catalog's stored Url (`catalogs/academy/safety-101`, relative to the public base URL, so it follows
+    that URL when read). An absolute URL must pass storage.names.web_url (http or https, a host, no
+    credentials); one under `base_url` (a Url read back from a response) is stored relative like the
+    rest. Raises Invalid naming Url.
     """
     text = names.clean(requested if isinstance(requested, str) else None, "Url")
     scheme = re.match(r"^([a-z][a-z0-9+.-]*):", text, re.I)
@@ -54,7 +57,11 @@ def resolve_url(requested: Any, catalog_url: str) -> str:
                 f"Url must be an http(s) URL or a relative path such as 'safety-101' (not {scheme.group(1)}:)",
                 target="Url",
             )
-        return str(names.web_url(text, "Url")).rstrip("/")
+        absolute = str(names.web_url(text, "Url")).rstrip("/")
+        base = base_url.rstrip("/") + "/"
+        if absolute[: len(base)].lower() == base.lower() and absolute[len(base) :].startswith(f"{catalog_url}/"):
+            return absolute[len(base) :]
+        return absolute
     segments = [s for s in text.strip("/").split("/") if s]
     if not segments or not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
         raise Invalid(
@@ -176,7 +183,7 @@ def create(db: Database, actor: Actor, body: dict[str, Any], base_url: str) -> d
     with db.write() as conn:
         catalog = lookups.catalog(conn, body.get("CourseCatalogId") or "")
         access.require_catalog_admin(conn, actor, catalog["id"], "create courses in this catalog")
-        url = resolve_url(body.get("Url"), catalog["url"])
+        url = resolve_url(body.get("Url"), catalog["url"], base_url)
         auto = bool(body.get("AutoResolveUrlConflict", False))
         if not auto and _url_taken(conn, url):
             raise Conflict(
@@ -239,7 +246,9 @@ def update(db: Database, actor: Actor, course_id: str, body: dict[str, Any], bas
                 and body[prop] not in (row[column], None)
                 and not (
                     prop == "Url"
-                    and resolve_url(body[prop], lookups.catalog(conn, row["catalog_id"])["url"]) == row["url"]
+                    # The Url asked for, or the one provisioning reserved (which responses show).
+                    and resolve_url(body[prop], lookups.catalog(conn, row["catalog_id"])["url"], base_url)
+                    in (row["url"], row["site_url"])
                 )
             ):
                 raise Invalid(f"{prop} cannot change after the course is created", target=prop)

@@ -513,6 +513,51 @@ def files_by_uploader(db: Database) -> None:
     db.execute("CREATE INDEX files_uploaded_by ON files(uploaded_by, size)")
 
 
+@migrations(name="0008_links_relative_to_base_url")
+def links_relative_to_base_url(db: Database) -> None:
+    """Catalog and course Urls are stored relative to the public base URL and made absolute when read
+    (issue 9), so they follow COURSEWIRE_PUBLIC_URL or the request's host instead of keeping the one they
+    were created under.
+
+    A catalog's Url was `<base>/catalogs/<slug>`: it becomes `catalogs/<slug>`, and `base_url` keeps
+    `<base>` for readers without a request (event snapshots). A course Url below its catalog's old Url
+    moves with it (requested and reserved alike, keys recomputed); one a client gave as an absolute URL
+    elsewhere stays. Two catalogs with the same slug under different hosts get `-2`, `-3`... as new ones do.
+    """
+    from storage import names  # storage.db imports this module
+
+    db.execute("ALTER TABLE catalogs ADD COLUMN base_url TEXT")
+    moved: dict[str, tuple[str, str]] = {}  # catalog id -> (old absolute Url, new relative Url)
+    taken: set[str] = set()
+    rows = db.execute("SELECT id, url FROM catalogs ORDER BY created_at, id").fetchall()
+    for catalog_id, url in rows:
+        base, found, slug = url.rpartition("/catalogs/")
+        if not found or "/" in slug or not slug or not base.lower().startswith(("http://", "https://")):
+            taken.add(url.lower())
+            continue
+        path, n = f"catalogs/{slug}", 1
+        while path.lower() in taken:
+            n += 1
+            path = f"catalogs/{slug}-{n}"
+        taken.add(path.lower())
+        moved[catalog_id] = (url, path)
+        db.execute("UPDATE catalogs SET url = ?, base_url = ? WHERE id = ?", (path, base, catalog_id))
+
+    def relative(url: str | None, old: str, new: str) -> str | None:
+        return new + url[len(old) :] if url is not None and url.startswith(old + "/") else url
+
+    courses = db.execute("SELECT id, catalog_id, url, site_url FROM courses").fetchall()
+    for course_id, catalog_id, url, site_url in courses:
+        if catalog_id not in moved:
+            continue
+        old, new = moved[catalog_id]
+        url, site_url = relative(url, old, new), relative(site_url, old, new)
+        db.execute(
+            "UPDATE courses SET url = ?, url_key = ?, site_url = ?, site_url_key = ? WHERE id = ?",
+            (url, names.stored_key(url), site_url, names.stored_key(site_url), course_id),
+        )
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"

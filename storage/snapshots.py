@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from storage.odata import reading
+from storage.odata.entities.common import absolute_link
 
 
 def user(conn: sqlite3.Connection, user_id: str) -> dict[str, Any]:
@@ -14,11 +15,16 @@ def user(conn: sqlite3.Connection, user_id: str) -> dict[str, Any]:
 
 
 def course(conn: sqlite3.Connection, course_id: str) -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM courses WHERE id = ?", (course_id,)).fetchone()
+    row = conn.execute(
+        "SELECT c.*, cat.base_url AS catalog_base_url FROM courses c JOIN catalogs cat ON cat.id = c.catalog_id"
+        " WHERE c.id = ?",
+        (course_id,),
+    ).fetchone()
     return {
         "Id": row["id"],
         "Title": row["title"],
-        "Url": row["site_url"] or row["url"],
+        # Events have no request to take a base URL from: the one the catalog was created under.
+        "Url": absolute_link(row["site_url"] or row["url"], row["catalog_base_url"] or ""),
         "CourseType": row["course_type"],
         "IsPublished": bool(row["is_published"]),
         "SiteId": row["site_id"],

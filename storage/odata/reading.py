@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -66,48 +67,76 @@ def _shape(type_: str, value: Any) -> Any:
     return out
 
 
+Decoder = Callable[[Any], Any] | None  # None: the value as SQLite gives it
+
+
+def _decoder(prop: Property) -> Decoder:
+    """How a column of `prop` becomes its wire value, decided once per property."""
+    if prop.collection or prop.type not in PRIMITIVES:
+        return lambda value: _decode(prop, value)
+    convert = {BOOLEAN: bool, INT32: int, INT64: int, DOUBLE: float}.get(prop.type)
+    if convert is None:
+        return None
+    return lambda value: None if value is None else convert(value)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A compiled read of some properties of a set: the SELECT by key, its context names, the columns'
+    property names and decoders, and the properties read in batches of their own."""
+
+    sql: str
+    context: tuple[str, ...]
+    columns: tuple[tuple[str, Decoder], ...]
+    batches: tuple[Property, ...]
+    names: tuple[str, ...]
+
+
 @cache
-def _select(set_name: str, names: tuple[str, ...]) -> tuple[str, tuple[Property, ...]]:
-    """The SELECT reading `names` (properties with SQL) of rows of `set_name` by key, and those properties."""
+def _read(set_name: str, names: tuple[str, ...]) -> _Read:
     es = MODEL.entity_set(set_name)
     t = es.table
     props = tuple(es.property(n) for n in names)
-    joins = dict.fromkeys(_fill(es.joins[j], t) for p in props for j in p.joins)
+    by_sql = tuple(p for p in props if p.sql is not None)
+    joins = dict.fromkeys(_fill(es.joins[j], t) for p in by_sql for j in p.joins)
     key = _fill(es.property(es.key[0]).sql or "", t)
-    columns = ", ".join([key, *(_fill(p.sql or "", t) for p in props)])
+    columns = ", ".join([key, *(_fill(p.sql or "", t) for p in by_sql)])
     source = " ".join([t, *joins])
-    return f"SELECT {columns} FROM {source} WHERE {key} IN ({{ids}})", props  # noqa: S608 (code-built)
-
-
-def _context(props: Sequence[Property], ctx: ReadContext | None, set_name: str) -> list[object]:
-    names = [c for p in props for c in p.context]
-    if names and ctx is None:
-        raise LookupError(f"reading {set_name} needs a ReadContext ({', '.join(names)})")
-    return [ctx.value(c) for c in names] if ctx is not None else []
+    return _Read(
+        sql=f"SELECT {columns} FROM {source} WHERE {key} IN ({{ids}})",  # noqa: S608 (code-built)
+        context=tuple(c for p in by_sql for c in p.context),
+        columns=tuple((p.name, _decoder(p)) for p in by_sql),
+        batches=tuple(p for p in props if p.sql is None and p.load is not None),
+        names=names,
+    )
 
 
 def values(
     conn: sqlite3.Connection, set_name: str, names: Sequence[str], ids: Sequence[str], ctx: ReadContext | None
 ) -> dict[str, Entity]:
-    """{key: {name: value}} of the named properties for the rows of `ids` that exist, in wire types."""
-    es = MODEL.entity_set(set_name)
-    by_sql = tuple(n for n in names if es.property(n).sql is not None)
+    """{key: {name: value}} of the named properties for the rows of `ids` that exist, in wire types.
+
+    Raises LookupError when a property needs a ReadContext value (the base URL) that `ctx` lacks.
+    """
+    read = _read(set_name, tuple(names))
+    if read.context and ctx is None:
+        raise LookupError(f"reading {set_name} needs a ReadContext ({', '.join(read.context)})")
+    params = [ctx.value(c) for c in read.context] if ctx is not None else []
     out: dict[str, Entity] = {}
-    if by_sql:
-        sql, props = _select(set_name, by_sql)
-        for row in rows_by(conn, sql, ids, *_context(props, ctx, set_name)):
-            out[row[0]] = {p.name: _decode(p, row[i + 1]) for i, p in enumerate(props)}
-    else:
-        sql, _ = _select(set_name, ())
-        out = {row[0]: {} for row in rows_by(conn, sql, ids)}
+    for row in rows_by(conn, read.sql, ids, *params):
+        out[row[0]] = {
+            name: value if decode is None else decode(value)
+            for (name, decode), value in zip(read.columns, row[1:], strict=True)
+        }
     present = list(out)
-    for name in names:
-        prop = es.property(name)
-        if prop.sql is None and prop.load is not None and present:
-            loaded = prop.load(conn, present, ctx)
+    for prop in read.batches:
+        if present:
+            loaded = prop.load(conn, present, ctx) if prop.load is not None else {}
             for key in present:
-                out[key][name] = loaded.get(key)
-    return {key: {name: out[key][name] for name in names} for key in present}
+                out[key][prop.name] = loaded.get(key)
+    if read.batches:  # in the definition's order, as the wire shows them
+        return {key: {name: out[key][name] for name in read.names} for key in present}
+    return out
 
 
 def base_properties(es: EntitySet) -> tuple[str, ...]:

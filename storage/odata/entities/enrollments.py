@@ -9,7 +9,6 @@ from typing import Any
 
 from storage.models import EnrollmentStatus
 from storage.odata.entities.common import col, rows_by
-from storage.odata.entities.sessions import waitlist_positions
 from storage.odata.model import (
     BOOLEAN,
     DATETIME,
@@ -65,17 +64,18 @@ def _sessions(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | N
 
 
 def _waitlist_place(conn: sqlite3.Connection, ids: Sequence[str], ctx: ReadContext | None) -> dict[str, Any]:
-    """The place of an enrollment's first waitlisted registration in its session's waitlist."""
-    first: dict[str, str] = {}
+    """The place of an enrollment's first waitlisted registration in its session's waitlist, counted on the
+    (session_id, status, seq) index as storage.odata.entities.sessions.waitlist_positions does."""
+    places: dict[str, int] = {}
     for reg in rows_by(
         conn,
-        "SELECT id, enrollment_id FROM session_registrations"
-        " WHERE enrollment_id IN ({ids}) AND status = 'Waitlisted' ORDER BY seq",
+        "SELECT r.enrollment_id, (SELECT count(*) FROM session_registrations w WHERE w.session_id = r.session_id"
+        " AND w.status = 'Waitlisted' AND w.seq <= r.seq) FROM session_registrations r"
+        " WHERE r.enrollment_id IN ({ids}) AND r.status = 'Waitlisted' ORDER BY r.seq",
         ids,
     ):
-        first.setdefault(reg["enrollment_id"], reg["id"])
-    places = waitlist_positions(conn, first.values())
-    return {i: places.get(first.get(i, "")) for i in ids}
+        places.setdefault(reg[0], reg[1])
+    return {i: places.get(i) for i in ids}
 
 
 def _when_completed(value: str, otherwise: str) -> str:
@@ -98,7 +98,7 @@ ENROLLMENTS = EntitySet(
         col("CourseId", GUID, "course_id"),
         col("UserId", GUID, "user_id"),
         Property("UserLoginName", STRING, sql="{t}_user.login_name", joins=("user",)),
-        Property("Roles", STRING, collection=True, sql="json_array('Learner')"),
+        Property("Roles", STRING, collection=True, sql="""'["Learner"]'"""),
         col("RegistrationDate", DATETIME, "registered_at"),
         col("StartDate", DATETIME, "started_at", nullable=True),
         col("CompletionDate", DATETIME, "completed_at", nullable=True),

@@ -18,7 +18,7 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
-from connector import errors, wire
+from connector import errors, metadata, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
 from connector.handlers import catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
 from connector.settings import Settings
@@ -94,7 +94,7 @@ def create_app(
         limiter=limiter,
         box=SecretBox.for_database(db.path),
         resolve=resolve,
-        routes=compile_routes(spec["paths"]),
+        routes=compile_routes(spec["paths"]) + metadata.ROUTES,
     )
 
     # Neither Swagger UI nor the document itself: the document is for Power Platform's import (coursewire
@@ -102,6 +102,8 @@ def create_app(
     # authentication, at /swagger.json and /swagger.yaml (seconds of CPU per anonymous request).
     app = connexion.FlaskApp(__name__, swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False))
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
+    # $metadata and the service document, for OData clients; behind the edge, so authenticated like the rest.
+    app.add_middleware(metadata.MetadataMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)
     app.add_api(
         spec,
         resolver=OperationResolver(),

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from connexion import context
 
-from connector.edge import Services, forwarded
+from connector.edge import Services, forwarded, header_values
 from storage.models import Actor, ApiKey
 
 
@@ -35,23 +35,25 @@ def actor() -> Actor:
     return cast(Actor, scope()["coursewire.actor"])
 
 
-def base_url() -> str:
-    """The public base URL of this server: COURSEWIRE_PUBLIC_URL, else from the request.
+def base_url(s: dict[str, Any] | None = None) -> str:
+    """The public base URL of this server: COURSEWIRE_PUBLIC_URL, else from the request (`s`, an ASGI scope
+    that passed the edge, or the current request's).
 
     Behind a proxy, X-Forwarded-Proto and X-Forwarded-Host name the scheme and host clients used; they
     count only when the peer is a proxy named in COURSEWIRE_TRUSTED_PROXIES, or anyone could steer the
     links (`Location`, `@odata.nextLink`) other clients are given; of a list, the value the nearest proxy
     added (the last) counts. The edge has checked them (connector.edge.EdgeMiddleware._check_forwarded).
     """
-    settings = services().settings
+    s = scope() if s is None else s
+    settings = cast(Services, s["coursewire"]).settings
     if settings.public_url:
         return settings.public_url
-    s = scope()
     trusted = settings.trusts(peer(s))
     forwarded_proto = forwarded(s, b"x-forwarded-proto") if trusted else None
     forwarded_host = forwarded(s, b"x-forwarded-host") if trusted else None
     proto = (forwarded_proto or s.get("scheme") or "http").lower()
-    host = forwarded_host or header("Host") or ""
+    hosts = header_values(s, b"host")
+    host = forwarded_host or (hosts[0] if hosts else "")
     if not host:
         server = s.get("server") or ("localhost", 8365)
         host = f"{server[0]}:{server[1]}"

@@ -142,9 +142,9 @@ def _check_select_list(doc: Document, structured: Structured, items: str, where:
 def resolve_context(doc: Document, url: str, metadata_url: str) -> str:
     """What an `@odata.context` URL names: `Coursewire.Course` (or `Collection(...)`); AssertionError if unresolved.
 
-    Forms read (OData 4.0 Protocol 10.1-10.10): `#Set`, `#Set/$entity`, `#Set(select-list)`,
-    `#Set(select-list)/$entity`, and paths from an entity through navigations
-    `#Set(key)/Nav[/Nav...][/$entity]`, whose target is contained or bound.
+    Forms read (OData 4.0 Protocol 10.1-10.10, 10.15): `#Set`, `#Set/$entity`, `#Set(select-list)`,
+    `#Set(select-list)/$entity`, paths from an entity through navigations `#Set(key)/Nav[/Nav...][/$entity]`,
+    whose target is contained or bound, and a property of one entity at the end of such a path `#Set(key)/Prop`.
     """
     base, _, fragment = url.partition("#")
     assert base == metadata_url, f"{url}: the context is not this service's $metadata ({metadata_url})"
@@ -163,9 +163,15 @@ def resolve_context(doc: Document, url: str, metadata_url: str) -> str:
             _check_select_list(doc, structured, match[3], url)
         return type_name if entity else f"Collection({type_name})"
     assert match[2] is not None, f"{url}: a path below {set_name} starts at one entity, Set(key)"
+    many = False  # Set(key) is one entity
     bound: str | None = set_name
     for position, segment in enumerate(segments[1:], start=2):
         seg = _SEGMENT.match(segment)
+        if seg and seg[2] is None and seg[1] in structured.properties and position == len(segments):
+            # A property of one entity (10.15): its type, never /$entity.
+            assert not many, f"{url}: {seg[1]} of a collection"
+            assert not entity, f"{url}: /$entity after the property {seg[1]}"
+            return structured.properties[seg[1]][0]
         assert seg and seg[1] in structured.navigations, f"{url}: {structured.name} has no navigation {segment}"
         nav_type, contained = structured.navigations[seg[1]]
         type_name, many = element_type(nav_type)

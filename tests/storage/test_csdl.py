@@ -118,12 +118,16 @@ def test_context_urls_resolve_against_the_document() -> None:
     assert resolve_context(doc, f"{META}#Courses(Id,Tags(Name),DueDate())", META) == "Collection(Shop.Course)"
     assert resolve_context(doc, f"{META}#Catalogs(1)/Courses(2)/DueDate/$entity", META) == "Shop.DueDate"
     assert resolve_context(doc, f"{META}#Courses(1)/Tags", META) == "Collection(Shop.Tag)"
+    assert resolve_context(doc, f"{META}#Courses(1)/LongDescription", META) == "Edm.String"
+    assert resolve_context(doc, f"{META}#Catalogs(1)/Courses(2)/Room", META) == "Shop.Room"
     for wrong in (
         "#Lessons",  # no such set
         "#Courses/DueDate/$entity",  # a path below a set starts at one entity
         "#Courses(1)/Tags/$entity",  # a collection
         "#Tags(1)/Catalog/$entity",  # no such navigation
         "#Courses(Id,Nope)",  # no such property
+        "#Courses(1)/LongDescription/$entity",  # a property is no entity
+        "#Catalogs(1)/Courses/Room",  # a property of a collection
     ):
         with pytest.raises(AssertionError):
             resolve_context(doc, META + wrong, META)

@@ -1,0 +1,75 @@
+"""`GET /odata/v2/$metadata` (CSDL XML) and `GET /odata/v2/` (the service document) for OData clients.
+
+Excel's and Power BI's "OData feed" (Power Query `OData.Feed`), python-odata and other OData v4 clients read
+the service document to list the entity sets and `$metadata` to learn their types before they query them.
+Both answer after the edge has authenticated the call (Basic auth, like every call) and charged the rate
+limit; they are not operations of the connector document: Power Platform has no use for them and cannot
+import an operation that answers XML, so the document and `coursewire check` are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from connector import context
+from connector.edm import describe
+from storage.odata import csdl
+
+ROOT = "/odata/v2"
+METADATA = f"{ROOT}/$metadata"
+# For the edge's route guard: these paths exist, for these methods (others are a 405 there).
+ROUTES: list[tuple[re.Pattern[str], frozenset[str]]] = [
+    (re.compile(rf"^{re.escape(METADATA)}$"), frozenset({"GET", "HEAD"})),
+    (re.compile(rf"^{re.escape(ROOT)}/?$"), frozenset({"GET", "HEAD"})),
+]
+ODATA_VERSION = (b"odata-version", b"4.0")
+
+
+@cache
+def metadata_document() -> bytes:
+    """The CSDL XML document, built once per process (the model does not change while it runs)."""
+    return csdl.metadata_xml(describe())
+
+
+def service_document(base_url: str) -> bytes:
+    """The service document (OData JSON Format 4.0 section 5) for a server reached at `base_url`."""
+    document = csdl.service_document(describe(), f"{base_url}{METADATA}")
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+class MetadataMiddleware:
+    """Answers GET and HEAD on the service root and `$metadata`; passes everything else on.
+
+    Sits behind connector.edge.EdgeMiddleware, which has authenticated the request and put the services
+    in the scope; ROUTES must be among the edge's routes, or its guard answers 404 first.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == METADATA:
+            await _answer(scope, send, metadata_document(), b"application/xml")
+        elif path in (ROOT, ROOT + "/"):
+            body = service_document(context.base_url(dict(scope)))
+            await _answer(scope, send, body, b"application/json;odata.metadata=minimal")
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _answer(scope: Scope, send: Send, body: bytes, content_type: bytes) -> None:
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        ODATA_VERSION,
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

@@ -16,8 +16,8 @@ from functools import cache
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector import context
-from connector.edm import describe
-from storage.odata import csdl
+from storage.odata import MODEL, csdl
+from storage.odata.edm import describe
 
 ROOT = "/odata/v2"
 METADATA = f"{ROOT}/$metadata"
@@ -30,14 +30,20 @@ ODATA_VERSION = (b"odata-version", b"4.0")
 
 
 @cache
+def model() -> csdl.Model:
+    """The description of storage.odata.MODEL, derived once per process (the model does not change while it runs)."""
+    return describe(MODEL)
+
+
+@cache
 def metadata_document() -> bytes:
-    """The CSDL XML document, built once per process (the model does not change while it runs)."""
-    return csdl.metadata_xml(describe())
+    """The CSDL XML document."""
+    return csdl.metadata_xml(model())
 
 
 def service_document(base_url: str) -> bytes:
     """The service document (OData JSON Format 4.0 section 5) for a server reached at `base_url`."""
-    document = csdl.service_document(describe(), f"{base_url}{METADATA}")
+    document = csdl.service_document(model(), f"{base_url}{METADATA}")
     return json.dumps(document, separators=(",", ":")).encode()
 
 

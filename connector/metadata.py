@@ -13,7 +13,7 @@ import json
 import re
 from functools import cache
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector import context
 from storage.odata import MODEL, csdl
@@ -48,7 +48,9 @@ def service_document(base_url: str) -> bytes:
 
 
 class MetadataMiddleware:
-    """Answers GET and HEAD on the service root and `$metadata`; passes everything else on.
+    """Answers GET and HEAD on the service root and `$metadata`, and marks the handlers' answers under /odata/v2/
+    with `OData-Version: 4.0` (OData 4.0 Protocol 8.1.5: the version of the response, which OData clients
+    read the payload by; errors are rendered further out, without it); passes everything on otherwise.
 
     Sits behind connector.edge.EdgeMiddleware, which has authenticated the request and put the services
     in the scope; ROUTES must be among the edge's routes, or its guard answers 404 first.
@@ -58,17 +60,29 @@ class MetadataMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == ROOT or path.startswith(ROOT + "/")):
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if path == METADATA:
+        if scope["method"] in ("GET", "HEAD") and path == METADATA:
             await _answer(scope, send, metadata_document(), b"application/xml")
-        elif path in (ROOT, ROOT + "/"):
+        elif scope["method"] in ("GET", "HEAD") and path in (ROOT, ROOT + "/"):
             body = service_document(context.base_url(dict(scope)))
             await _answer(scope, send, body, b"application/json;odata.metadata=minimal")
         else:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _versioned(send))
+
+
+def _versioned(send: Send) -> Send:
+    async def versioned(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == ODATA_VERSION[0] for name, _ in headers):
+                headers.append(ODATA_VERSION)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return versioned
 
 
 async def _answer(scope: Scope, send: Send, body: bytes, content_type: bytes) -> None:

@@ -93,6 +93,14 @@ def test_links_follow_the_public_url(api: Api) -> None:
     assert body["@odata.context"] == "http://lms.example:8443/odata/v2/$metadata"
 
 
+def test_every_odata_answer_says_its_odata_version(api: Api) -> None:
+    """Lists, entities and writes under /odata/v2/ carry OData-Version 4.0, by which clients read the payload."""
+    catalog = api.post("/odata/v2/CourseCatalogs", json={"Title": "Academy", "AdminLogins": []})
+    answers = [api.get("/odata/v2/Courses"), api.get(f"/odata/v2/CourseCatalogs({catalog.json()['Id']})"), catalog]
+    assert [(a.status_code, a.headers.get("odata-version")) for a in answers] == [(200, "4.0")] * 3
+    assert "odata-version" not in api.get("/webhooks/subscriptions").headers  # not part of the OData service
+
+
 # --- the document's lists and the query whitelists against $metadata ---------------------------------------
 
 

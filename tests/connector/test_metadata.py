@@ -326,6 +326,8 @@ def test_what_the_lists_serve_fits_metadata_and_every_context_resolves(api: Api,
         f"/odata/v2/Users({world.uid('ann')})",
         "/odata/v2/Courses?$select=Id,Title",
         "/odata/v2/Courses?$select=Title&$expand=Tags($select=Name),SharepointWeb($select=Url)",
+        # Power Query expanding a column: the navigation named in $select too, its columns in a nested $select.
+        "/odata/v2/Courses?$select=Id,Title,Tags,DueDate&$expand=Tags($select=Id,Name),DueDate($select=IsEnabled)",
     ]
     set_of_path = {"Courses": "Courses", "CourseSessions": "CourseSessions", "Enrollments": "Enrollments"}
     for set_name in doc.entity_sets:

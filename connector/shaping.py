@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from connector import context, odata
 from storage import access
 from storage.errors import Invalid, NotFound
-from storage.odata import MODEL, ReadContext, fields, paging, reading
+from storage.odata import MODEL, PRIMITIVES, ReadContext, fields, paging, reading
 from storage.odata.compiler import compile_filter, compile_orderby
 from storage.odata.values import Sql
 
@@ -29,17 +29,28 @@ def read_context() -> ReadContext:
 
 
 class _Nav(NamedTuple):
-    """What `$expand` may name: a navigation (`target` set) or a value only `$expand` adds (`target` None)."""
+    """What `$expand` may name: a navigation (`target` set) or a value only `$expand` adds (`target` None).
+
+    `entity` is false for a plain value (ProvisioningProgress): its context names a property, without
+    `/$entity` (OData 4.0 Protocol 10.15), as $metadata declares it.
+    """
 
     target: str | None
     many: bool
     context_link: bool
+    entity: bool = True
 
 
 def _expansions(set_name: str) -> dict[str, _Nav]:
     es = MODEL.entity_set(set_name)
     out = {n.name: _Nav(n.target, n.many, n.context_link) for n in es.navigations}
-    out.update({p.name: _Nav(None, p.collection, p.context_link) for p in es.properties if p.expand_only})
+    out.update(
+        {
+            p.name: _Nav(None, p.collection, p.context_link, p.type not in PRIMITIVES)
+            for p in es.properties
+            if p.expand_only
+        }
+    )
     return out
 
 
@@ -150,8 +161,9 @@ def _shape(
         entity = loaded[i]
         result = {k: v for k, v in entity.items() if wanted is None or k in wanted}
         for item in expand:
-            if navigations[item.name].context_link and not navigations[item.name].many:
-                result[f"{item.name}@odata.context"] = metadata(f"{set_name}({i})/{item.name}", entity=True)
+            nav = navigations[item.name]
+            if nav.context_link and not nav.many:
+                result[f"{item.name}@odata.context"] = metadata(f"{set_name}({i})/{item.name}", entity=nav.entity)
             result[item.name] = expansions[item.name].get(i)
         out[i] = result
     return out

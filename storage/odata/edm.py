@@ -8,7 +8,9 @@ Derivation rules, beyond names, types, nullability, keys and navigations taken a
   non-nullable single Edm.Guid or Edm.String property. OData clients `$expand` navigations only, and
   `<base>/odata/v2/$metadata#Courses(<id>)/DueDate/$entity`, the context the server (like LMS365) gives such
   a value, names an entity reached through a navigation;
-- a computed plain value (ProvisioningProgress) is a structural property.
+- a computed plain value (ProvisioningProgress) is a structural property;
+- the service document lists the sets a client can read whole at `/odata/v2/<name>`: listed ones that do
+  not hang under a parent (CourseSessions are listed at `Courses(<id>)/CourseSessions` only).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def describe(model: Model) -> csdl.Model:
         if c.name not in promoted
     ]
     entity_sets = [
-        csdl.EntitySet(es.name, es.type_name, {n.name: n.target for n in es.navigations}, es.listed)
+        csdl.EntitySet(
+            es.name, es.type_name, {n.name: n.target for n in es.navigations}, es.listed and es.parent is None
+        )
         for es in model.entity_sets
     ]
     return csdl.Model(NAMESPACE, CONTAINER, tuple(entity_types), tuple(complex_types), tuple(entity_sets)).check()

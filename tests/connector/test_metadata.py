@@ -12,7 +12,7 @@ from support import Api, World, basic, build_world, error
 
 from connector import shaping
 from connector.app import load_spec
-from storage import query
+from storage.odata import fields
 
 BASE = "http://testserver"
 META = f"{BASE}/odata/v2/$metadata"
@@ -221,10 +221,10 @@ def test_select_expand_filter_and_orderby_names_are_declared(doc: Document) -> N
             target = doc.types[element_type(structured.navigations[nav][0])[0]]
             inside = set(target.properties) | set(target.navigations)
             faults += [f"{set_name} $expand {nav}($select={n})" for n in inner - inside]
-        entity_map = query.ENTITIES.get(set_name)
-        for path in entity_map.fields if entity_map else ():
+        entity_map = fields.entity_map(set_name)
+        for path in entity_map.fields:
             faults += _path_faults(doc, structured, path, f"{set_name} $filter")
-        for name in entity_map.collections if entity_map else ():
+        for name in entity_map.collections:
             faults += _path_faults(doc, structured, name, f"{set_name} $filter any/all")
     assert faults == [], "\n".join(faults)
 

@@ -38,8 +38,9 @@ def definitions(*, course_extra: tuple[Property, ...] = (), due: ComplexType = D
         (Navigation("Tags", "Tags", True, Link("through")), Navigation("Catalog", "Catalogs", False, Link("column"))),
     )
     tag = EntitySet("Tags", "Tag", ("Id",), (Property("Id", GUID), Property("Hidden", BOOLEAN)), listed=False)
+    lesson = EntitySet("Lessons", "Lesson", ("Id",), (Property("Id", GUID),), parent="course_id")
     catalog = EntitySet("Catalogs", "Catalog", ("Id",), (Property("Id", GUID),))
-    return Model((course, tag, catalog), (due, ROOM))
+    return Model((course, tag, catalog, lesson), (due, ROOM))
 
 
 def test_computed_objects_become_contained_navigations_keyed_by_their_first_required_id() -> None:
@@ -55,6 +56,8 @@ def test_computed_objects_become_contained_navigations_keyed_by_their_first_requ
     assert [c.name for c in model.complex_types] == ["Room"]
     assert model.entity_set("Courses").bindings == {"Tags": "Tags", "Catalog": "Catalogs"}
     assert not model.entity_set("Tags").listed
+    assert not model.entity_set("Lessons").listed  # listed only under its parent: Courses(<id>)/Lessons
+    assert model.entity_set("Catalogs").listed
 
 
 def test_a_computed_object_without_a_key_is_refused() -> None:
@@ -78,7 +81,7 @@ def test_every_definition_is_in_the_description_of_the_model() -> None:
     for es in MODEL.entity_sets:
         declared = doc.type_of_set(es.name)
         assert declared.key == es.key
-        assert doc.entity_sets[es.name][2] == es.listed
+        assert doc.entity_sets[es.name][2] == (es.listed and es.parent is None), es.name
         for p in es.properties:
             if p.name in declared.properties:
                 name = p.type if p.type.startswith("Edm.") else f"Coursewire.{p.type}"

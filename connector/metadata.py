@@ -16,15 +16,16 @@ from functools import cache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector import context
+from connector.edge import Route
 from storage.odata import MODEL, csdl
 from storage.odata.edm import describe
 
 ROOT = "/odata/v2"
 METADATA = f"{ROOT}/$metadata"
 # For the edge's route guard: these paths exist, for these methods (others are a 405 there).
-ROUTES: list[tuple[re.Pattern[str], frozenset[str]]] = [
-    (re.compile(rf"^{re.escape(METADATA)}$"), frozenset({"GET", "HEAD"})),
-    (re.compile(rf"^{re.escape(ROOT)}/?$"), frozenset({"GET", "HEAD"})),
+ROUTES: list[Route] = [
+    Route(re.compile(rf"^{re.escape(METADATA)}$"), frozenset({"GET", "HEAD"})),
+    Route(re.compile(rf"^{re.escape(ROOT)}/?$"), frozenset({"GET", "HEAD"})),
 ]
 ODATA_VERSION = (b"odata-version", b"4.0")
 

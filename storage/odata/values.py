@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from odata_query import ast
 
+from storage import ids
 from storage.db import iso
 from storage.odata.fields import Collection, Field, FieldType
 from storage.odata.grammar import MATCH_FUNCTIONS, dotted, invalid
@@ -173,7 +174,9 @@ def _coerce(node: ast._Literal, kind: FieldType, label: str) -> object:
     if kind == "string" and isinstance(node, ast.String):
         return node.val
     if kind == "guid" and isinstance(node, ast.String | ast.GUID):
-        return str(node.val).lower()  # ids are stored in lower case, so they compare exactly (and use indexes)
+        # Ids are stored in lower case, so they compare exactly (and use indexes); braces as SQL Server and
+        # SharePoint write GUIDs are dropped the way the edge drops them from paths and bodies.
+        return ids.canonical(str(node.val)).lower()
     if kind in ("int", "float") and isinstance(node, ast.Integer):
         return _checked_int(node)
     if kind in ("int", "float") and isinstance(node, ast.Float):

@@ -45,6 +45,20 @@ def test_the_issue_example_an_upper_case_id_in_a_path_names_the_course(api: Api)
     )
 
 
+def test_filter_reads_an_id_in_braces_as_paths_and_bodies_do(api: Api) -> None:
+    """`$filter=Id eq '{66220A70-...}'` found nothing while the same id in braces named the course in a path."""
+    world = build_world(api)
+    course_id = world.course["Id"]
+    for literal in (f"'{{{course_id.upper()}}}'", f"'{{{course_id}}}'", f"' {course_id.upper()} '"):
+        found = api.ok("GET", "/odata/v2/Courses", params={"$filter": f"Id eq {literal}"})["value"]
+        assert [c["Id"] for c in found] == [course_id], literal
+    catalog_id = world.catalog["Id"]
+    in_catalog = api.ok(
+        "GET", "/odata/v2/Courses", params={"$filter": f"CourseCatalogId eq '{{{catalog_id.upper()}}}'"}
+    )["value"]
+    assert course_id in {c["Id"] for c in in_catalog}
+
+
 def _read_paths(world: World, enrollment_id: str, subscription_id: str, delivery_id: str) -> list[tuple[str, str]]:
     """Every GET of the document that takes a key in its path, with the key it is given here."""
     return [

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from connector.settings import Settings, SettingsError
-from storage import subscriptions
+from storage import ids, subscriptions
 from storage.db import Database
 from storage.errors import StorageError
 from storage.secrets import SecretBox
@@ -68,3 +68,11 @@ def load_demo(db: Database, settings: Settings, base_url: str) -> None:
     else:
         click.echo("Loaded demo data: catalog Contoso Academy, 8 users, 3 courses, 3 sessions, 6 enrollments.")
         click.echo(f"Demo API key (Full Control): username api, password {created.secret}")
+
+
+def guid(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: an id option or argument in the stored form, as the API reads it (`storage.ids`):
+    upper case and braces are accepted; a tuple (nargs=-1) is read item by item; None stays None."""
+    if isinstance(value, tuple):
+        return tuple(ids.canonical(v) for v in value)
+    return ids.canonical(value) if isinstance(value, str) else value

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from connector.cli.common import database, load_demo, settings_of, user_errors
+from connector.cli.common import database, guid, load_demo, settings_of, user_errors
 from storage import apikeys
 
 
@@ -71,7 +71,7 @@ def apikey_list(ctx: click.Context, as_json: bool) -> None:
 
 
 @apikey.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", callback=guid)
 @click.pass_context
 @user_errors
 def apikey_revoke(ctx: click.Context, key_id: str) -> None:

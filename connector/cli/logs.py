@@ -6,7 +6,7 @@ import json
 
 import click
 
-from connector.cli.common import database, settings_of, user_errors
+from connector.cli.common import database, guid, settings_of, user_errors
 from storage import deliveries, events
 from storage.errors import Conflict
 from storage.models import CLI
@@ -15,8 +15,8 @@ from storage.models import CLI
 @click.command("events")
 @click.option("--after", type=int, default=None, help="Only events after this sequence number.")
 @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
-@click.option("--course", help="Only events about this course id.")
-@click.option("--user", help="Only events about this user id.")
+@click.option("--course", callback=guid, help="Only events about this course id.")
+@click.option("--user", callback=guid, help="Only events about this user id.")
 @click.option("--limit", type=int, default=50, show_default=True, help="How many events to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 @click.pass_context
@@ -78,7 +78,7 @@ def events_command(
 @click.option(
     "--status", type=click.Choice(deliveries.STATUSES), help="Only deliveries in this state (dead: dead letters)."
 )
-@click.option("--subscription", help="Only deliveries to this subscription id.")
+@click.option("--subscription", callback=guid, help="Only deliveries to this subscription id.")
 @click.option("--event", help="Only deliveries of this trigger, such as CourseCompleted.")
 @click.option("--limit", type=int, default=50, show_default=True, help="How many to show, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
@@ -107,7 +107,7 @@ def deliveries_command(
 
 
 @deliveries_command.command("show")
-@click.argument("delivery_id")
+@click.argument("delivery_id", callback=guid)
 @click.pass_context
 @user_errors
 def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
@@ -116,7 +116,7 @@ def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
 
 
 @deliveries_command.command("redeliver")
-@click.argument("delivery_ids", nargs=-1)
+@click.argument("delivery_ids", nargs=-1, callback=guid)
 @click.option("--all-dead", is_flag=True, help="Redeliver every dead letter (of --event, if given).")
 @click.option("--event", help="With --all-dead: only dead letters of this trigger.")
 @click.pass_context

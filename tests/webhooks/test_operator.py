@@ -60,6 +60,11 @@ def test_deliveries_cli_lists_filters_shows_and_redelivers(api: Api, receiver: R
     again = [r.body for r in receiver.received if r.body["Id"] == dead["Id"]]
     assert [b["Attempt"] for b in again] == [1, 2]
     assert json.loads(cli(api, "deliveries", "show", dead["Id"]).output)["Status"] == "delivered"
+    # Ids as the API reads them: upper case and in braces, as SQL Server and SharePoint write GUIDs.
+    braced = "{" + dead["Id"].upper() + "}"
+    assert json.loads(cli(api, "deliveries", "show", braced).output)["Id"] == dead["Id"]
+    by_subscription = cli(api, "deliveries", "--subscription", shown["SubscriptionId"].upper(), "--json")
+    assert len(by_subscription.output.splitlines()) == 2
 
     # Only dead letters go again, and the refusal is one line naming the state.
     refused = cli(api, "deliveries", "redeliver", dead["Id"], code=1)

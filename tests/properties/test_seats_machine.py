@@ -50,6 +50,7 @@ class Seats(RuleBasedStateMachine):
                 "Url": "t",
                 "EnrollmentFlow": flow,
             },
+            "http://x",
         )["Id"]
         self.sessions = [
             sessions.create(

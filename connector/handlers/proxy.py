@@ -82,32 +82,73 @@ def http_request_v2(parameters: dict[str, Any]) -> Response:
     return _run(parameters, "/")
 
 
-def resolve(uri: Any, prefix: str) -> tuple[str, str]:
-    """Turn the described uri into (path, query) under `prefix`; raise Invalid for absolute or escaping uris."""
+def resolve(uri: Any, prefix: str, base_url: str | None = None) -> tuple[str, str]:
+    """Turn the described uri into (path, query) under `prefix`; raise Invalid (target `uri`) for escaping uris
+    and for absolute ones other than this server's own links.
+
+    A relative uri is read under `prefix` (`/odata/v2/` for HttpRequest, `/` for HttpRequest_v2). An absolute
+    uri counts only when it is one of the links this server hands out (an `@odata.nextLink`, a `Location`):
+    same scheme, host and port as `base_url` (connector.context.base_url: COURSEWIRE_PUBLIC_URL or the trusted
+    request host), no user name or password, under its path; its path is then read from the server's root
+    and must still lie under `prefix`. The request never leaves the process either way.
+    """
     text = uri.strip() if isinstance(uri, str) else ""
     if not text:
         raise Invalid("uri must not be empty", target="uri")
     parts = urlsplit(text)
     if parts.scheme or parts.netloc or text.startswith(("//", "\\")) or "\\" in text:
-        raise Invalid(
-            f"uri {text!r} must be relative to {prefix} (e.g. {'Courses' if prefix != '/' else 'odata/v2/Courses'});"
-            " coursewire never sends requests to other hosts",
-            target="uri",
-        )
-    relative = unquote(parts.path).lstrip("/")
-    path = posixpath.normpath(prefix + relative)
+        own = _own_path(text, base_url)
+        if own is None:
+            example = "Courses" if prefix != "/" else "odata/v2/Courses"
+            raise Invalid(
+                f"uri {excerpt(text)} must be relative to {prefix} (e.g. {example}) or one of this server's own"
+                f" links (starting {base_url or 'with its own address'}/); coursewire never sends requests to other"
+                " hosts",
+                target="uri",
+            )
+        relative, base = own.lstrip("/"), "/"
+    else:
+        relative, base = unquote(parts.path).lstrip("/"), prefix
+    path = posixpath.normpath(base + relative)
     if prefix != "/" and not (path + "/").startswith(prefix):
-        raise Invalid(f"uri {text!r} leaves {prefix}", target="uri")
+        raise Invalid(f"uri {excerpt(text)} leaves {prefix}", target="uri")
     if ".." in relative.split("/"):
-        raise Invalid(f"uri {text!r} must not contain '..' segments", target="uri")
+        raise Invalid(f"uri {excerpt(text)} must not contain '..' segments", target="uri")
     if path.rstrip("/") in ("/httprequest", "/v2/httprequest"):
         raise Invalid("uri must not point at the HttpRequest operation itself", target="uri")
     return path, parts.query
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _own_path(text: str, base_url: str | None) -> str | None:
+    """The decoded path, from the server's root, of an absolute `text` that is a link under `base_url`; None for
+    any other URL: another scheme, host or port, a user name or password (`https://ourhost@evil/` names the host
+    `evil`; `https://evil@ourhost/` is refused too), a backslash, or a path outside the base path."""
+    if not base_url or "\\" in text:
+        return None
+    link, own = urlsplit(text), urlsplit(base_url)
+    if "@" in link.netloc or link.scheme.lower() != own.scheme.lower() or not link.hostname:
+        return None
+    try:
+        link_port, own_port = link.port, own.port
+    except ValueError:
+        return None
+    scheme = own.scheme.lower()
+    if link.hostname != own.hostname or (link_port or _DEFAULT_PORTS.get(scheme)) != (
+        own_port or _DEFAULT_PORTS.get(scheme)
+    ):
+        return None
+    base_path = own.path.rstrip("/")
+    if base_path and link.path != base_path and not link.path.startswith(base_path + "/"):
+        return None
+    return "/" + unquote(link.path[len(base_path) :]).lstrip("/")
+
+
 def _run(parameters: dict[str, Any], prefix: str) -> Response:
     method = (parameters.get("method") or "GET").upper()
-    path, query = resolve(parameters.get("uri"), prefix)
+    path, query = resolve(parameters.get("uri"), prefix, context.base_url())
     headers = _headers(parameters.get("headers"), context.actor())
     body = parameters.get("body")
     payload = b"" if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()

@@ -1,4 +1,5 @@
-"""SSRF guard: callbacks may only reach globally routable unicast addresses, or networks the operator allowed.
+"""Callback URLs: the SSRF guard (callbacks may only reach globally routable unicast addresses, or networks the
+operator allowed) and the request target a delivery sends, byte for byte as registered.
 
 Checked twice: when a callback subscribes (https required, every address the host resolves to
 public or allowed) and on every delivery, on the address actually connected to, so a DNS answer
@@ -29,11 +30,14 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from storage import names, subscriptions
 from storage.errors import Invalid
 from webhooks.config import IPNetwork
 
@@ -201,13 +205,18 @@ def resolve(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
 
 
+MAX_CALLBACK = 4096  # the document's maxLength of WebHookUri
+
+
 def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = resolve) -> str:
     """Return the callback URL (text, stripped) if deliveries may go there; raise Invalid (target WebHookUri)
-    saying why not. The URL must be absolute http(s) without credentials; every address its host names or
-    resolves to (`resolver`) must be `allowed`; plain http only when every one is `listed` by the operator."""
+    saying why not. The URL must be absolute http(s) without credentials and hold only what a request target
+    can carry as it is (storage.names.web_url: no unencoded space, backslash or invisible character), so
+    deliveries request it byte for byte (`request_url`); every address its host names or resolves to
+    (`resolver`) must be `allowed`; plain http only when every one is `listed` by the operator."""
     text = url.strip() if isinstance(url, str) else ""
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(text) > 4096:
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or len(text) > MAX_CALLBACK:
         raise Invalid("WebHookUri must be an absolute https URL (the flow's callback URL)", target="WebHookUri")
     if parts.username or parts.password:
         raise Invalid("WebHookUri must not carry a user name or password", target="WebHookUri")
@@ -215,7 +224,9 @@ def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = 
         parts.port  # noqa: B018 (raises ValueError for a port out of range)
     except ValueError:
         raise Invalid("WebHookUri has an invalid port", target="WebHookUri") from None
-    host = parts.hostname
+    text = names.web_url(text, "WebHookUri", limit=MAX_CALLBACK) or ""
+    parts = urlsplit(text)
+    host = parts.hostname or ""
     try:
         fixed = literal(host)
         addresses = [fixed] if fixed else resolver(host)
@@ -228,8 +239,58 @@ def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = 
             " private networks are reachable only when listed in COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS",
             target="WebHookUri",
         )
-    if parts.scheme != "https" and not all(listed(a, networks) for a in addresses):
+    if parts.scheme.lower() != "https" and not all(listed(a, networks) for a in addresses):
         raise Invalid("WebHookUri must use https", target="WebHookUri")
+    return text
+
+
+# What RFC 3986 section 2 lets a request target hold as it is (storage.names._URI_ASCII without letters and
+# digits, which quote never touches): `%` included, so percent-encodings pass through unchanged.
+_AS_REGISTERED = "-._~:/?#[]@!$&'()*+,;=%"
+
+
+def request_url(url: str) -> yarl.URL:
+    """The URL a delivery to the callback `url` requests: its path and query exactly as registered.
+
+    A flow's callback carries a signature over its query (`sig=`) and `%2F`-encoded paths (`sp=%2Ftriggers
+    %2Fmanual%2Frun`); yarl, and so aiohttp, would re-encode a URL given as text (`%2F` -> `/`, `%7e` -> `~`,
+    `%2f` -> `%2F`), and the flow would refuse the request. So the request target is the registered text after
+    the authority, up to any `#`, as it is; only what a request line cannot carry is percent-encoded as UTF-8
+    (characters beyond ASCII, as RFC 3987 section 3.1 maps an IRI to a URI; space and the like in a callback
+    stored before check_callback refused them). An empty path is `/`, and an empty query after a bare `?` is
+    dropped (yarl keeps no empty query). The host is IDNA-encoded; the scheme and host are compared and
+    resolved as usual. Raises ValueError for a URL without a host or with an invalid port.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("the callback has no host")
+    origin = yarl.URL.build(scheme=parts.scheme.lower(), host=parts.hostname, port=parts.port)
+    after = url.find("//") + 2 + len(parts.netloc)
+    target = url[after:].split("#", 1)[0]
+    if not target.startswith("/"):
+        target = "/" + target
+    return yarl.URL(f"{origin}{quote(target, safe=_AS_REGISTERED)}", encoded=True)
+
+
+def describe(exc: BaseException, url: str) -> str:
+    """An exception as the attempt log shows it, without the callback's path and query (a flow's
+    callback carries its signature there; aiohttp puts the whole URL in some messages, as text or as
+    the request target it sent)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = f"{type(exc).__name__}: {exc.status}, {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    shown = subscriptions.origin(url) + "/…"
+    forms = {url, url[len(subscriptions.origin(url)) :]}
+    for parse in (yarl.URL, request_url):
+        try:
+            parsed = parse(url)
+        except ValueError:
+            continue
+        forms |= {str(parsed), str(parsed.raw_path_qs)}
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) > 1:
+            text = text.replace(form, shown if "://" in form else "/…")
     return text
 
 

@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import yarl
 from standardwebhooks.webhooks import Webhook
 
 from storage import deliveries, events, subscriptions
@@ -113,21 +112,6 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
-
-
-def describe(exc: BaseException, url: str) -> str:
-    """An exception as the attempt log shows it, without the callback's path and query (a flow's
-    callback carries its signature there; aiohttp puts the whole URL in some messages)."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        text = f"{type(exc).__name__}: {exc.status}, {exc.message}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    shown = subscriptions.origin(url) + "/…"
-    tail = url[len(subscriptions.origin(url)) :]
-    for form in sorted({url, str(yarl.URL(url)), tail, str(yarl.URL(url).raw_path_qs)}, key=len, reverse=True):
-        if len(form) > 1:
-            text = text.replace(form, shown if "://" in form else "/…")
-    return text
 
 
 def host_identity() -> str:
@@ -351,9 +335,9 @@ class Worker:
         assert self._session is not None
         t0 = time.perf_counter()
         try:
-            async with self._session.post(
-                target.url, data=payload.encode(), headers=headers, allow_redirects=False
-            ) as r:
+            # The callback as registered, byte for byte: a flow's signed query must reach it unchanged.
+            url = guard.request_url(target.url)
+            async with self._session.post(url, data=payload.encode(), headers=headers, allow_redirects=False) as r:
                 text = (await r.content.read(RESPONSE_EXCERPT)).decode("utf-8", "replace")
                 status, retry = r.status, r.headers.get("Retry-After")
         except TimeoutError:
@@ -362,10 +346,10 @@ class Worker:
             return self._failure(claimed, started, None, None, str(exc), t0)
         except aiohttp.ClientConnectorError as exc:
             blocked = exc.os_error if isinstance(exc.os_error, guard.BlockedAddress) else None
-            error = str(blocked) if blocked else describe(exc, target.url)
+            error = str(blocked) if blocked else guard.describe(exc, target.url)
             return self._failure(claimed, started, None, None, error, t0)
         except (aiohttp.ClientError, OSError) as exc:
-            return self._failure(claimed, started, None, None, describe(exc, target.url), t0)
+            return self._failure(claimed, started, None, None, guard.describe(exc, target.url), t0)
         latency = (time.perf_counter() - t0) * 1000
         if 200 <= status < 300:
             return self._outcome(claimed, started, "delivered", status=status, latency=latency, response=text)

@@ -21,7 +21,7 @@ from connexion.exceptions import BadRequestProblem
 from connexion.json_schema import Draft4RequestValidator
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
-from jsonschema import Draft4Validator, ValidationError
+from jsonschema import Draft4Validator, FormatChecker, ValidationError
 from jsonschema.exceptions import best_match
 from starlette.types import Receive, Scope
 
@@ -40,6 +40,11 @@ MAX_VALUES = 10_000
 # Bodies larger than this are parsed and validated on a worker thread, so a big body never holds the
 # event loop (and with it every other request of the process) for the milliseconds it takes.
 OFFLOAD_BYTES = 32 * 1024
+# The formats JSON Schema checks here, named so they do not depend on what else is installed: jsonschema
+# checks `date-time`, `uri` and others only when optional packages (rfc3339-validator, ...) are importable, and
+# with them a wall-clock session StartDate was a 400 on one install and accepted on another. Dates are the
+# handlers' to judge.
+FORMAT_CHECKER = FormatChecker(("email", "idn-email", "ipv4", "ipv6", "regex"))
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -182,7 +187,7 @@ _BODY_SCHEMAS: dict[int, tuple[dict[str, Any], Any]] = {}
 def _body_validator(schema: dict[str, Any]) -> Any:
     entry = _BODY_SCHEMAS.get(id(schema))
     if entry is None or entry[0] is not schema:
-        entry = (schema, Draft4RequestValidator(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+        entry = (schema, Draft4RequestValidator(schema, format_checker=FORMAT_CHECKER))
         _BODY_SCHEMAS[id(schema)] = entry
     return entry[1]
 
@@ -277,7 +282,7 @@ class CachedParameterValidator(ParameterValidator):
         entry = _PARAMETER_SCHEMAS.get(id(param))
         if entry is None or entry[0] is not param:
             schema = param.get("schema", param)
-            entry = (param, Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+            entry = (param, Draft4Validator(schema, format_checker=FORMAT_CHECKER))
             _PARAMETER_SCHEMAS[id(param)] = entry
         try:
             entry[1].validate(value)

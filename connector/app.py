@@ -18,9 +18,11 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
+from certification.loading import shipped_definition
 from connector import errors, metadata, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
 from connector.handlers import catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
+from connector.published import PublishedDocument
 from connector.settings import Settings
 from connector.validation import VALIDATORS
 from storage.db import Database
@@ -97,10 +99,18 @@ def create_app(
         routes=compile_routes(spec["paths"]) + metadata.ROUTES,
     )
 
-    # Neither Swagger UI nor the document itself: the document is for Power Platform's import (coursewire
-    # export-connector writes it), and connexion would serve it, re-rendered on every call and before any
-    # authentication, at /swagger.json and /swagger.yaml (seconds of CPU per anonymous request).
+    # No Swagger UI, and not connexion's rendering of the document: it re-rendered it on every call, before
+    # any authentication, at /swagger.json and /swagger.yaml (seconds of CPU per anonymous request), and with
+    # `basePath: ""`, which Swagger 2.0 refuses. connector.published serves /swagger.json instead: the
+    # published file with this server's address, rendered once per address, ahead of authentication (after
+    # the exception middleware, so its refusals get the OData error body).
     app = connexion.FlaskApp(__name__, swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False))
+    app.add_middleware(
+        PublishedDocument,
+        position=MiddlewarePosition.BEFORE_SWAGGER,
+        settings=settings,
+        definition=shipped_definition(),
+    )
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
     # $metadata and the service document, for OData clients; behind the edge, so authenticated like the rest.
     app.add_middleware(metadata.MetadataMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)

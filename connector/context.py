@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any, cast
 
 from connexion import context
 
 from connector.edge import Services, forwarded, header_values
+from connector.settings import Settings
 from storage.models import Actor, ApiKey
 
 
@@ -35,17 +37,23 @@ def actor() -> Actor:
     return cast(Actor, scope()["coursewire.actor"])
 
 
-def base_url(s: dict[str, Any] | None = None) -> str:
-    """The public base URL of this server: COURSEWIRE_PUBLIC_URL, else from the request (`s`, an ASGI scope
-    that passed the edge, or the current request's).
+def base_url(s: MutableMapping[str, Any] | None = None) -> str:
+    """The public base URL of this server for `s` (an ASGI scope that passed the edge) or the current request;
+    see `base_url_of`."""
+    s = scope() if s is None else s
+    return base_url_of(s, cast(Services, s["coursewire"]).settings)
+
+
+def base_url_of(s: MutableMapping[str, Any], settings: Settings) -> str:
+    """The public base URL of this server for the request `s` (an ASGI scope): COURSEWIRE_PUBLIC_URL, else from
+    the request.
 
     Behind a proxy, X-Forwarded-Proto and X-Forwarded-Host name the scheme and host clients used; they
     count only when the peer is a proxy named in COURSEWIRE_TRUSTED_PROXIES, or anyone could steer the
     links (`Location`, `@odata.nextLink`) other clients are given; of a list, the value the nearest proxy
-    added (the last) counts. The edge has checked them (connector.edge.EdgeMiddleware._check_forwarded).
+    added (the last) counts. The edge has checked them (connector.edge.EdgeMiddleware._check_forwarded), and
+    so has connector.published for /swagger.json, which is answered before the edge.
     """
-    s = scope() if s is None else s
-    settings = cast(Services, s["coursewire"]).settings
     if settings.public_url:
         return settings.public_url
     trusted = settings.trusts(peer(s))
@@ -60,7 +68,7 @@ def base_url(s: dict[str, Any] | None = None) -> str:
     return f"{proto}://{host}"
 
 
-def peer(s: dict[str, Any]) -> str | None:
+def peer(s: MutableMapping[str, Any]) -> str | None:
     """The address of the client that connected (a proxy, behind one)."""
     client = s.get("client")
     return str(client[0]) if client else None

@@ -21,12 +21,12 @@ from connexion.exceptions import BadRequestProblem
 from connexion.json_schema import Draft4RequestValidator
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
-from jsonschema import Draft4Validator, FormatChecker, ValidationError
+from jsonschema import Draft4Validator, ValidationError
 from jsonschema.exceptions import best_match
 from starlette.types import Receive, Scope
 
 from connector import bodies
-from connector.bodies import suggestion
+from connector.bodies import FORMAT_CHECKER, suggestion
 from connector.multipart import MultiPartBodyValidator
 from storage import ids
 from storage.errors import excerpt
@@ -40,11 +40,6 @@ MAX_VALUES = 10_000
 # Bodies larger than this are parsed and validated on a worker thread, so a big body never holds the
 # event loop (and with it every other request of the process) for the milliseconds it takes.
 OFFLOAD_BYTES = 32 * 1024
-# The formats JSON Schema checks here, named so they do not depend on what else is installed: jsonschema
-# checks `date-time`, `uri` and others only when optional packages (rfc3339-validator, ...) are importable, and
-# with them a wall-clock session StartDate was a 400 on one install and accepted on another. Dates are the
-# handlers' to judge.
-FORMAT_CHECKER = FormatChecker(("email", "idn-email", "ipv4", "ipv6", "regex"))
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 from support import Api, build_world
 
-from connector.validation import FORMAT_CHECKER
+from connector.bodies import FORMAT_CHECKER
 
 
 def test_formats_do_not_depend_on_optional_packages(api: Api) -> None:

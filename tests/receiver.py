@@ -30,6 +30,23 @@ class Reply:
     hold: threading.Event | None = None  # answer only once this is set (a slow receiver)
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection, and a listen queue as long as a production server's.
+
+    socketserver's default `request_queue_size` of 5 is too short for the worker, which opens up to
+    `DeliveryConfig.concurrency` (200) connections to one host at once, while this server accepts one
+    connection per turn of its loop: the kernel drops the SYNs past the sixth, and TCP sends them again
+    only after 1, 3, 7, 15 and 31 s, so the last of them outlast the attempt's 30 s timeout. 1024 is
+    the order of what nginx (511), uvicorn and gunicorn (2048) ask for; Linux caps it at somaxconn.
+    """
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+
 class Receiver:
     """Answers each POST with the next scripted Reply (then `default`), and keeps what it received."""
 
@@ -62,8 +79,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = Server(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:

@@ -1,0 +1,39 @@
+"""The test receiver behaves like a real HTTP server where webhook tests lean on it: it takes as many
+connections at once as the worker opens."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+
+from receiver import Receiver
+
+from webhooks.config import DeliveryConfig
+
+
+def test_the_receiver_queues_as_many_connections_as_the_worker_opens_at_once() -> None:
+    """The worker opens up to `concurrency` connections to one callback host in the same instant; all of them
+    are queued by the kernel until the receiver accepts them, none dropped (a listen backlog of 5 drops the rest,
+    and TCP sends their SYNs again only after 1, 3, 7, 15 and 31 s: past the attempt's 30 s timeout)."""
+    receiver = Receiver()  # listening but not accepting yet: only the listen queue holds the connections
+    wanted = DeliveryConfig().concurrency
+    sockets = [socket.socket() for _ in range(wanted)]
+    selector = selectors.DefaultSelector()
+    try:
+        for s in sockets:
+            s.setblocking(False)
+            s.connect_ex(receiver.server.server_address)
+            selector.register(s, selectors.EVENT_WRITE)
+        connected = 0
+        deadline = time.monotonic() + 0.5  # handshakes on loopback take microseconds; a dropped SYN waits 1 s
+        while connected < wanted and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fileobj)
+                connected += 1
+        assert connected == wanted, f"{wanted - connected} of {wanted} connections were not taken"
+    finally:
+        selector.close()
+        for s in sockets:
+            s.close()
+        receiver.server.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,11 +45,20 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.connections = 0  # accepted so far: one per request unless connections are kept alive
         super().__init__(("127.0.0.1", 0), handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        request = super().get_request()
+        self.connections += 1
+        return request
 
 
 class Receiver:
-    """Answers each POST with the next scripted Reply (then `default`), and keeps what it received."""
+    """Answers each POST with the next scripted Reply (then `default`), and keeps what it received.
+
+    It speaks HTTP/1.1 and keeps connections alive between requests, as a flow's callback does.
+    """
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -58,6 +68,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: every answer carries its Content-Length
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.arrived:
@@ -74,7 +86,7 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the sender gave up (timed out, or was killed) before the answer
+                    self.close_connection = True  # the sender gave up (timed out, or was killed) before the answer
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -88,6 +100,11 @@ class Receiver:
             if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout):
                 raise AssertionError(f"expected {count} requests, got {len(self.received)}")
             return list(self.received)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        return self.server.connections
 
     def notifications(self) -> list[dict[str, Any]]:
         return [n for r in self.received for n in r.body["Notifications"]]

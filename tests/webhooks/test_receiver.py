@@ -1,13 +1,15 @@
 """The test receiver behaves like a real HTTP server where webhook tests lean on it: it takes as many
-connections at once as the worker opens."""
+connections at once as the worker opens, and keeps them alive between requests."""
 
 from __future__ import annotations
 
+import asyncio
 import selectors
 import socket
 import time
 
-from receiver import Receiver
+import aiohttp
+from receiver import Receiver, receiving
 
 from webhooks.config import DeliveryConfig
 
@@ -37,3 +39,19 @@ def test_the_receiver_queues_as_many_connections_as_the_worker_opens_at_once() -
         for s in sockets:
             s.close()
         receiver.server.server_close()
+
+
+def test_the_receiver_keeps_a_connection_alive_between_requests() -> None:
+    """As a flow's callback does over HTTP/1.1, so the worker's reuse of connections is exercised."""
+
+    async def post_twice(url: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.post(f"{url}/hook", json={"Notifications": []}) as r:
+                    assert r.status == 200 and r.version == aiohttp.HttpVersion11
+                    await r.read()
+
+    with receiving() as receiver:
+        asyncio.run(post_twice(receiver.url))
+        assert len(receiver.received) == 2
+        assert receiver.connections == 1

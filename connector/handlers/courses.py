@@ -11,7 +11,9 @@ from storage import courses, lookups
 
 def create_course(body: dict[str, Any]) -> dict[str, Any]:
     course = courses.create(context.services().db, context.actor(), body, context.base_url())
-    return {"@odata.context": shaping.metadata("Courses", entity=True), **course}
+    # The operation promises the state at creation, which lists show only under $expand: a new course is
+    # always Queued (the column's default), whatever the worker has done since.
+    return {"@odata.context": shaping.metadata("Courses", entity=True), **course, "ProvisioningProgress": "Queued"}
 
 
 def get_course_info(CourseId: str, **kwargs: Any) -> dict[str, Any]:

@@ -49,7 +49,9 @@ def describe(model: Model) -> csdl.Model:
 
 
 def _property(p: Property) -> csdl.Property:
-    return csdl.Property(p.name, p.type, p.nullable, p.collection)
+    # A plain value that only `$expand` computes (a course's ProvisioningProgress) is absent from lists, so
+    # it is nullable for a client: Excel and Power BI show the column empty rather than fail on it.
+    return csdl.Property(p.name, p.type, p.nullable or p.expand_only, p.collection)
 
 
 def _entity_type(model: Model, es: EntitySet, promoted: list[str]) -> csdl.EntityType:

@@ -33,6 +33,7 @@ def test_create_course_answers_at_once_and_provisions_in_the_background(api: Api
     cat = catalog(api)
     course = api.ok("POST", "/odata/v2/Courses", json=course_body(cat["Id"], Categories=[{"Name": "IT"}]))
     assert course["IsPublished"] is False
+    assert course["ProvisioningProgress"] == "Queued"  # the answer itself says it, as the operation promises
     assert progress(api, course["Id"]) == "Queued"
     api.provision()
     assert progress(api, course["Id"]) == "Created"

@@ -48,6 +48,12 @@ def test_metadata_is_csdl_xml_the_oasis_schema_accepts(api: Api) -> None:
     assert schema_errors(response.content) == []
 
 
+def test_a_value_only_expand_computes_is_nullable(doc: Document) -> None:
+    """Lists leave ProvisioningProgress out unless `$expand` names it, so $metadata must not promise it."""
+    _type, nullable = doc.type_of_set("Courses").properties["ProvisioningProgress"]
+    assert nullable is True
+
+
 def test_metadata_and_service_document_need_an_api_key(api: Api, read_api: Api) -> None:
     """Both answer only with Basic auth (a Read Only key will do); HEAD has the headers, other methods 405."""
     for path in ("/odata/v2/$metadata", "/odata/v2/", "/odata/v2"):

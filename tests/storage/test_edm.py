@@ -85,7 +85,10 @@ def test_every_definition_is_in_the_description_of_the_model() -> None:
         for p in es.properties:
             if p.name in declared.properties:
                 name = p.type if p.type.startswith("Edm.") else f"Coursewire.{p.type}"
-                assert declared.properties[p.name] == (f"Collection({name})" if p.collection else name, p.nullable)
+                assert declared.properties[p.name] == (
+                    f"Collection({name})" if p.collection else name,
+                    p.nullable or p.expand_only,
+                )
             else:
                 assert p.expand_only and declared.navigations[p.name] == (
                     f"Collection(Coursewire.{p.type})" if p.collection else f"Coursewire.{p.type}",

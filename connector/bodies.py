@@ -235,4 +235,6 @@ def suggestion(name: str, known: Iterable[str]) -> str:
         if candidate.lower() == name.lower():
             return f" (property names are case-sensitive: did you mean {candidate!r}?)"
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    if not close and len(name) >= 3:  # a shortened name: Start for StartDate, Max for MaxAttendees
+        close = [c for c in known if c.lower().startswith(name.lower())][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""

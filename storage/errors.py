@@ -46,6 +46,8 @@ def excerpt(value: object, limit: int = 60) -> str:
         return f"an array of {len(value):,} items"
     if isinstance(value, dict):
         return f"an object with {len(value):,} properties"
+    if value is None or isinstance(value, bool):  # as the client wrote it: JSON's null, true, false
+        return "null" if value is None else str(value).lower()
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 

@@ -34,6 +34,29 @@ def test_the_issue_example_a_misspelt_property_is_a_400_naming_it(api: Api) -> N
     assert api.ok("GET", f"/odata/v2/Users({ann})")["Title"] == "Ann"
 
 
+def test_a_shortened_name_is_answered_with_the_name_it_shortens(api: Api) -> None:
+    """The README's own example, `Days[0].Start`, got no suggestion: a prefix of a defined name suggests it."""
+    world = build_world(api)
+    body = {"Title": "T", "Days": [{"Start": "2030-01-01T09:00:00Z", "EndDate": "2030-01-01T10:00:00Z"}]}
+    response = api.post(f"/odata/v2/Courses({world.course['Id']})/CourseSessions", json=body)
+    assert response.status_code == 400, response.text
+    problem = error(response)
+    assert problem["target"] == "Days[0].Start"
+    assert "did you mean 'StartDate'" in problem["message"], problem
+
+
+def test_a_null_is_called_null_in_a_type_error(api: Api) -> None:
+    """`"MaxAttendees": null` was answered "None is not of type 'string'": the client wrote JSON, not Python."""
+    world = build_world(api)
+    body = {"Title": "T", "TimeZone": "UTC", "MaxAttendees": None, "StartDate": "2030-01-01T09:00:00Z"}
+    body["EndDate"] = "2030-01-01T10:00:00Z"
+    response = api.post(f"/odata/v2/Courses({world.course['Id']})/CourseSessions", json=body)
+    assert response.status_code == 400, response.text
+    problem = error(response)
+    assert problem["target"] == "MaxAttendees"
+    assert "null is not of type" in problem["message"] and "None" not in problem["message"], problem
+
+
 def test_a_misspelt_required_property_is_named_as_unknown_not_as_missing(api: Api) -> None:
     """A typo in a required property name says what is wrong with it (and what was meant), not only that the
     required one is missing; names are case-sensitive, and the message says so."""

@@ -24,8 +24,9 @@ def metadata(set_name: str, *, entity: bool = False) -> str:
 
 
 def read_context() -> ReadContext:
-    """What reads of this request depend on: the injected clock's now and the public base URL."""
-    return ReadContext(now=context.services().db.clock(), base_url=context.base_url())
+    """What reads of this request depend on: the injected clock's now, the public base URL, and the actor
+    (whose read scope `$filter` conditions over registrations and attendance keep)."""
+    return ReadContext(now=context.services().db.clock(), base_url=context.base_url(), reader=context.actor())
 
 
 class _Nav(NamedTuple):

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 
 from odata_query import ast
 
+from storage.access import enrollment_scope
 from storage.errors import Invalid
-from storage.odata.fields import EntityMap
+from storage.odata.fields import Collection, EntityMap
 from storage.odata.grammar import (
     DATE_PARTS,
     MATCH_FUNCTIONS,
@@ -213,9 +214,13 @@ class _Compiler:
                 raise invalid(f"lambda variable {dotted(variable)} must be a simple name like x")
             inner = replace(scope, var=variable.name, var_fields=collection.fields, var_collection=name)
             cond = self.condition(node.lambda_.expression, inner)
-        if isinstance(node.operator, ast.All):
-            return Sql("NOT " + collection.exists_sql.replace("{cond}", negate(cond).text), cond.params)
-        return Sql(collection.exists_sql.replace("{cond}", f"({cond.text})"), cond.params)
+        # `all` is "no readable item fails", so the read scope stays outside the negation.
+        test = negate(cond) if isinstance(node.operator, ast.All) else Sql(f"({cond.text})", cond.params)
+        readable = _read_scope(collection, scope.ctx)
+        if readable is not None:
+            test = Sql(f"({readable.text}) AND {test.text}", readable.params + test.params)
+        exists = Sql(collection.exists_sql.replace("{cond}", test.text), test.params)
+        return Sql("NOT " + exists.text, exists.params) if isinstance(node.operator, ast.All) else exists
 
     # -- values --
 
@@ -263,6 +268,15 @@ class _Compiler:
         if any(isinstance(arg, ast.NamedParam) for arg in node.args):
             raise invalid(f"{name}() takes positional arguments only")
         return [self.operand(arg, scope) for arg in node.args]
+
+
+def _read_scope(collection: Collection, ctx: ReadContext) -> Sql | None:
+    """The condition keeping a collection's items to those `ctx.reader` may read: None when its items belong
+    to no enrollment, when no actor is behind the read, and for actors who read everything."""
+    if collection.owner is None or ctx.reader is None:
+        return None
+    found = enrollment_scope(ctx.reader, collection.owner)
+    return None if found is None else Sql(found[0], tuple(found[1]))
 
 
 @dataclass(frozen=True)

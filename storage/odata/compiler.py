@@ -128,6 +128,7 @@ class _Compiler:
             return self._compare_condition(node, scope)
         comparator = node.comparator
         left, right = self.operand(node.left, scope), self.operand(node.right, scope)
+        self._note_flag(node, scope)
         if isinstance(left, Lit) and isinstance(right, Lit):
             if isinstance(left.node, ast.Null) and isinstance(right.node, ast.Null):
                 if isinstance(comparator, ast.Eq | ast.NotEq):
@@ -142,6 +143,16 @@ class _Compiler:
         if isinstance(right, Value):
             return compare_values(left, comparator, right)
         return compare_literal(left, comparator, right.node)
+
+    @staticmethod
+    def _note_flag(node: ast.Compare, scope: Scope) -> None:
+        """Record an own property compared with `true`/`false` by eq or ne (`IsDeleted eq true`), outside
+        any lambda: only such a comparison leaves deleted rows to the filter (storage.odata.fields.visible)."""
+        if scope.var is not None or not isinstance(node.comparator, ast.Eq | ast.NotEq):
+            return
+        for named, other in ((node.left, node.right), (node.right, node.left)):
+            if isinstance(named, ast.Identifier) and not named.namespace and isinstance(other, ast.Boolean):
+                scope.names.add(named.name)
 
     def _compare_condition(self, node: ast.Compare, scope: Scope) -> Sql:
         """`contains(Title,'x') eq true`: a condition compared with a boolean literal."""
@@ -282,7 +293,10 @@ def _read_scope(collection: Collection, ctx: ReadContext) -> Sql | None:
 @dataclass(frozen=True)
 class Filter:
     """A compiled `$filter`: a condition over the set's table, its parameters, the joins it needs, and the
-    set's own properties it names (`IsDeleted` among them means it constrains deleted rows itself)."""
+    set's own properties it compares with a boolean literal by `eq`/`ne` outside any lambda (`IsDeleted eq
+    true`, `false ne IsDeleted`): `IsDeleted` among them means the filter decides about deleted rows itself.
+    Merely naming it (`IsDeleted`, `IsDeleted or true`, `IsDeleted eq IsDeleted`, `IsDeleted ne null`,
+    `IsDeleted in (true, false)`) does not."""
 
     sql: str
     params: tuple[object, ...]

@@ -229,9 +229,12 @@ def entity_maps() -> dict[str, EntityMap]:
 
 
 def visible(set_name: str, names: frozenset[str], parent_key: str | None = None) -> tuple[str, tuple[object, ...]]:
-    """The condition a list of `set_name` always adds: live rows only (unless the filter names the
-    set's soft-delete property, among `names`), and the parent's rows for a nested list. `("1=1", ())`
-    when none applies. Raises ValueError for a parent key on a set without a parent."""
+    """The condition a list of `set_name` always adds: live rows only, and the parent's rows for a nested
+    list. `("1=1", ())` when none applies. Raises ValueError for a parent key on a set without a parent.
+
+    Deleted rows are left to the filter only when `names` (storage.odata.compiler.Filter.names: the own
+    properties the filter compares with `true` or `false` by `eq`/`ne`) holds the set's soft-delete
+    property: `IsDeleted eq true` lists deleted users, `IsDeleted or true` does not."""
     es = MODEL.entity_set(set_name)
     parts: list[str] = []
     params: tuple[object, ...] = ()

@@ -24,8 +24,9 @@ def metadata(set_name: str, *, entity: bool = False) -> str:
 
 
 def read_context() -> ReadContext:
-    """What reads of this request depend on: the injected clock's now and the public base URL."""
-    return ReadContext(now=context.services().db.clock(), base_url=context.base_url())
+    """What reads of this request depend on: the injected clock's now, the public base URL, and the actor
+    (whose read scope `$filter` conditions over registrations and attendance keep)."""
+    return ReadContext(now=context.services().db.clock(), base_url=context.base_url(), reader=context.actor())
 
 
 class _Nav(NamedTuple):
@@ -243,10 +244,12 @@ def many(
 ) -> dict[str, Any]:
     """A page of an entity set as an OData collection, with `@odata.count` and `@odata.nextLink`.
 
-    Soft-deleted rows are left out unless the `$filter` names `IsDeleted` itself; `parent_key` lists the
-    rows under one parent (a course's sessions). Sets with a read scope (enrollments) list only what the
-    actor may read (storage.access.enrollment_scope). The nextLink carries a `$skiptoken` resuming after
-    the page's last row (storage.odata.paging); `$skip` still skips rows. Raises Invalid naming the option.
+    Soft-deleted rows are left out unless `$filter` compares `IsDeleted` with true or false
+    (storage.odata.fields.visible); `parent_key` lists the rows under one parent (a course's sessions). Sets
+    with a read scope (enrollments) list only what the actor may read (storage.access.enrollment_scope), and
+    `$filter` conditions over them see only that too (storage.odata.compiler). The nextLink carries a
+    `$skiptoken` resuming after the page's last row (storage.odata.paging); `$skip` still skips rows. Raises
+    Invalid naming the option.
     """
     options = parse(set_name, raw)
     services = context.services()

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 
 from odata_query import ast
 
+from storage.access import enrollment_scope
 from storage.errors import Invalid
-from storage.odata.fields import EntityMap
+from storage.odata.fields import Collection, EntityMap
 from storage.odata.grammar import (
     DATE_PARTS,
     MATCH_FUNCTIONS,
@@ -127,6 +128,7 @@ class _Compiler:
             return self._compare_condition(node, scope)
         comparator = node.comparator
         left, right = self.operand(node.left, scope), self.operand(node.right, scope)
+        self._note_flag(node, scope)
         if isinstance(left, Lit) and isinstance(right, Lit):
             if isinstance(left.node, ast.Null) and isinstance(right.node, ast.Null):
                 if isinstance(comparator, ast.Eq | ast.NotEq):
@@ -141,6 +143,16 @@ class _Compiler:
         if isinstance(right, Value):
             return compare_values(left, comparator, right)
         return compare_literal(left, comparator, right.node)
+
+    @staticmethod
+    def _note_flag(node: ast.Compare, scope: Scope) -> None:
+        """Record an own property compared with `true`/`false` by eq or ne (`IsDeleted eq true`), outside
+        any lambda: only such a comparison leaves deleted rows to the filter (storage.odata.fields.visible)."""
+        if scope.var is not None or not isinstance(node.comparator, ast.Eq | ast.NotEq):
+            return
+        for named, other in ((node.left, node.right), (node.right, node.left)):
+            if isinstance(named, ast.Identifier) and not named.namespace and isinstance(other, ast.Boolean):
+                scope.names.add(named.name)
 
     def _compare_condition(self, node: ast.Compare, scope: Scope) -> Sql:
         """`contains(Title,'x') eq true`: a condition compared with a boolean literal."""
@@ -213,9 +225,13 @@ class _Compiler:
                 raise invalid(f"lambda variable {dotted(variable)} must be a simple name like x")
             inner = replace(scope, var=variable.name, var_fields=collection.fields, var_collection=name)
             cond = self.condition(node.lambda_.expression, inner)
-        if isinstance(node.operator, ast.All):
-            return Sql("NOT " + collection.exists_sql.replace("{cond}", negate(cond).text), cond.params)
-        return Sql(collection.exists_sql.replace("{cond}", f"({cond.text})"), cond.params)
+        # `all` is "no readable item fails", so the read scope stays outside the negation.
+        test = negate(cond) if isinstance(node.operator, ast.All) else Sql(f"({cond.text})", cond.params)
+        readable = _read_scope(collection, scope.ctx)
+        if readable is not None:
+            test = Sql(f"({readable.text}) AND {test.text}", readable.params + test.params)
+        exists = Sql(collection.exists_sql.replace("{cond}", test.text), test.params)
+        return Sql("NOT " + exists.text, exists.params) if isinstance(node.operator, ast.All) else exists
 
     # -- values --
 
@@ -265,10 +281,22 @@ class _Compiler:
         return [self.operand(arg, scope) for arg in node.args]
 
 
+def _read_scope(collection: Collection, ctx: ReadContext) -> Sql | None:
+    """The condition keeping a collection's items to those `ctx.reader` may read: None when its items belong
+    to no enrollment, when no actor is behind the read, and for actors who read everything."""
+    if collection.owner is None or ctx.reader is None:
+        return None
+    found = enrollment_scope(ctx.reader, collection.owner)
+    return None if found is None else Sql(found[0], tuple(found[1]))
+
+
 @dataclass(frozen=True)
 class Filter:
     """A compiled `$filter`: a condition over the set's table, its parameters, the joins it needs, and the
-    set's own properties it names (`IsDeleted` among them means it constrains deleted rows itself)."""
+    set's own properties it compares with a boolean literal by `eq`/`ne` outside any lambda (`IsDeleted eq
+    true`, `false ne IsDeleted`): `IsDeleted` among them means the filter decides about deleted rows itself.
+    Merely naming it (`IsDeleted`, `IsDeleted or true`, `IsDeleted eq IsDeleted`, `IsDeleted ne null`,
+    `IsDeleted in (true, false)`) does not."""
 
     sql: str
     params: tuple[object, ...]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Literal
 
+from storage.access import ENROLLMENT_OWNED
 from storage.odata.entities import MODEL
 from storage.odata.model import BOOLEAN, DATETIME, DOUBLE, GUID, INT32, INT64, STRING, EntitySet, Link, Property
 
@@ -53,11 +54,17 @@ class Field:
 
 @dataclass(frozen=True)
 class Collection:
-    """A to-many navigation or collection for `any`/`all`: `exists_sql` holds `{cond}`; `fields` are its items'."""
+    """A to-many navigation or collection for `any`/`all`: `exists_sql` holds `{cond}`; `fields` are its items'.
+
+    `owner` is set when the items belong to an enrollment (storage.access.ENROLLMENT_OWNED: registrations,
+    attendance): the column, inside the EXISTS, holding that enrollment's id, which the compiler restricts
+    to what the reader may read.
+    """
 
     exists_sql: str
     fields: Mapping[str, Field]
     joins: tuple[str, ...] = ()
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,9 @@ def _collections(es: EntitySet, alias: str, base_joins: tuple[str, ...]) -> dict
         # Item properties needing joins of their own are left out: the EXISTS reads the target's row only.
         items = {name: f for name, f in _property_fields(target, child, ()).items() if not f.joins and not f.context}
         exists = f"EXISTS (SELECT 1 FROM {source} WHERE {where} AND {{cond}})"  # noqa: S608 (code-built)
-        out[nav.name] = Collection(exists, items, base_joins)
+        owned = ENROLLMENT_OWNED.get(nav.target)
+        owner = f"{child}.{owned[1]}" if owned else None
+        out[nav.name] = Collection(exists, items, base_joins, owner)
     return out
 
 
@@ -220,9 +229,12 @@ def entity_maps() -> dict[str, EntityMap]:
 
 
 def visible(set_name: str, names: frozenset[str], parent_key: str | None = None) -> tuple[str, tuple[object, ...]]:
-    """The condition a list of `set_name` always adds: live rows only (unless the filter names the
-    set's soft-delete property, among `names`), and the parent's rows for a nested list. `("1=1", ())`
-    when none applies. Raises ValueError for a parent key on a set without a parent."""
+    """The condition a list of `set_name` always adds: live rows only, and the parent's rows for a nested
+    list. `("1=1", ())` when none applies. Raises ValueError for a parent key on a set without a parent.
+
+    Deleted rows are left to the filter only when `names` (storage.odata.compiler.Filter.names: the own
+    properties the filter compares with `true` or `false` by `eq`/`ne`) holds the set's soft-delete
+    property: `IsDeleted eq true` lists deleted users, `IsDeleted or true` does not."""
     es = MODEL.entity_set(set_name)
     parts: list[str] = []
     params: tuple[object, ...] = ()

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from storage.db import iso
+from storage.models import Actor
 
 # EDM primitive types (OData CSDL 4.0 §4.4) as the document's JSON Schema types show them.
 STRING = "Edm.String"
@@ -30,16 +31,20 @@ PRIMITIVES = frozenset({STRING, GUID, INT32, INT64, DOUBLE, BOOLEAN, DATETIME})
 
 @dataclass(frozen=True)
 class ReadContext:
-    """What a read depends on besides the database: one clock and the public base URL of links.
+    """What a read depends on besides the database: one clock, the public base URL of links, and who reads.
 
     `now` is the injected clock's time (storage.db.Database.clock), used for every "now" (IsEnded...).
     `base_url` is COURSEWIRE_PUBLIC_URL or the trusted request host (`https://lms.example/lms`); links
     (`Url`) are built from it when read, never stored with it. None where no request is behind the read
     (an event's snapshot): reading a link then raises rather than inventing a host.
+    `reader` is the actor a request acts as: `$filter` conditions over rows that belong to an enrollment
+    (`Registrations/any(...)`) see only the rows it may read (storage.access.enrollment_scope). None where no
+    request is behind the read (an event's snapshot, a test of the compiler): every row counts.
     """
 
     now: datetime
     base_url: str | None = None
+    reader: Actor | None = None
 
     def value(self, name: str) -> object:
         """The SQL parameter for a context name a definition uses: `now` (ISO UTC, as stored) or

@@ -51,8 +51,9 @@ class Lit:
 class Scope:
     """What names mean where the compiler is: the entity's fields, or a lambda variable's.
 
-    `ctx` binds the fields' context values; `used` collects the fields named, `names` the entity's own
-    top-level property names referred to outside any lambda (how `IsDeleted` is found to be constrained).
+    `ctx` binds the fields' context values; `names` collects the entity's own properties that are compared
+    with a boolean literal outside any lambda (`IsDeleted eq true`, `false ne IsDeleted`): how `IsDeleted` is
+    found to be constrained (storage.odata.fields.visible).
     """
 
     fields: Mapping[str, Field]
@@ -285,7 +286,6 @@ def property_value(node: ast.Identifier | ast.Attribute, scope: Scope) -> Value:
         return Value(found.sql, scope.bind(found), found.type, label, found)
     found = scope.fields.get(label)
     if found is not None:
-        scope.names.add(path[0])
         return Value(found.sql, scope.bind(found), found.type, label, found)
     if label in scope.collections:
         raise invalid(f"{label} is a collection; filter it with {label}/any(x: x/<property> eq ...)")

@@ -115,9 +115,13 @@ def _settings_columns(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_CEU = 10_000  # CEU's maximum in the document: 100,000 contact hours, far beyond any course
+
+
 def _ceu(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise Invalid("CEU must be a number of at least 0", target="CEU")
+    """CEU as stored: a finite number from 0 to MAX_CEU (a NaN or an infinity compares false both ways)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_CEU:
+        raise Invalid(f"CEU must be a number from 0 to {MAX_CEU:,}", target="CEU")
     return float(value)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from storage import access, events, lookups, seats, snapshots
@@ -11,6 +11,7 @@ from storage.db import Database, iso, new_id, parse_iso
 from storage.errors import Conflict, Forbidden, Invalid
 from storage.models import Actor, EnrollmentStatus
 from storage.odata import reading
+from storage.timeutil import add_days
 
 S = EnrollmentStatus
 
@@ -79,7 +80,8 @@ def _due_at(course: sqlite3.Row, now: datetime) -> str | None:
     if course["due_fixed_date"]:
         return str(course["due_fixed_date"])
     if course["due_days_after_enrollment"] is not None:
-        return iso(now + timedelta(days=course["due_days_after_enrollment"]))
+        # add_days clamps a count stored before DaysAfterEnrollment had a range (3,000,000 overflowed here)
+        return iso(add_days(now, course["due_days_after_enrollment"]))
     return None
 
 

@@ -8,26 +8,24 @@ from datetime import datetime
 from typing import Any
 
 from storage import access, events, lookups, names, seats, snapshots
-from storage.db import Database, iso, new_id, update_sql
+from storage.db import Database, iso, new_id, parse_iso, update_sql
 from storage.errors import Conflict, Invalid
 from storage.models import Actor
 from storage.odata import reading
-from storage.timeutil import parse_when, zone
+from storage.timeutil import parse_count, parse_when, zone
 
 SESSION_COURSE_TYPES = ("ClassRoom", "Webinar")
 MAX_URL = 2048  # MeetingUrl's maxLength in the document: an absolute http(s) URL (storage.names.web_url)
 
 
+# MaxAttendees' maximum in the document: a session's registrations are one of the uncapped collections,
+# which declare 100,000 items (docs/limits.md).
+MAX_ATTENDEES = 100_000
+
+
 def _max_attendees(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        raise Invalid(f"MaxAttendees: {value!r} is not a whole number", target="MaxAttendees") from None
-    if n < 1:
-        raise Invalid("MaxAttendees must be at least 1 (leave it out for no limit)", target="MaxAttendees")
-    return n
+    """Seats as stored: a whole number from 1 to MAX_ATTENDEES, or None (no limit) for null or ""."""
+    return parse_count(value, "MaxAttendees", low=1, high=MAX_ATTENDEES)
 
 
 def _room(value: Any) -> str | None:
@@ -60,6 +58,9 @@ def _schedule(
 
     start = when(body.get("StartDate"), "StartDate") if "StartDate" in body else None
     end = when(body.get("EndDate"), "EndDate") if "EndDate" in body else None
+    if body.get("Days") == []:
+        # A session has at least one day: an empty list is a flow's Select that found none, not "unchanged".
+        raise Invalid("Days must list at least one day; leave Days out to keep the schedule", target="Days")
     if body.get("Days"):
         indexed = []
         for i, day in enumerate(body["Days"]):
@@ -109,6 +110,18 @@ def _agree(sent: datetime | None, actual: datetime, target: str, what: str) -> N
         )
 
 
+def _deadline_within(deadline: datetime | None, end: datetime | None, target: str) -> None:
+    """Refuse an EnrollmentDeadline after the session's end (its last day's end): nobody can register for a
+    session that is over. `target` is the field that made them disagree (EnrollmentDeadline, or EndDate or
+    Days when a PATCH moves the end before a deadline already set)."""
+    if deadline is not None and end is not None and deadline > end:
+        raise Invalid(
+            f"{target}: the enrollment deadline {iso(deadline)} is after the session ends at {iso(end)};"
+            " set EnrollmentDeadline at or before the end",
+            target=target,
+        )
+
+
 def _write_days(conn: sqlite3.Connection, session_id: str, days: list[tuple[datetime, datetime]]) -> None:
     """Replace the days, keeping the ids of days whose times did not change (attendance points at them)."""
     old = {
@@ -145,6 +158,7 @@ def create(db: Database, actor: Actor, course_id: str, body: dict[str, Any]) -> 
     days = _schedule({**body, "TimeZone": time_zone}, time_zone, None)
     assert days is not None
     deadline = parse_when(body.get("EnrollmentDeadline"), "EnrollmentDeadline", zone(time_zone), zone_name=time_zone)
+    _deadline_within(deadline, days[-1][1], "EnrollmentDeadline")
     meeting_url = names.web_url(body.get("MeetingUrl"), "MeetingUrl", limit=MAX_URL)
     now = db.clock()
     session_id = new_id()
@@ -238,6 +252,13 @@ def update(db: Database, actor: Actor, session_id: str, body: dict[str, Any]) ->
             "SELECT * FROM session_days WHERE session_id = ? ORDER BY start_at", (session_id,)
         ).fetchall()
         days = _schedule(body, time_zone, current_days)
+        end = parse_iso(row["end_at"])
+        if days is not None and days[-1][1] != end:
+            end = days[-1][1]
+            target = "EnrollmentDeadline" if "EnrollmentDeadline" in body else "Days" if body.get("Days") else "EndDate"
+            _deadline_within(parse_iso(sets.get("enrollment_deadline", row["enrollment_deadline"])), end, target)
+        elif "EnrollmentDeadline" in body:
+            _deadline_within(parse_iso(sets["enrollment_deadline"]), end, "EnrollmentDeadline")
         sets["modified_at"] = iso(now)
         conn.execute(
             update_sql("course_sessions", sets),

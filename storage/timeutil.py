@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -10,12 +11,23 @@ from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from storage.errors import Invalid
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")  # int() would also take '1_000' and other scripts' digits
+
 # Zones in the connector's TimeZone list that icalendar's CLDR table lacks.
 _EXTRA_ZONES = {
     "Kamchatka Standard Time": "Asia/Kamchatka",
     "Mid-Atlantic Standard Time": "Etc/GMT+2",
     "UTC": "UTC",
 }
+
+# The instants a body may name (docs/limits.md, "Dates and numbers"): 1900-01-01T00:00:00Z up to, not
+# including, 9999-01-01T00:00:00Z. Python's datetime stops at years 1 and 9999, so a value near either end
+# overflows when its UTC offset or time zone moves it across; a day's margin on each side, and whole years
+# that people can read, keep every conversion and every later `instant + days` (within MAX_DAYS) in range.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+# The largest number of days a body may give (DaysAfterEnrollment, DaysAfterCompletion): 100 years.
+MAX_DAYS = 36_500
 
 
 @cache
@@ -38,9 +50,12 @@ def parse_when(
     A value with a UTC offset (`Z`, `+02:00`) is that instant. A value without one is wall-clock time in `tz`
     (UTC when tz is None), read by local_instant(): a local time that does not exist there (inside a
     daylight-saving gap) raises Invalid, and one that exists twice (the repeated hour when clocks go back)
-    is its first occurrence. A bare date is the start of that day in `tz`. None and "" give None. Raises
-    Invalid naming `target` for anything else; `zone_name` (the Windows id the client sent) names the zone
-    in messages.
+    is its first occurrence. A bare date is the start of that day in `tz`. None and "" give None.
+
+    Accepted instants run from EARLIEST (1900-01-01T00:00:00Z) up to LATEST (9999-01-01T00:00:00Z,
+    excluded), both as written and after conversion to UTC; anything outside is Invalid naming `target`
+    (rather than Python's OverflowError near years 1 and 9999). Raises Invalid naming `target` for anything
+    else; `zone_name` (the Windows id the client sent) names the zone in messages.
     """
     if value is None or value == "":
         return None
@@ -56,9 +71,23 @@ def parse_when(
         raise Invalid(
             f"{target}: {value!r} is not an ISO 8601 date-time such as 2026-05-04T09:00:00Z", target=target
         ) from None
+    # Checked as written first, so that no conversion below can overflow; then as an instant.
+    if not EARLIEST.year <= moment.year < LATEST.year:
+        raise _out_of_range(value, target)
     if moment.tzinfo is None:
-        return local_instant(moment, tz or UTC, target, start_of_day=len(text) == 10, zone_name=zone_name)
-    return moment.astimezone(UTC)
+        instant = local_instant(moment, tz or UTC, target, start_of_day=len(text) == 10, zone_name=zone_name)
+    else:
+        instant = moment.astimezone(UTC)
+    if not EARLIEST <= instant < LATEST:
+        raise _out_of_range(value, target)
+    return instant
+
+
+def _out_of_range(value: object, target: str) -> Invalid:
+    return Invalid(
+        f"{target}: {value!r} is outside the dates accepted, 1900-01-01T00:00:00Z to 9998-12-31T23:59:59Z",
+        target=target,
+    )
 
 
 def local_instant(
@@ -114,14 +143,38 @@ def _transition(local: datetime, tz: tzinfo) -> tuple[datetime, timedelta, timed
     return datetime.fromtimestamp(high, UTC), before, after
 
 
-def parse_days(value: object, target: str) -> int | None:
-    """Parse a whole number of days given as a string or a number (the connector sends strings)."""
+def parse_days(value: object, target: str, *, limit: int = MAX_DAYS) -> int | None:
+    """Parse a whole number of days, 0 to `limit` (MAX_DAYS, 100 years, by default), given as a string or a
+    number (the connector sends strings). None and "" give None; anything else is Invalid naming `target`."""
+    return parse_count(value, target, low=0, high=limit, unit="days")
+
+
+def parse_count(value: object, target: str, *, low: int, high: int, unit: str = "") -> int | None:
+    """Parse a whole number from low to high inclusive, given as a string (as the connector sends numbers
+    such as MaxAttendees) or a JSON integer. None and "" give None. A fraction, a bool, text, or a number
+    out of range is Invalid naming `target` and the range: such numbers reach date arithmetic and SQLite
+    INTEGER columns, where an unchecked one fails later, for everyone, with an OverflowError."""
     if value is None or value == "":
         return None
-    try:
-        days = int(str(value).strip())
-    except ValueError:
-        raise Invalid(f"{target}: {value!r} is not a whole number of days", target=target) from None
-    if days < 0:
-        raise Invalid(f"{target} must not be negative", target=target)
-    return days
+    text = value.strip() if isinstance(value, str) else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif _WHOLE.fullmatch(text):
+        # More digits than any range here has cannot be in it (and int() refuses over 4,300 digits).
+        number = int(text) if len(text) <= 20 else high + 1
+    else:
+        raise Invalid(f"{target}: {value!r} is not a whole number{f' of {unit}' if unit else ''}", target=target)
+    if not low <= number <= high:
+        raise Invalid(f"{target} must be from {low:,} to {high:,}{f' {unit}' if unit else ''}", target=target)
+    return number
+
+
+def clamp_days(days: int, limit: int = MAX_DAYS) -> int:
+    """A stored number of days within 0..limit: values written before parse_days checked the range
+    (DaysAfterEnrollment of 3,000,000) are read as the nearest accepted value rather than overflowing."""
+    return min(max(days, 0), limit)
+
+
+def add_days(moment: datetime, days: int) -> datetime:
+    """`moment` plus `days` (clamped by clamp_days), kept before LATEST: never an OverflowError."""
+    return min(moment + timedelta(days=clamp_days(days)), LATEST - timedelta(microseconds=1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
 import json
 import re
 from collections.abc import Iterable, MutableMapping
@@ -30,6 +31,7 @@ from connector.bodies import FORMAT_CHECKER, suggestion
 from connector.multipart import MultiPartBodyValidator
 from storage import ids
 from storage.errors import excerpt
+from storage.timeutil import windows_ids_for
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # JSON bodies nest at most this deep (objects and arrays) and hold at most this many values (array items and
@@ -90,6 +92,21 @@ def shape_problem(raw: bytes, max_depth: int = MAX_DEPTH, max_values: int = MAX_
     return None
 
 
+def _not_one_of(error: ValidationError, value: object, allowed: list[str]) -> str:
+    """An enum refusal: the whole list when it is short; otherwise its size and the closest values, so a long
+    list (the 140 Windows time zone ids) is never cut mid-name. An IANA zone sent as a TimeZone is answered
+    with the Windows ids that mean it."""
+    if len(allowed) <= 12:
+        return f"{excerpt(value)} is not one of {', '.join(allowed)}"
+    text = value if isinstance(value, str) else ""
+    hint = windows_ids_for(text) if error.path and error.path[-1] == "TimeZone" and "/" in text else []
+    hint = hint or [a for a in allowed if a.lower() == text.lower()]
+    hint = hint or difflib.get_close_matches(text, allowed, n=3, cutoff=0.4)
+    shown = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
+    where = " (Windows time zone ids, as LMS365 uses)" if error.path and error.path[-1] == "TimeZone" else ""
+    return f"{excerpt(value)} is not one of the {len(allowed)} values allowed{where}{shown}"
+
+
 def describe(error: ValidationError) -> str:
     """What is wrong with a value, in words, quoting at most an excerpt of it (never the whole value)."""
     kind, limit, value = error.validator, error.validator_value, error.instance
@@ -107,7 +124,7 @@ def describe(error: ValidationError) -> str:
         wanted = " or ".join(limit) if isinstance(limit, list) else limit
         return f"{excerpt(value)} is not of type '{wanted}'"
     if kind == "enum":
-        return f"{excerpt(value)} is not one of {', '.join(map(str, limit))}"
+        return _not_one_of(error, value, [str(x) for x in limit])
     if kind == "required":
         missing = next((name for name in limit if name not in value), limit[0])
         return f"'{missing}' is a required property"

@@ -30,6 +30,38 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_DAYS = 36_500
 
 
+def windows_ids_for(iana: str) -> list[str]:
+    """The Windows time zone ids (as `TimeZone` takes them) that keep the same clock as the IANA zone `iana`,
+    for a message telling a client who sent `Europe/Copenhagen` to send `Romance Standard Time` (or another
+    id with the same offsets and daylight-saving days); [] when `iana` is no zone or none matches.
+
+    icalendar's table maps each Windows id to one zone only, so zones are compared by their UTC offsets at
+    every day boundary of 2026 and 2027, which tells apart both offsets and daylight-saving rules."""
+    if not 0 < len(iana) <= 64:  # IANA names are at most 14 characters per part; never open a long path
+        return []
+    try:
+        wanted = _clock(ZoneInfo(iana.strip()))
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        return []
+    names = {**WINDOWS_TO_OLSON, **_EXTRA_ZONES}
+    return sorted(w for w, z in names.items() if _clock_of(z) == wanted)
+
+
+_SAMPLES = tuple(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in range(0, 730, 1))
+
+
+@cache
+def _clock_of(name: str) -> tuple[timedelta | None, ...] | None:
+    try:
+        return _clock(ZoneInfo(name))
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+
+
+def _clock(tz: ZoneInfo) -> tuple[timedelta | None, ...]:
+    return tuple(moment.astimezone(tz).utcoffset() for moment in _SAMPLES)
+
+
 @cache
 def zone(windows_id: str) -> ZoneInfo:
     """The IANA zone for a Windows time zone id; raises Invalid (target TimeZone) when unknown."""

@@ -45,6 +45,28 @@ def test_a_shortened_name_is_answered_with_the_name_it_shortens(api: Api) -> Non
     assert "did you mean 'StartDate'" in problem["message"], problem
 
 
+@pytest.mark.parametrize(
+    ("sent", "hint"),
+    [
+        ("Europe/Copenhagen", "'Romance Standard Time'"),
+        ("America/Los_Angeles", "'Pacific Standard Time'"),
+        ("Pacific Standard Tim", "'Pacific Standard Time'"),
+        ("utc", "'UTC'"),
+    ],
+)
+def test_a_time_zone_refusal_names_the_closest_ids_not_a_list_cut_mid_name(api: Api, sent: str, hint: str) -> None:
+    """A wrong TimeZone listed the 140 Windows ids alphabetically, cut at the message limit mid-name, so most
+    valid ids never appeared; an IANA name (what most makers know) is answered with the Windows id for it."""
+    world = build_world(api)
+    body = {"Title": "T", "TimeZone": sent, "StartDate": "2030-01-01T09:00:00", "EndDate": "2030-01-01T10:00:00"}
+    response = api.post(f"/odata/v2/Courses({world.course['Id']})/CourseSessions", json=body)
+    assert response.status_code == 400, response.text
+    problem = error(response)
+    assert problem["target"] == "TimeZone"
+    assert "Windows time zone ids" in problem["message"] and hint in problem["message"], problem
+    assert "Afghanistan Standard Time" not in problem["message"]
+
+
 def test_a_null_is_called_null_in_a_type_error(api: Api) -> None:
     """`"MaxAttendees": null` was answered "None is not of type 'string'": the client wrote JSON, not Python."""
     world = build_world(api)

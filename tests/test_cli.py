@@ -243,3 +243,15 @@ def test_every_command_and_option_is_in_the_readme(command: str) -> None:
                 assert re.search(
                     rf"coursewire {re.escape(command)}\b[^\n]*{re.escape(opt)}|`{re.escape(opt)}`", section
                 ), f"README lacks {opt} of `coursewire {command}`"
+
+
+def test_version_names_the_installed_package() -> None:
+    """`coursewire --version` prints the installed distribution's version (a newcomer looked for it)."""
+    from importlib.metadata import version
+
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"coursewire {version('coursewire')}"

@@ -30,7 +30,7 @@ def events_command(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List domain events from the event log, oldest first."""
+    """List domain events from the event log: the latest --limit (or the first after --after), oldest first."""
     db = database(settings_of(ctx))
     if after is not None:
         found = [

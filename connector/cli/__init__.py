@@ -20,7 +20,7 @@ from connector.settings import Settings
     envvar="COURSEWIRE_DATA_DIR",
     help="Where the database and files live [env COURSEWIRE_DATA_DIR; default ./data].",
 )
-@click.version_option(package_name="coursewire", message="%(prog)s %(version)s")
+@click.version_option(package_name="coursewire", prog_name="coursewire", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None) -> None:
     """coursewire: a self-hosted backend for the LMS365 Power Platform connector."""

@@ -96,7 +96,7 @@ def create_app(
         limiter=limiter,
         box=SecretBox.for_database(db.path),
         resolve=resolve,
-        routes=compile_routes(spec["paths"]) + metadata.ROUTES,
+        routes=compile_routes(spec["paths"], spec.get("parameters")) + metadata.ROUTES,
     )
 
     # No Swagger UI, and not connexion's rendering of the document: it re-rendered it on every call, before

@@ -10,12 +10,15 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.errors import HttpError
+from connector.limits import UPLOAD_HOOK, BodyCounts
+from connector.routes import CATCH_ALL as CATCH_ALL
+from connector.routes import Route as Route
+from connector.routes import canonical_ids, checked_numbers
+from connector.routes import compile_routes as compile_routes
 from connector.settings import Settings
 from storage import actors, apikeys, ids
 from storage.db import Database
@@ -29,14 +32,16 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROXY_PATHS = frozenset({"/httprequest", "/v2/httprequest"})
 # First path segments that belong to the API; POSTs under them never fall through to FileUpload.
 RESERVED_SEGMENTS = frozenset({"odata", "webhooks", "httprequest", "v2", "healthz"})
-CATCH_ALL = "/{FileUploadUrl}"
 # An upload's multipart framing (boundaries, part headers, other fields) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 # Control characters (a percent-encoded newline, say) are never part of an id, name or file path.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-# A Host header (RFC 9110 §7.2): a DNS name or IPv4 address, or a bracketed IPv6 literal, and a port. Links
-# are built from it, and a catalog's Url keeps it.
-HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?(?::\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?")
+# A Host header (RFC 9110 §7.2): a DNS name or IPv4 address by certification.export.HOST_PATTERN's rule (labels
+# of letters, digits and inner hyphens, none empty: no `a..b`, no trailing dot), or a bracketed IPv6 literal; and
+# a port from 1 to 65535, in ASCII digits. Links are built from it, and a catalog's Url keeps it.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\]){_PORT}")
 MAX_HOST = 255
 
 
@@ -52,92 +57,6 @@ class Services:
     app: ASGIApp | None = None
     loop: asyncio.AbstractEventLoop | None = None
     routes: list[Route] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Route:
-    """One path of the document (except the upload catch-all): its regex, the methods it accepts, the regex
-    groups of its path parameters that hold ids, and, per method, the query parameters that hold ids (both
-    `format: uuid` in the document)."""
-
-    pattern: re.Pattern[str]
-    methods: frozenset[str]
-    key_groups: tuple[str, ...] = ()
-    id_queries: dict[str, frozenset[str]] = field(default_factory=dict)
-
-
-def _parameters(item: dict[str, Any], method: str) -> list[dict[str, Any]]:
-    """The inline parameters of an operation and of its path item (`$ref`ed shared ones hold no ids)."""
-    found = [p for p in item.get("parameters") or [] if isinstance(p, dict) and "$ref" not in p]
-    operation = item.get(method)
-    if isinstance(operation, dict):
-        found += [p for p in operation.get("parameters") or [] if isinstance(p, dict) and "$ref" not in p]
-    return found
-
-
-def compile_routes(paths: dict[str, Any]) -> list[Route]:
-    """A Route for every spec path except the upload catch-all."""
-    routes = []
-    for template, item in paths.items():
-        if template == CATCH_ALL:
-            continue
-        methods = frozenset(m.upper() for m in item if m in ("get", "put", "post", "patch", "delete", "head"))
-        ids_in_path = {
-            str(p.get("name"))
-            for m in methods
-            for p in _parameters(item, m.lower())
-            if p.get("in") == "path" and p.get("format") == "uuid"
-        }
-        groups: list[str] = []
-        pattern = ""
-        for index, part in enumerate(re.split(r"(\{[^}]+\})", template)):
-            if part.startswith("{"):
-                group = f"p{index}"
-                pattern += f"(?P<{group}>[^/]+)"
-                if part[1:-1] in ids_in_path:
-                    groups.append(group)
-            else:
-                pattern += re.escape(part)
-        id_queries = {
-            m: frozenset(
-                str(p.get("name"))
-                for p in _parameters(item, m.lower())
-                if p.get("in") == "query" and p.get("format") == "uuid"
-            )
-            for m in methods
-        }
-        routes.append(
-            Route(re.compile(f"^{pattern}$"), methods, tuple(groups), {m: q for m, q in id_queries.items() if q})
-        )
-    return routes
-
-
-def canonical_ids(scope: Scope, route: Route, method: str) -> None:
-    """Rewrite the ids of the request's path and query into their stored form (storage.ids), so every layer
-    after the edge (routing, validation, handlers, the links built from the path) sees one spelling:
-    `Courses('{66220A70-...}')` is routed as `Courses(66220a70-...)`. Other keys and parameters are left as sent."""
-    path = scope["path"]
-    match = route.pattern.match(path)
-    if match is not None and route.key_groups:
-        rewritten = path
-        for group in sorted(route.key_groups, key=match.start, reverse=True):
-            key = ids.canonical_key(match.group(group))
-            if key != match.group(group):
-                rewritten = rewritten[: match.start(group)] + key + rewritten[match.end(group) :]
-        if rewritten != path:
-            scope["path"] = rewritten
-            scope["raw_path"] = quote(rewritten, safe="/()',;=!*@:+$&~").encode("ascii")
-    names = route.id_queries.get(method)
-    query = scope.get("query_string", b"")
-    if names and query:
-        pairs = query.decode("latin-1").split("&")
-        for i, pair in enumerate(pairs):
-            name, sep, value = pair.partition("=")
-            if sep and unquote_plus(name) in names:
-                stored = ids.canonical(unquote_plus(value))
-                if stored != unquote_plus(value):
-                    pairs[i] = f"{name}={stored}"
-        scope["query_string"] = "&".join(pairs).encode("latin-1")
 
 
 def _credentials(scope: Scope) -> tuple[str, str]:
@@ -170,6 +89,7 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.services = services
+        self.receiving = BodyCounts(services.settings.max_connections)  # this process's
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -206,8 +126,17 @@ class EdgeMiddleware:
         route = self._guard(path, method)
         if route is not None:
             canonical_ids(scope, route, method)
-        receive = await self._bounded(scope, receive, route is None)
-        await self.app(scope, receive, send)
+            checked_numbers(scope, route, method)
+        elif (upload_body := scope.get(UPLOAD_HOOK)) is not None:
+            upload_body()  # the server's body clock: an upload's own allowance (connector.server)
+        declared = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", []))
+        release = self.receiving.admit(key) if declared else _nothing
+        try:
+            bounded = await self._bounded(scope, receive, route is None, release)
+            if bounded is not None:  # None: the client left (or the server gave up on it) before its body ended
+                await self.app(scope, bounded, send)
+        finally:
+            release()
 
     def _check_forwarded(self, scope: Scope) -> None:
         """X-Forwarded-Proto/Host of a trusted proxy steer links (connector.context.base_url), so they must be what
@@ -239,10 +168,11 @@ class EdgeMiddleware:
             values = [stored]
         return actors.resolve_actor(self.services.db, key, values[0] if values else None)
 
-    async def _bounded(self, scope: Scope, receive: Receive, upload: bool) -> Receive:
+    async def _bounded(self, scope: Scope, receive: Receive, upload: bool, ended: Callable[[], None]) -> Receive | None:
         """A receive channel that never lets a body past its limit: a declared Content-Length over it is a 413
         before anything is read; JSON and other bodies are read here, up to the limit, and replayed; an
-        upload streams on, counted, and is cut off with a 413 as soon as it passes its limit."""
+        upload streams on, counted, and is cut off with a 413 as soon as it passes its limit. `ended` is called
+        once the body has all arrived. None when the client disconnected before its JSON body ended."""
         settings = self.services.settings
         limit, setting = (
             (
@@ -255,23 +185,24 @@ class EdgeMiddleware:
         )
         lengths = header_values(scope, b"content-length")
         if lengths:
-            if len(set(lengths)) > 1 or not lengths[0].isdigit():
+            if len(set(lengths)) > 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
                 raise HttpError(400, "the Content-Length header is not one whole number", "Content-Length")
             declared = int(lengths[0])
             if declared > limit:
                 raise HttpError(413, _too_large(f"is {declared:,} bytes", limit, setting))
         if upload:
-            return _counting(receive, limit, setting)
+            return _counting(receive, limit, setting, ended)
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return _replay(message, receive)
+                return None
             body += message.get("body", b"")
             if len(body) > limit:
                 raise HttpError(413, _too_large("passed the limit", limit, setting))
             if not message.get("more_body", False):
                 break
+        ended()
         if not lengths and body:
             # A chunked body, now whole: tell what follows its length, as if it had been declared.
             scope["headers"] = [
@@ -345,8 +276,9 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replay
 
 
-def _counting(receive: Receive, limit: int, setting: str) -> Receive:
-    """`receive`, raising a 413 HttpError as soon as the body has passed `limit` bytes."""
+def _counting(receive: Receive, limit: int, setting: str, ended: Callable[[], None]) -> Receive:
+    """`receive`, raising a 413 HttpError as soon as the body has passed `limit` bytes, and calling `ended` once
+    its last part (or a disconnect) has come."""
     seen = 0
 
     async def counted() -> Message:
@@ -355,6 +287,8 @@ def _counting(receive: Receive, limit: int, setting: str) -> Receive:
         seen += len(message.get("body", b""))
         if seen > limit:
             raise HttpError(413, _too_large("passed the limit", limit, setting))
+        if not message.get("more_body", False):
+            ended()
         return message
 
     return counted
@@ -375,6 +309,10 @@ def _charge(limiter: RateLimiter, key: ApiKey) -> None:
             f" the next call will be accepted in {seconds} s (Retry-After)",
             headers={"Retry-After": str(seconds)},
         )
+
+
+def _nothing() -> None:
+    """What ends the count of a request without a body."""
 
 
 async def _plain(send: Send, status: int, payload: bytes) -> None:

@@ -1,5 +1,5 @@
-"""The HTTP/1.1 server protocol: uvicorn's httptools protocol, with limits on what a client costs before its request
-reaches the app (request head size and time, connections per process).
+"""The HTTP/1.1 server protocol: uvicorn's httptools protocol, with limits on what a client costs before and while its
+request reaches the app (request head size and time, body time, connections per process).
 
 `coursewire serve` passes `HttpProtocol` to uvicorn as `http=`; each worker process builds one per connection.
 What this relies on in uvicorn 0.54 (uvicorn/protocols/http/httptools_impl.py, `HttpToolsProtocol`):
@@ -16,36 +16,38 @@ What this relies on in uvicorn 0.54 (uvicorn/protocols/http/httptools_impl.py, `
   request arriving while a response is under way pauses reading (`flow.pause_reading`) until that response ends.
 - `server_state.connections` is the set uvicorn counts for its 503 and waits on at graceful shutdown; it adds a
   connection in `connection_made` and discards it in `connection_lost`.
-- Nothing in uvicorn limits a request head's size or the time it takes; no timer runs between a connection's
-  opening and its first request. Those are what this module adds.
+- `on_body` buffers the body for the app, or drops it once the response is complete (reading on meanwhile).
+  Nothing in uvicorn limits a head's size or time, or a body's time: that is what this module adds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass
 from typing import Any, cast
 
-from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from connector import errors
-from connector.settings import Settings
-
-# A connection that arrives while its process already serves max_connections must send its head within this
-# many seconds (or header_timeout if shorter): descriptors held by a flood of half-open requests then stay near
-# max_connections + (new connections per second) x 1 s, instead of x header_timeout.
-OVERLOADED_HEAD_SECONDS = 1.0
-# After a 408 or 431 the server half-closes and reads (discarding) what the client still sends, for at most this
-# long or this many bytes, so the client reads the answer instead of a reset (RFC 9112 §9.6).
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1024 * 1024
-# How much of the head's current line is kept, to name the header at fault in a 431.
-LINE_PREFIX = 80
+from connector.limits import (
+    BODYLESS,
+    LINE_PREFIX,
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    MIN_UPLOAD_RATE,
+    OVERLOADED_HEAD_SECONDS,
+    UPLOAD_HOOK,
+    body_timed_out,
+    declared_body,
+    head_timed_out,
+    head_too_large,
+    process_limits,
+    unavailable_app,
+    unavailable_body,
+)
 
 # Where a connection is in its current request.
 _IDLE, _HEAD, _BODY, _CLOSING = range(4)
@@ -53,77 +55,22 @@ _IDLE, _HEAD, _BODY, _CLOSING = range(4)
 # This process's connections whose request head is pending (opened and silent, or part-sent), with the loop time
 # it became pending, oldest first. A connection is here exactly while its head timer is armed.
 _pending: dict[HttpProtocol, float] = {}
-
-
-@dataclass(frozen=True)
-class HeadLimits:
-    """The limits one server process applies to every connection.
-
-    max_bytes: bytes of a request's line and headers (COURSEWIRE_MAX_HEADER_BYTES);
-    timeout: seconds to send them (COURSEWIRE_HEADER_TIMEOUT);
-    max_connections: connections served at once (COURSEWIRE_MAX_CONNECTIONS).
-    """
-
-    max_bytes: int
-    timeout: float
-    max_connections: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HeadLimits:
-        return cls(settings.max_header_bytes, settings.header_timeout, settings.max_connections)
-
-
-@functools.cache
-def process_limits() -> HeadLimits:
-    """This process's limits, read once from the COURSEWIRE_* environment `serve` passes to uvicorn's workers.
-
-    Raises SettingsError (naming the variable) if the environment is invalid; `serve` checked it before starting.
-    """
-    return HeadLimits.from_settings(Settings.from_env())
-
-
-@functools.cache
-def _unavailable_body(max_connections: int) -> bytes:
-    """The 503's OData error body (cached: a flood of half-open requests may be given up thousands at a time)."""
-    return errors.body(
-        503,
-        f"this server process is serving its maximum of {max_connections:,} connections"
-        f" (COURSEWIRE_MAX_CONNECTIONS={max_connections}); retry in a moment",
-    )
+# Connections whose request body (not an upload's) is still arriving, with the loop time their head ended.
+_bodies: dict[HttpProtocol, float] = {}
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with three limits, all enforced before the app sees the request:
-
-    - Head size: the bytes of each request's line and headers are counted as they arrive, before httptools
-      buffers them; past `max_bytes` the answer is `431 Request Header Fields Too Large` (RFC 6585 §5) with the
-      OData error naming the header being received (or `request-target` for the request line), and the
-      connection is closed without parsing further. Each request on a keep-alive connection is counted from its
-      first byte. Of a pipelined request that starts in the same read as the end of the one before, the bytes
-      after the read's last blank line are counted (exact unless the earlier request ended with a
-      Content-Length body, then an over-estimate by at most that read).
-    - Head time: a request's line and headers must be complete within `timeout` seconds of its first byte (of
-      the connection's opening, for its first request); otherwise `408 Request Timeout` (RFC 9110 §15.5.9) and
-      close. A head trickled byte by byte does not extend the deadline. Bodies are not covered: once the head is
-      complete a slow upload may take as long as it needs. Idle keep-alive connections are uvicorn's
-      `timeout_keep_alive`'s to close; time during which the server itself stopped reading (a pipelined request
-      waiting for the response before it) does not count.
-    - Connections: a request whose head is complete while the process holds `max_connections` connections
-      displaces those whose head is still pending, longest pending first (each gets a 503 and is closed), so
-      half-open requests cannot keep prompt clients out; only when the others are serving requests or idle
-      between them does uvicorn's `limit_concurrency` answer 503, here as the OData error with `Retry-After: 1`
-      (RFC 9110 §15.6.4, §10.2.3). A connection that arrives past `max_connections` gets
-      OVERLOADED_HEAD_SECONDS, not `timeout`, to send its head. A connection being closed after a refusal no
-      longer counts.
-
-    408 and 431 are written only when no response to an earlier pipelined request is under way on the
-    connection (they would interleave with it); otherwise that response is finished and the connection closed.
+    """uvicorn's httptools protocol with the limits of connector.limits, enforced on the wire whatever the app does
+    with the request: head size (431) and time (408), body time (408; a body on GET/HEAD/DELETE, 400), and
+    connections (503, displacing stalled heads and bodies first).
     """
 
     # In slots: uvicorn's class already keeps ~28 attributes in the instance dict, and past 30 CPython 3.11 stops
     # sharing its keys, which slowed every attribute access of the protocol (about 5 us a request, measured).
     __slots__ = (
         "_allowed",
+        "_body_since",
+        "_body_timeout",
         "_deadline",
         "_discarded",
         "_ended",
@@ -135,8 +82,10 @@ class HttpProtocol(HttpToolsProtocol):
         "_max_head",
         "_overloaded",
         "_past_request_line",
+        "_received",
         "_state",
         "_timer",
+        "_upload",
     )
 
     def __init__(
@@ -151,6 +100,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._max_head = limits.max_bytes
         self._head_timeout = limits.timeout
         self._max_connections = limits.max_connections
+        self._body_timeout = limits.body_timeout
         self._state = _IDLE
         self._head_bytes = 0  # of the current request's line and headers so far
         self._deadline: float | None = None  # loop time by which the current head must be complete
@@ -162,6 +112,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._past_request_line = False
         self._linger: asyncio.TimerHandle | None = None
         self._discarded = 0
+        self._body_since, self._received, self._upload = 0.0, 0, False  # the current body's: see _arm_body
 
     # asyncio.Protocol
 
@@ -190,6 +141,8 @@ class HttpProtocol(HttpToolsProtocol):
             HttpToolsProtocol.data_received(self, data)
             if self._state == _HEAD and not self.transport.is_closing():
                 self._head_left(data, 0, len(data))
+            elif self._state == _BODY and self._timer is None and not self.transport.is_closing():
+                self._arm_body()
             return
         if self._state == _CLOSING:
             self._discard(len(data))
@@ -197,6 +150,9 @@ class HttpProtocol(HttpToolsProtocol):
         start, end = 0, len(data)
         view: memoryview | None = None
         while start < end:
+            if self._state == _CLOSING:  # refused in the piece just parsed
+                self._discard(end - start)
+                return
             if self._state == _BODY:
                 stop = end
             else:
@@ -219,6 +175,8 @@ class HttpProtocol(HttpToolsProtocol):
             if self._state == _HEAD and not self._head_left(data, start, stop):
                 return
             start = stop
+        if self._state == _BODY and self._timer is None:
+            self._arm_body()
 
     def _head_left(self, data: bytes, start: int, stop: int) -> bool:
         """A head is incomplete after `data[start:stop]` was parsed: recount it if it began inside (pipelined),
@@ -239,44 +197,67 @@ class HttpProtocol(HttpToolsProtocol):
     # httptools parser callbacks
 
     def on_message_begin(self) -> None:
+        if self._state == _CLOSING:  # pipelined after a refused request: never served
+            return
         super().on_message_begin()
         if self._state != _HEAD:  # pipelined: it began in a piece fed for the request before
             self._begin_head()
 
     def on_headers_complete(self) -> None:
+        if self._state == _CLOSING:
+            return
         self._state = _BODY
         self._deadline = None
         if self._timer is not None:
             self._cancel_timer()
+        method = self.parser.get_method()
+        if method in BODYLESS and (refusal := declared_body(method, self.headers)) is not None:
+            self._refuse(400, refusal)
+            return
+        self._received, self._upload = 0, False
         limit = self.limit_concurrency
-        # uvicorn's own test for its 503, below: make room first by giving up heads that are still pending.
-        while limit is not None and len(self.connections) >= limit and _pending:
-            next(iter(_pending))._refuse(503, _unavailable_body(self._max_connections), b"retry-after: 1\r\n")
+        # uvicorn's own test for its 503, below: make room first by giving up heads that are still pending, then
+        # bodies that have been trickling in.
+        while limit is not None and len(self.connections) >= limit:
+            if _pending:
+                next(iter(_pending))._refuse(503, unavailable_body(self._max_connections), b"retry-after: 1\r\n")
+            elif _bodies and next(iter(_bodies.values())) <= self.loop.time() - OVERLOADED_HEAD_SECONDS:
+                next(iter(_bodies))._refuse_body(503, unavailable_body(self._max_connections), b"retry-after: 1\r\n")
+            else:
+                break
         super().on_headers_complete()
+        if method not in BODYLESS and self.cycle is not None:
+            self.scope[UPLOAD_HOOK] = functools.partial(self._upload_body, self.cycle)  # type: ignore[literal-required]
+
+    def on_body(self, body: bytes) -> None:
+        if self._state == _CLOSING:
+            return
+        self._received += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._state == _CLOSING:
+            return
         super().on_message_complete()
         self._state = _IDLE
         self._ended = True
+        if self._timer is not None:  # the body's
+            self._cancel_timer()
 
     # uvicorn hooks
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle  # not a pipelined request's: that one would be the protocol's cycle by now
+        if self._state == _BODY and cycle is not None and cycle.response_complete and not self.transport.is_closing():
+            # Answered before its body ended (uvicorn would read on, dropping it, for as long as the client sends):
+            # close instead, lingering so the client reads the answer.
+            self._close(linger=True)
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if app is service_unavailable:
-            app = self._service_unavailable
+            app = cast(ASGI3Application, unavailable_app(self._max_connections))
         super()._start_asgi_task(cycle, app)
-
-    async def _service_unavailable(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """uvicorn's 503 past limit_concurrency, as the OData error with Retry-After (RFC 9110 §15.6.4)."""
-        body = _unavailable_body(self._max_connections)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", b"1"),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     # The limits
 
@@ -307,17 +288,7 @@ class HttpProtocol(HttpToolsProtocol):
             self._line += data[start : min(stop, start + LINE_PREFIX - len(self._line))]
 
     def _refuse_too_large(self) -> None:
-        target: str | None
-        if not self._past_request_line:
-            target, what = "request-target", "the URL (a long $filter list can often be shortened with `in`)"
-        else:
-            name = self._line.split(b":", 1)[0].strip().decode("latin-1")[:64]
-            target, what = name or None, f"the {name} header" if name else "the headers"
-        message = (
-            f"the request line and headers are larger than {self._max_head:,} bytes, the most this server accepts"
-            f" (COURSEWIRE_MAX_HEADER_BYTES={self._max_head}); shorten {what}"
-        )
-        self._refuse(431, errors.body(431, message, target))
+        self._refuse(431, head_too_large(self._max_head, self._line if self._past_request_line else None))
 
     def _head_timed_out(self) -> None:
         self._timer = None
@@ -332,11 +303,7 @@ class HttpProtocol(HttpToolsProtocol):
             why = f"the server was at COURSEWIRE_MAX_CONNECTIONS={self._max_connections}"
         else:
             why = f"COURSEWIRE_HEADER_TIMEOUT={self._head_timeout:g}"
-        message = (
-            f"the request line and headers did not arrive within {self._allowed:g} seconds ({why});"
-            " send the request's head at once"
-        )
-        self._refuse(408, errors.body(408, message))
+        self._refuse(408, head_timed_out(self._allowed, why))
 
     def _refuse(self, status: int, body: bytes, extra: bytes = b"") -> None:
         """Answer `status` with `body` and close: half-close, then read and discard what the client still sends
@@ -344,7 +311,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._state = _CLOSING
         self._cancel_timer()
         self._unset_keepalive_if_required()
-        if self.cycle is not None and not self.cycle.response_complete:
+        if self.cycle is not None and not self.cycle.response_complete and not self.cycle.disconnected:
             # A response to an earlier (pipelined) request is under way: finish it, then uvicorn closes.
             self.cycle.keep_alive = False
             self.flow.pause_reading()
@@ -360,14 +327,65 @@ class HttpProtocol(HttpToolsProtocol):
             body,
         ]
         self.transport.write(b"".join(head))
+        self._close(linger=True)
+
+    def _close(self, linger: bool) -> None:
+        """Stop serving the connection: half-close and discard what still comes for LINGER_SECONDS (so the client
+        reads what was written), or close at once."""
+        self._state = _CLOSING
+        self._cancel_timer()
         # Closing: no longer one of the connections counted against max_connections (uvicorn's connection_lost
         # discards it again; graceful shutdown does not wait for it, its linger ends within LINGER_SECONDS).
         self.connections.discard(self)
-        if self.transport.can_write_eof():
+        if linger and self.transport.can_write_eof():
             self.transport.write_eof()
             self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()
+
+    # The body's limits
+
+    def _arm_body(self) -> None:
+        """The head ended in the read just parsed and its body is still to come: start the body's clock."""
+        now = self.loop.time()
+        self._body_since = now  # when its allowance started; _received: its bytes so far; _upload: a FileUpload's
+        self._timer = self.loop.call_at(now + self._body_timeout, self._body_timed_out)
+        _bodies[self] = now
+
+    def _upload_body(self, cycle: RequestResponseCycle) -> None:
+        """The app's word that the request of `cycle` is a FileUpload: its body may take as long as it arrives at
+        MIN_UPLOAD_RATE on average (after the first `body_timeout` seconds), and is never displaced."""
+        if cycle is self.cycle and self._state == _BODY:
+            self._upload = True
+            _bodies.pop(self, None)
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing() or self._state != _BODY:
+            return
+        now = self.loop.time()
+        allowed = self._body_timeout + (self._received / MIN_UPLOAD_RATE if self._upload else 0.0)
+        if self.flow.read_paused:  # the server stopped reading, not the client sending: start the allowance anew
+            self._body_since = now - allowed + self._body_timeout
+            allowed = self._body_timeout
+        if now < self._body_since + allowed:
+            self._timer = self.loop.call_at(self._body_since + allowed, self._body_timed_out)
+            return
+        _bodies.pop(self, None)
+        self._refuse_body(408, body_timed_out(self._body_timeout, self._upload, self._received, now - self._body_since))
+
+    def _refuse_body(self, status: int, body: bytes, extra: bytes = b"") -> None:
+        """Answer `status` to a request whose body is still arriving (the app may be waiting for it: it is told the
+        client left, and its answer goes nowhere) and close; only close if the app's answer has begun."""
+        _bodies.pop(self, None)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                self._close(linger=False)
+                return
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._refuse(status, body, extra)
 
     def _discard(self, count: int) -> None:
         self._discarded += count
@@ -379,3 +397,4 @@ class HttpProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
             _pending.pop(self, None)
+            _bodies.pop(self, None)

@@ -61,6 +61,9 @@ class Settings:
     max_header_bytes: int = 64 * 1024
     # Seconds a client may take to send a request's line and headers.
     header_timeout: float = 30.0
+    # Seconds a client may take to send a request's body once its head is complete (an upload: after these, at
+    # least connector.server.MIN_UPLOAD_RATE bytes a second on average).
+    body_timeout: float = 30.0
     # Connections (and requests in progress) one server process serves at once; more get 503.
     max_connections: int = 1000
     public_url: str | None = None
@@ -125,6 +128,8 @@ class Settings:
             kwargs["public_url"] = _public_url(env["COURSEWIRE_PUBLIC_URL"])
         if "COURSEWIRE_HEADER_TIMEOUT" in env:
             kwargs["header_timeout"] = _seconds(env, "COURSEWIRE_HEADER_TIMEOUT")
+        if "COURSEWIRE_BODY_TIMEOUT" in env:
+            kwargs["body_timeout"] = _seconds(env, "COURSEWIRE_BODY_TIMEOUT")
         if "COURSEWIRE_TRUSTED_PROXIES" in env:
             kwargs["trusted_proxies"] = _networks(env, "COURSEWIRE_TRUSTED_PROXIES")
         try:
@@ -148,6 +153,7 @@ class Settings:
             "COURSEWIRE_MIN_FREE_BYTES": str(self.min_free_bytes),
             "COURSEWIRE_MAX_HEADER_BYTES": str(self.max_header_bytes),
             "COURSEWIRE_HEADER_TIMEOUT": f"{self.header_timeout:g}",
+            "COURSEWIRE_BODY_TIMEOUT": f"{self.body_timeout:g}",
             "COURSEWIRE_MAX_CONNECTIONS": str(self.max_connections),
             "COURSEWIRE_TRUSTED_PROXIES": ",".join(str(n) for n in self.trusted_proxies) or "none",
             "COURSEWIRE_WORKERS": str(self.workers),

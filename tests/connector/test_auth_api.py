@@ -100,3 +100,17 @@ def test_throttling_answers_429_with_retry_after_across_processes(settings, db) 
         assert error(refused)["code"] == "TooManyRequests"
         assert f"accepted in {retry_after} s" in error(refused)["message"]
         assert a.get("/odata/v2/Users", headers=basic(other)).status_code == 200
+
+
+def test_the_throttling_window_runs_on_the_one_clock(settings, db, clock) -> None:
+    """The limiter read the wall clock while everything else read the database's: moving the injected clock
+    past the window frees it (it stayed refused for a real minute before)."""
+    limited = replace(settings, rate_limit=RateLimit(2, 60))
+    secret = apikeys.create(db, "busy", "full").secret
+    with create_app(limited, db=db).test_client() as client:
+        assert [client.get("/odata/v2/Users", headers=basic(secret)).status_code for _ in range(3)] == [200, 200, 429]
+        clock.advance(seconds=59)
+        refused = client.get("/odata/v2/Users", headers=basic(secret))
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        clock.advance(seconds=1)
+        assert client.get("/odata/v2/Users", headers=basic(secret)).status_code == 200

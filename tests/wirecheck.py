@@ -21,7 +21,7 @@ from jsonschema import Draft4Validator, FormatChecker
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ROOT / "openapi" / "apiDefinition.swagger.json"
-# connector/contract.py's REFERENCE_NAMES and VENDORED_DIR: the vendored copy first, then ../shared.
+# As certification/loading.py finds the certified definition: the vendored copy first, then ../shared.
 REFERENCE_CANDIDATES = (
     ROOT / "openapi" / "schemas" / "lms365.reference.swagger.json",
     ROOT.parent / "shared" / "reference" / "lms365.apiDefinition.swagger.json",

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,26 @@ def start(data: Path, *args: str, env: dict[str, str] | None = None) -> Iterator
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+class Probe(threading.Thread):
+    """Asks /healthz every 20 ms on fresh connections and records how long each answer took; an answer other
+    than 200 counts as 99 s (none). A request that fails outright is recorded in `failures` and counts as no
+    answer, unless `errors_are_answers` (a test that judges latency only and asserts on `failures` itself)."""
+
+    def __init__(self, base: str, *, errors_are_answers: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.base, self.latencies, self.failures = base, [], []
+        self.errors_are_answers = errors_are_answers
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            began = time.monotonic()
+            try:
+                ok = requests.get(self.base + "/healthz", timeout=5).status_code == 200
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+                ok = self.errors_are_answers
+            self.latencies.append(time.monotonic() - began if ok else 99.0)
+            self.done.wait(0.02)

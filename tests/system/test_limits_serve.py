@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from serving import Server, start
+from serving import Probe, Server, start
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -53,26 +53,6 @@ def _memory(pid: int, field: str) -> int:
 def _auth(server: Server) -> str:
     assert server.session.auth is not None
     return requests.auth._basic_auth_str(*server.session.auth)  # type: ignore[attr-defined]
-
-
-class Probe(threading.Thread):
-    """Asks /healthz every 20 ms on fresh connections and records how long each answer took."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base, self.latencies, self.failures = base, [], []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            began = time.monotonic()
-            try:
-                ok = requests.get(self.base + "/healthz", timeout=5).status_code == 200
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-                ok = True
-            self.latencies.append(time.monotonic() - began if ok else 99.0)
-            self.done.wait(0.02)
 
 
 def _status(sock: socket.socket) -> tuple[int, float]:
@@ -130,7 +110,7 @@ def test_hostile_bodies_are_refused_early_without_costing_memory_or_stalling(ser
     workers = _workers(s)
     assert len(workers) == 2
     baseline = {pid: _memory(pid, "VmHWM") for pid in workers}
-    probe = Probe(s.base)
+    probe = Probe(s.base, errors_are_answers=True)
     probe.start()
 
     with socket.create_connection(("127.0.0.1", _port(s)), timeout=10) as sock:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from serving import Server, start
+from serving import Probe, Server, start
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -122,26 +122,6 @@ def _healthz(server: Server, connection_close: bool = True) -> tuple[int, dict[s
         close = b"Connection: close\r\n" if connection_close else b""
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n")
         return Reader(sock).response()
-
-
-class Probe(threading.Thread):
-    """Asks /healthz every 20 ms on fresh connections and records how long each answer took (99 s: no answer)."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base, self.latencies, self.failures = base, [], []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            began = time.monotonic()
-            try:
-                ok = requests.get(self.base + "/healthz", timeout=5).status_code == 200
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-                ok = False
-            self.latencies.append(time.monotonic() - began if ok else 99.0)
-            self.done.wait(0.02)
 
 
 def _endless_header(server: Server, until: float, statuses: list[int | None]) -> None:

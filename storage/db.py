@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
@@ -80,6 +81,28 @@ def update_sql(table: str, columns: Iterable[str]) -> str:
     return f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in names)} WHERE id = ?"  # noqa: S608
 
 
+def connect_wal(path: str | Path, busy_timeout_s: float = 10.0) -> sqlite3.Connection:
+    """A connection to the SQLite file at `path` in WAL mode (autocommit, usable from any thread).
+
+    Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at once instead of
+    calling the busy handler when another connection holds it (https://sqlite.org/wal.html, "Activating And
+    Configuring WAL Mode"): two processes opening a new file together (two server workers on a fresh data
+    folder) would fail with "database is locked". So the switch is retried until `busy_timeout_s` passes.
+    Raises sqlite3.OperationalError after that.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
+
+
 class Database:
     """One SQLite database file shared by threads and processes.
 
@@ -107,8 +130,7 @@ class Database:
         if self._memory_uri:
             conn = sqlite3.connect(self._memory_uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = connect_wal(self.path)
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")

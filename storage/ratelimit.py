@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from storage.db import connect_wal
+
 SCHEMA_VERSION = 2  # 1 (no user_version) was GCRA's `buckets` table
 SWEEP_BATCH = 64  # idle keys deleted per sweep; a full batch makes the next accepted call sweep again
 MICRO = 1_000_000
@@ -56,8 +58,7 @@ class RateLimiter:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = connect_wal(self.path)
             # Throttling state may be lost on power failure without harm; don't pay for fsync.
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("PRAGMA busy_timeout=5000")

@@ -3,6 +3,7 @@ key, exact waits, refused calls not counted, state bounded, one limit for every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -192,14 +193,18 @@ def test_two_processes_share_one_window(tmp_path: Path) -> None:
     before the wait a refusal announced."""
     calls, period, seconds = 20, 0.25, 1.5
     command = [sys.executable, "-c", CHILD, str(tmp_path / "ratelimit.db"), str(calls), str(period), str(seconds)]
-    children = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    for child in children:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    for child in children:  # both go at once
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    results = [json.loads(child.communicate(timeout=60)[0]) for child in children]
+    with contextlib.ExitStack() as stack:  # pipes closed and children reaped whatever fails
+        children = [
+            stack.enter_context(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            for _ in range(2)
+        ]
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        for child in children:  # both go at once
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = [json.loads(child.communicate(timeout=60)[0]) for child in children]
     assert all(child.returncode == 0 for child in children)
     assert all(r["accepted"] and r["refused"] for r in results), "both processes were accepted and refused"
     accepted = sorted(t for r in results for t in r["accepted"])

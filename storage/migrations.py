@@ -567,3 +567,112 @@ def _statements(script: str) -> list[str]:
     """Split a schema script into statements (our scripts have no `;` inside literals)."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+CALENDAR_MIRROR = """
+-- One row: which providers the account owner enabled (docs/design.md, "Calendar mirror").
+CREATE TABLE calendar_settings (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    microsoft365_enabled INTEGER NOT NULL DEFAULT 0,
+    google_enabled INTEGER NOT NULL DEFAULT 0,
+    caldav_enabled INTEGER NOT NULL DEFAULT 0,
+    email_fallback_enabled INTEGER NOT NULL DEFAULT 1,
+    modified_at TEXT NOT NULL
+);
+-- A person's connected calendar. state 'active' is the connection (one per user); 'removing' waits for the
+-- worker to delete its events from the calendar (disconnect without KeepEvents), then the row goes.
+-- status: Connected | NeedsReauthorization | Error (Paused is shown when sync is off or the provider disabled).
+-- credentials: sealed JSON (refresh/access token and expiry, or CalDAV user name and password).
+CREATE TABLE calendar_connections (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    provider TEXT NOT NULL CHECK (provider IN ('Microsoft365', 'Google', 'CalDAV')),
+    account TEXT,
+    calendar TEXT,
+    credentials TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'removing')),
+    status TEXT NOT NULL DEFAULT 'Connected' CHECK (status IN ('Connected', 'NeedsReauthorization', 'Error')),
+    sync_enabled INTEGER NOT NULL DEFAULT 1,
+    connected_at TEXT NOT NULL,
+    last_sync_at TEXT,
+    last_error TEXT,
+    modified_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX calendar_connections_user ON calendar_connections(user_id) WHERE state = 'active';
+CREATE INDEX calendar_connections_status ON calendar_connections(status, provider);
+CREATE INDEX calendar_connections_removing ON calendar_connections(state) WHERE state = 'removing';
+-- What was last written for a person and session day, per channel: a connection's calendar, or e-mail
+-- (connection_id NULL). digest: CalendarItem.digest() of what was written; sequence: iCalendar SEQUENCE.
+CREATE TABLE calendar_items (
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    day_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    connection_id TEXT,
+    provider_id TEXT,
+    etag TEXT,
+    uid TEXT NOT NULL,
+    sequence INTEGER NOT NULL DEFAULT 0,
+    digest TEXT NOT NULL,
+    day_end TEXT NOT NULL,
+    written_at TEXT NOT NULL,
+    PRIMARY KEY (user_id, session_id, day_id, channel)
+);
+CREATE INDEX calendar_items_session ON calendar_items(session_id);
+CREATE INDEX calendar_items_connection ON calendar_items(connection_id) WHERE connection_id IS NOT NULL;
+-- The iCalendar SEQUENCE last used per UID, kept when an item row goes, so a REQUEST after a CANCEL is newer.
+CREATE TABLE calendar_sequences (
+    uid TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL
+);
+-- (person, session) pairs whose calendar may differ from what it should hold. A burst of edits bumps
+-- version; the worker leases a pair, writes the difference, and drops the row only if version is unchanged.
+CREATE TABLE calendar_dirty (
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    due_at TEXT NOT NULL,
+    owner TEXT,
+    lease_until TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (user_id, session_id)
+);
+CREATE INDEX calendar_dirty_due ON calendar_dirty(due_at) WHERE owner IS NULL;
+CREATE INDEX calendar_dirty_leased ON calendar_dirty(lease_until) WHERE owner IS NOT NULL;
+-- Signed single-use links to a person's calendar page (token hash only), page sessions and OAuth states.
+CREATE TABLE calendar_links (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT
+);
+CREATE INDEX calendar_links_expiry ON calendar_links(expires_at);
+CREATE TABLE calendar_page_sessions (
+    session_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    csrf_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX calendar_page_sessions_expiry ON calendar_page_sessions(expires_at);
+CREATE TABLE calendar_oauth_states (
+    state_hash TEXT PRIMARY KEY,
+    session_hash TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    provider TEXT NOT NULL,
+    code_verifier TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX calendar_oauth_states_expiry ON calendar_oauth_states(expires_at);
+"""
+
+
+@migrations(name="0009_calendar_mirror")
+def calendar_mirror(db: Database) -> None:
+    """The ILT calendar mirror (issue 10): settings, connections, written items, the dirty queue, links,
+    page sessions and OAuth states."""
+    for statement in _statements(CALENDAR_MIRROR):
+        db.execute(statement)

@@ -1,0 +1,174 @@
+"""What the mirror writes and the one narrow interface every calendar provider implements.
+
+A `CalendarItem` is one session day as it should appear in one person's calendar; its `key` is ours and
+stable (`<user id>.<session day id>`), so a retry, a crash or a reconnection finds the same event again
+instead of adding a second one. Providers map the key to their own idempotency handle: Graph
+`transactionId`, a client-chosen Google event id, a CalDAV resource name and `UID`
+(../shared/reference/notes/calendar-sync.md §2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+# Marks an event as coursewire's: Graph single-value extended property name, Google private extended
+# property name, iCalendar property `X-COURSEWIRE-KEY`.
+TAG = "coursewire-key"
+# The GUID namespace of the Graph extended property (`String {GUID} Name coursewire-key`).
+GRAPH_PROPERTY_SET = "{7a3f2b1e-0c4d-4e5f-9a8b-6c7d8e9f0a1b}"
+PROVIDERS = ("Microsoft365", "Google", "CalDAV")
+
+
+@dataclass(frozen=True)
+class CalendarItem:
+    """One session day for one person.
+
+    start/end: aware datetimes in UTC; time_zone: the session's IANA zone (providers convert: Windows
+    names for Graph, IANA for Google, a VTIMEZONE for iCalendar). body_text/body_html carry the details,
+    meeting URL, room, instructors and the link back; location is the room (or the meeting URL).
+    """
+
+    user_id: str
+    session_id: str
+    day_id: str
+    subject: str
+    start: datetime
+    end: datetime
+    time_zone: str
+    body_text: str
+    body_html: str
+    location: str | None = None
+    meeting_url: str | None = None
+    link: str | None = None  # the calendar page / session link shown in the body
+    role: str = "Learner"  # Learner | Instructor
+
+    @property
+    def key(self) -> str:
+        return f"{self.user_id}.{self.day_id}"
+
+    @property
+    def handle(self) -> str:
+        """32 lower-case hex characters derived from `key`: valid as a Google event id (base32hex, 5-1024
+        chars), a Graph transactionId and a CalDAV resource name."""
+        return hashlib.sha256(self.key.encode()).hexdigest()[:32]
+
+    @property
+    def uid(self) -> str:
+        """The iCalendar UID, the same across updates (RFC 5546 §2.1.5), for CalDAV and iMIP alike."""
+        return f"{self.handle}@coursewire"
+
+    def digest(self) -> str:
+        """A hash of everything written: equal digests mean the provider's copy needs no write."""
+        data = asdict(self)
+        data["start"], data["end"] = self.start.isoformat(), self.end.isoformat()
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a provider answered for a written event: its id there and the version it holds."""
+
+    provider_id: str
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteEvent:
+    """An event read back from a provider (`Provider.get`)."""
+
+    provider_id: str
+    etag: str | None
+    subject: str
+    start: datetime
+    end: datetime
+    key: str | None  # our tag, when the event carries it
+    cancelled: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A provider call failed. `retry_after` (seconds) is set when the provider said when to come back."""
+
+    retry_after: float | None = None
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Throttled(ProviderError):
+    """429/503 with `Retry-After`, Google `rateLimitExceeded`/`userRateLimitExceeded`: try again later."""
+
+
+class Unavailable(ProviderError):
+    """The provider could not be reached or answered 5xx: try again later."""
+
+
+class AuthorizationLost(ProviderError):
+    """The credentials no longer work and refreshing cannot fix it (`invalid_grant`, revoked consent, a
+    changed password, 401 after a refresh): the connection needs the person to authorize again."""
+
+
+class Rejected(ProviderError):
+    """The provider refused this item for good (4xx other than the above): retrying the same write fails
+    the same way; the connection is marked Error with the message."""
+
+
+class TokenSource(Protocol):
+    """Access tokens for one OAuth connection (calendars/oauth.py)."""
+
+    async def access_token(self) -> str:
+        """A valid access token, refreshed first when it expires within a minute. Raises AuthorizationLost."""
+        ...
+
+    async def refresh(self) -> str:
+        """A new access token after the provider refused the current one (401). Raises AuthorizationLost."""
+        ...
+
+
+class Provider(Protocol):
+    """One connected calendar. Every method is idempotent; 404/410 on delete is success."""
+
+    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+        """Create the item's event (written is None) or replace it (written: what we wrote last).
+
+        Creating an event that already exists under the item's handle (a retry after a crash) updates
+        it instead of adding another. An event the person deleted is created again.
+        Raises Throttled, Unavailable, AuthorizationLost or Rejected.
+        """
+        ...
+
+    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+        """`put` for several items of one person, in order; a provider may send them in one request
+        (Graph `$batch`, 20 at most). Each result is the Written or the error of that item."""
+        ...
+
+    async def delete(self, written: Written, item: CalendarItem | None = None) -> None:
+        """Remove the event; an event already gone is success. Raises Throttled, Unavailable,
+        AuthorizationLost or Rejected."""
+        ...
+
+    async def get(self, written: Written) -> RemoteEvent | None:
+        """Read the event back; None when it is gone (404/410, Google `status: cancelled`).
+        Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the provider holds (not the shared HTTP session)."""
+        ...
+
+
+async def put_each(provider: Provider, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+    """`put_many` for providers without a batch request: one `put` after another."""
+    results: list[Written | ProviderError] = []
+    for item, written in batch:
+        try:
+            results.append(await provider.put(item, written))
+        except ProviderError as exc:
+            results.append(exc)
+    return results

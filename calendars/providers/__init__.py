@@ -1,0 +1,1 @@
+"""One module per calendar provider, each implementing calendars.model.Provider."""

@@ -1,0 +1,74 @@
+"""iCalendar objects for one session day (RFC 5545), as stored in a CalDAV calendar or sent by iMIP.
+
+One VCALENDAR with one VEVENT and the VTIMEZONE its TZID needs (RFC 4791 §4.1: a VTIMEZONE for every TZID
+used; RFC 5545 §3.6.5). The UID is `CalendarItem.uid`, the same for the session day across updates and across
+channels, so a CANCEL by e-mail and a CalDAV copy name the same event (RFC 5546 §2.1.5).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from icalendar import Calendar, Event, vCalAddress, vText
+
+from calendars.model import CalendarItem
+
+PRODID = "-//coursewire//ILT calendar mirror//EN"
+KEY_PROPERTY = "X-COURSEWIRE-KEY"
+
+
+def event_calendar(
+    item: CalendarItem,
+    *,
+    sequence: int,
+    dtstamp: datetime,
+    method: str | None = None,
+    organizer: str | None = None,
+    attendee: str | None = None,
+    attendee_name: str | None = None,
+) -> Calendar:
+    """The item as an iCalendar object.
+
+    method: None for a stored calendar object resource (CalDAV forbids METHOD there, RFC 4791 §4.1);
+    "REQUEST" or "CANCEL" for iMIP (RFC 5546 §3.2.2, §3.2.5: ORGANIZER and ATTENDEE required, CANCEL carries
+    STATUS:CANCELLED). organizer/attendee: e-mail addresses (mailto: is added). dtstamp must be aware; it
+    is written in UTC (RFC 5545 §3.8.7.2). DTSTART/DTEND are in the session's zone with its VTIMEZONE.
+    """
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    if method:
+        cal.add("method", method)
+    zone = ZoneInfo(item.time_zone)
+    event = Event()
+    event.add("uid", item.uid)
+    event.add("dtstamp", dtstamp.astimezone(ZoneInfo("UTC")))
+    event.add("sequence", sequence)
+    event.add("dtstart", item.start.astimezone(zone))
+    event.add("dtend", item.end.astimezone(zone))
+    event.add("summary", item.subject)
+    event.add("description", item.body_text)
+    if item.location:
+        event.add("location", item.location)
+    if item.meeting_url or item.link:
+        event.add("url", item.meeting_url or item.link)
+    event.add("transp", "OPAQUE")
+    event.add("class", "PUBLIC")
+    event.add(KEY_PROPERTY, vText(item.key))
+    if organizer:
+        event.add("organizer", vCalAddress(f"mailto:{organizer}"), parameters={"CN": "coursewire"})
+    if attendee:
+        params = {"CUTYPE": "INDIVIDUAL", "ROLE": "REQ-PARTICIPANT", "PARTSTAT": "NEEDS-ACTION", "RSVP": "FALSE"}
+        if attendee_name:
+            params["CN"] = attendee_name
+        event.add("attendee", vCalAddress(f"mailto:{attendee}"), parameters=params)
+    event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
+    cal.add_component(event)
+    cal.add_missing_timezones()
+    return cal
+
+
+def to_bytes(cal: Calendar) -> bytes:
+    """The object as iCalendar text (CRLF line ends, folded at 75 octets, RFC 5545 §3.1)."""
+    return bytes(cal.to_ical())

@@ -46,6 +46,7 @@ class CalendarItem:
     meeting_url: str | None = None
     link: str | None = None  # the calendar page / session link shown in the body
     role: str = "Learner"  # Learner | Instructor
+    windows_time_zone: str | None = None  # the session's TimeZone as the API takes it (a Windows id), for Graph
 
     @property
     def key(self) -> str:
@@ -163,7 +164,9 @@ class Provider(Protocol):
         ...
 
 
-async def put_each(provider: Provider, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+async def put_each(
+    provider: Provider, batch: Sequence[tuple[CalendarItem, Written | None]]
+) -> list[Written | ProviderError]:
     """`put_many` for providers without a batch request: one `put` after another."""
     results: list[Written | ProviderError] = []
     for item, written in batch:

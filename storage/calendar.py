@@ -295,17 +295,20 @@ def disconnect(db: Database, actor: Actor, user_id: str, *, keep_events: bool) -
 
 def set_sync_enabled(db: Database, actor: Actor, user_id: str, enabled: bool) -> dict[str, Any]:
     """Switch the mirror on or off for the person's calendar (off: events stay, not maintained; e-mails
-    instead). Records `CalendarSyncChanged`. Raises NotFound, Forbidden."""
+    instead). Switching on also clears an Error, so the mirror tries again. Records `CalendarSyncChanged`.
+    Raises NotFound, Forbidden."""
     now = db.clock()
     with db.write() as conn:
         _user(conn, actor, user_id, "change another user's calendar")
         existing = active_in(conn, user_id)
         if existing is None:
             raise NotFound(f"user '{user_id}' has no calendar connected", "Id")
-        if existing.sync_enabled != enabled:
+        retry = enabled and existing.status == "Error"
+        if existing.sync_enabled != enabled or retry:
             conn.execute(
-                "UPDATE calendar_connections SET sync_enabled = ?, modified_at = ? WHERE id = ?",
-                (int(enabled), iso(now), existing.id),
+                "UPDATE calendar_connections SET sync_enabled = ?, modified_at = ?,"
+                " status = CASE WHEN ? THEN 'Connected' ELSE status END WHERE id = ?",
+                (int(enabled), iso(now), int(retry), existing.id),
             )
             events.record(conn, "CalendarSyncChanged", actor, now, {"SyncEnabled": enabled}, user_id=user_id)
         return _shape(user_id, active_in(conn, user_id), settings_in(conn))
@@ -503,9 +506,8 @@ def mark_dirty(conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]], now: 
     return n
 
 
-def claim(db: Database, owner: str, limit: int, lease: timedelta) -> list[DirtyPair]:
+def claim(db: Database, owner: str, limit: int, lease: timedelta, now: datetime) -> list[DirtyPair]:
     """Lease up to `limit` due pairs (due_at <= now, not leased, or whose lease ran out), oldest first."""
-    now = db.clock()
     with db.write() as conn:
         rows = conn.execute(
             "SELECT user_id, session_id, version, attempts FROM calendar_dirty INDEXED BY calendar_dirty_due"

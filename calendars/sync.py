@@ -1,0 +1,279 @@
+"""Bring one (person, session) pair's calendar to what it should hold.
+
+`plan` reads, in one snapshot, what the person should hold (calendars.desired) and what was written
+(storage.calendar.items_of), and decides per session day: create, update, remove, or nothing. `Pair.run` does
+the provider calls and e-mails outside any transaction, then records each outcome in one short write
+transaction. The rules (docs/design.md, "Calendar mirror"):
+
+- the channel is the person's calendar when its connection is writable (Connected, sync on, provider
+  enabled), else e-mail when the fallback is on, SMTP is configured and the person has an address, else none;
+- what is on another channel is taken away first (hand-over: e-mailed entries are cancelled, same UID and a
+  higher SEQUENCE, before the calendar gets its events), except on a calendar that cannot be written now
+  (paused, needs reauthorization): those events stay, not maintained;
+- days that have ended are left as they are, except in a calendar being disconnected, which is emptied;
+- equal digests mean no write, so a burst of edits is one write per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from calendars import desired
+from calendars.model import (
+    AuthorizationLost,
+    CalendarItem,
+    Provider,
+    ProviderError,
+    Rejected,
+    Written,
+)
+from storage import calendar
+from storage.calendar import Connection, DirtyPair, ItemRecord
+
+log = logging.getLogger("coursewire.calendars")
+
+MAIL = "mail"
+CALENDAR = "calendar"
+# Waits before trying a pair again after an error without Retry-After: 30 s, doubling, at most an hour.
+BACKOFF_FIRST = 30.0
+BACKOFF_MAX = 3600.0
+
+
+@dataclass
+class Recipient:
+    user_id: str
+    email: str | None
+    name: str | None
+
+
+@dataclass
+class Plan:
+    """What to do for one pair. `creates`/`updates` are (item, record or None); `removes` are records with
+    the item they were written for when it is still known (for a CANCEL's content)."""
+
+    pair: DirtyPair
+    recipient: Recipient
+    channel: str | None
+    connection: Connection | None
+    puts: list[tuple[CalendarItem, ItemRecord | None]] = field(default_factory=list)
+    removes: list[tuple[ItemRecord, CalendarItem | None]] = field(default_factory=list)
+    stale_items: dict[str, CalendarItem] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.puts and not self.removes
+
+
+def plan(
+    conn: sqlite3.Connection, pair: DirtyPair, now: datetime, *, mail_configured: bool
+) -> tuple[Plan, dict[str, Connection]]:
+    """Decide what the pair needs (see the module docstring). Returns the plan and the connections its
+    removals go through, by id."""
+    user = conn.execute("SELECT id, email, title, login_name FROM users WHERE id = ?", (pair.user_id,)).fetchone()
+    recipient = Recipient(pair.user_id, user["email"] if user else None, (user["title"] if user else None))
+    settings = calendar.settings_in(conn)
+    active = calendar.active_in(conn, pair.user_id)
+    items = desired.items_for(conn, pair.user_id, pair.session_id)
+    by_day = {i.day_id: i for i in items}
+    channel: str | None = None
+    if calendar.writable(active, settings):
+        channel = CALENDAR
+    elif settings["EmailFallbackEnabled"] and mail_configured and recipient.email:
+        channel = MAIL
+    wanted = {i.day_id: i for i in desired.upcoming(items, now)} if channel else {}
+    result = Plan(pair, recipient, channel, active if channel == CALENDAR else None)
+    connections: dict[str, Connection] = {}
+    kept: dict[str, ItemRecord] = {}
+    for record in calendar.items_of(conn, pair.user_id, pair.session_id):
+        on_channel = record.channel == channel and (
+            channel == MAIL or (active is not None and record.connection_id == active.id)
+        )
+        if on_channel and record.day_id in wanted:
+            kept[record.day_id] = record
+            continue
+        if record.channel == MAIL:
+            if record.day_end > now:
+                result.removes.append((record, by_day.get(record.day_id)))
+            else:
+                result.removes.append((record, None))  # forget quietly: no CANCEL for a day gone by
+            continue
+        via = _connection(conn, record.connection_id, connections)
+        if via is None:
+            result.removes.append((record, None))  # the connection is gone: nothing left to delete through
+        elif via.state == "removing" or (calendar.writable(via, settings) and record.day_end > now):
+            result.removes.append((record, by_day.get(record.day_id)))
+        # else: a paused or broken calendar keeps what it holds until it can be written again
+    for day_id, item in wanted.items():
+        last = kept.get(day_id)
+        if last is None or last.digest != item.digest():
+            result.puts.append((item, last))
+    return result, connections
+
+
+def _connection(conn: sqlite3.Connection, connection_id: str | None, seen: dict[str, Connection]) -> Connection | None:
+    if connection_id is None:
+        return None
+    if connection_id not in seen:
+        row = conn.execute("SELECT * FROM calendar_connections WHERE id = ?", (connection_id,)).fetchone()
+        if row is None:
+            return None
+        seen[connection_id] = Connection.of(row)
+    return seen[connection_id]
+
+
+@dataclass
+class Outcome:
+    """What happened to a pair's writes, recorded in one transaction by `record`."""
+
+    saved: list[ItemRecord] = field(default_factory=list)
+    dropped: list[ItemRecord] = field(default_factory=list)
+    retry_after: float | None = None
+    error: str | None = None
+    lost: dict[str, str] = field(default_factory=dict)  # connection id -> why it needs reauthorization
+    rejected: dict[str, str] = field(default_factory=dict)  # connection id -> the provider's refusal
+    synced: set[str] = field(default_factory=set)  # connections written successfully
+
+    def failed(self, exc: ProviderError, connection_id: str | None) -> None:
+        """Sort a failure: a calendar whose credentials died or that refused the item changes status (the
+        person gets e-mail meanwhile); a refused e-mail address is logged and not retried; anything else
+        (Throttled, Unavailable) retries the pair after the provider's Retry-After or the backoff."""
+        if isinstance(exc, AuthorizationLost) and connection_id:
+            self.lost[connection_id] = str(exc)
+        elif isinstance(exc, Rejected) and connection_id:
+            self.rejected[connection_id] = str(exc)
+        elif isinstance(exc, Rejected):
+            log.warning("an e-mail was refused for good and is not sent again: %s", exc)
+        else:
+            if exc.retry_after is not None:
+                self.retry_after = max(self.retry_after or 0.0, exc.retry_after)
+            self.error = str(exc)
+
+
+Send = Callable[[str, CalendarItem, ItemRecord | None, Recipient, int, datetime], Awaitable[None]]
+
+
+async def execute(
+    p: Plan,
+    connections: dict[str, Connection],
+    provider_for: Callable[[Connection], Provider],
+    send_mail: Send,
+    now: datetime,
+) -> Outcome:
+    """Do the plan's removals, then its writes; never raises for a provider or mail failure (it is in the
+    Outcome). `send_mail(method, item, record, recipient, sequence, now)` sends one iMIP message."""
+    out = Outcome()
+    for record, item in p.removes:
+        if record.channel == MAIL:
+            if item is not None or record.day_end > now:
+                try:
+                    await send_mail(
+                        "CANCEL", item or _placeholder(record), record, p.recipient, record.sequence + 1, now
+                    )
+                except ProviderError as exc:
+                    out.failed(exc, None)
+                    continue
+            out.dropped.append(_bumped(record, record.sequence + 1))
+            continue
+        via = connections.get(record.connection_id or "") if record.connection_id else None
+        if via is None or record.provider_id is None:
+            out.dropped.append(record)
+            continue
+        try:
+            await provider_for(via).delete(Written(record.provider_id, record.etag), item)
+        except ProviderError as exc:
+            out.failed(exc, via.id)
+            continue
+        out.dropped.append(record)
+        out.synced.add(via.id)
+    if out.lost or out.rejected or (out.error and p.channel == MAIL):
+        return out  # hand-over order: nothing new is written while an old copy could not be taken away
+    if p.channel == CALENDAR and p.connection is not None and p.puts:
+        batch = [(item, Written(r.provider_id, r.etag) if r and r.provider_id else None) for item, r in p.puts]
+        results = await provider_for(p.connection).put_many(batch)
+        for (item, last), result in zip(p.puts, results, strict=True):
+            if isinstance(result, ProviderError):
+                out.failed(result, p.connection.id)
+                continue
+            out.saved.append(_record(item, CALENDAR, p.connection.id, result, last))
+            out.synced.add(p.connection.id)
+    elif p.channel == MAIL:
+        for item, last in p.puts:
+            sequence = 0 if last is None else last.sequence + 1
+            try:
+                await send_mail("REQUEST", item, last, p.recipient, sequence, now)
+            except ProviderError as exc:
+                out.failed(exc, None)
+                continue
+            out.saved.append(_record(item, MAIL, None, None, last, sequence))
+    return out
+
+
+def _record(
+    item: CalendarItem,
+    channel: str,
+    connection_id: str | None,
+    written: Written | None,
+    previous: ItemRecord | None,
+    sequence: int | None = None,
+) -> ItemRecord:
+    return ItemRecord(
+        user_id=item.user_id,
+        session_id=item.session_id,
+        day_id=item.day_id,
+        channel=channel,
+        connection_id=connection_id,
+        provider_id=written.provider_id if written else None,
+        etag=written.etag if written else None,
+        uid=item.uid,
+        sequence=sequence if sequence is not None else (0 if previous is None else previous.sequence + 1),
+        digest=item.digest(),
+        day_end=item.end,
+    )
+
+
+def _bumped(record: ItemRecord, sequence: int) -> ItemRecord:
+    return ItemRecord(**{**record.__dict__, "sequence": sequence})
+
+
+def _placeholder(record: ItemRecord) -> CalendarItem:
+    """A CANCEL for a day whose session is gone: the UID and SEQUENCE are what matter (RFC 5546 §3.2.5)."""
+    return CalendarItem(
+        user_id=record.user_id,
+        session_id=record.session_id,
+        day_id=record.day_id,
+        subject="Cancelled session",
+        start=record.day_end - timedelta(hours=1),
+        end=record.day_end,
+        time_zone="UTC",
+        body_text="This session was removed from your calendar.",
+        body_html="<p>This session was removed from your calendar.</p>",
+    )
+
+
+def record(conn: sqlite3.Connection, owner: str, p: Plan, out: Outcome, now: datetime) -> None:
+    """Store the outcome in the caller's write transaction: items saved and dropped, connection states, and
+    the pair released (done, or due again after the wait a provider asked for or the backoff)."""
+    for item in out.saved:
+        calendar.save_item(conn, item, now)
+    for item in out.dropped:
+        calendar.drop_item(conn, item)
+    for connection_id in out.synced - set(out.lost) - set(out.rejected):
+        calendar.synced(conn, connection_id, now)
+    for connection_id, why in out.lost.items():
+        calendar.set_status_in(conn, connection_id, "NeedsReauthorization", why, now)
+    for connection_id, why in out.rejected.items():
+        calendar.set_status_in(conn, connection_id, "Error", why, now)
+    if out.error is None and not out.lost and not out.rejected:
+        calendar.done(conn, owner, p.pair)
+        return
+    if out.error is None:
+        calendar.done(conn, owner, p.pair)  # the status change re-plans the person (e-mail from now on)
+        return
+    wait = out.retry_after
+    if wait is None:
+        wait = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(p.pair.attempts, 10))
+    calendar.retry(conn, owner, p.pair, now + timedelta(seconds=wait), out.error)

@@ -11,12 +11,12 @@ rows (bumping `version`), and the worker drops a row only when its version did n
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from storage import access, events, snapshots
+from storage import access, events, leases, snapshots
 from storage.db import Database, iso, new_id, parse_iso
 from storage.errors import Conflict, Invalid, NotFound, clip
 from storage.models import Actor
@@ -548,6 +548,12 @@ def retry(conn: sqlite3.Connection, owner: str, pair: DirtyPair, due: datetime, 
         " last_error = ? WHERE user_id = ? AND session_id = ? AND owner = ?",
         (iso(due), clip(error), pair.user_id, pair.session_id, owner),
     )
+
+
+def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> int:
+    """Give back pairs leased by workers of this host that are no longer running (storage.leases)."""
+    with db.write() as conn:
+        return leases.release_abandoned(conn, "calendar_dirty", host, alive)
 
 
 def pending(db: Database) -> int:

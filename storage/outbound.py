@@ -348,6 +348,33 @@ class GuardedResolver(AbstractResolver):
         await self.inner.close()
 
 
+def guarded_session(
+    networks: Sequence[IPNetwork],
+    *,
+    user_agent: str,
+    timeout: float = 30.0,
+    limit: int = 100,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """An aiohttp session for requests to URLs someone else chose: it connects only to addresses `allowed` by
+    `networks` (GuardedResolver over `resolver`, by default aiohttp's threaded system resolver; DNS answers kept
+    10 s), sends `User-Agent: user_agent` and nothing else by default, gives each request `timeout` seconds in all
+    (connecting included; aiohttp raises TimeoutError), and opens at most `limit` connections (any per host).
+
+    Call it inside a running event loop; the caller closes the session (`await session.close()`). Requests to a
+    host with no allowed address fail with aiohttp.ClientConnectorError whose `os_error` is a BlockedAddress.
+    """
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(networks, resolver), limit=limit, limit_per_host=0, ttl_dns_cache=10
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        skip_auto_headers=("User-Agent",),
+        headers={"User-Agent": user_agent},
+    )
+
+
 def retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds a Retry-After header `value` asks to wait (RFC 9110 §10.2.3: delay-seconds or an HTTP date,
     counted from `now`, never negative); None if absent or unreadable."""

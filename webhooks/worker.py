@@ -132,17 +132,12 @@ class Worker:
         if released:
             log.warning("took back %d deliveries leased by workers of this host that are no longer running", released)
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=outbound.GuardedResolver(self.config.allowed_networks, self._resolver),
+            self._session = outbound.guarded_session(
+                self.config.allowed_networks,
+                user_agent="coursewire-webhooks/1",
+                timeout=self.config.timeout,
                 limit=self.config.concurrency,
-                limit_per_host=0,
-                ttl_dns_cache=10,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "coursewire-webhooks/1"},
+                resolver=self._resolver,
             )
 
     async def close(self) -> None:

@@ -65,19 +65,19 @@ def test_a_private_url_passes_once_its_network_is_allowed_over_http_too() -> Non
 
 
 async def _get(url: str, networks: tuple[outbound.IPNetwork, ...]) -> int:
-    connector = aiohttp.TCPConnector(resolver=outbound.GuardedResolver(networks))
-    async with aiohttp.ClientSession(connector=connector) as session, session.get(url) as response:
-        return response.status
+    async with outbound.guarded_session(networks, user_agent="coursewire-tests/1") as session, session.get(url) as r:
+        return r.status
 
 
 async def _serving(networks: tuple[outbound.IPNetwork, ...]) -> tuple[int | str, int]:
-    """A real server on 127.0.0.1, asked by host name (`localhost`) through the guard; returns the answer or the
-    error, and how many requests reached the server."""
+    """A real server on 127.0.0.1, asked by host name (`localhost`) through a guarded session; returns the answer
+    or the error, and how many requests reached the server (each must name the session's User-Agent)."""
     hits = 0
 
     async def ok(request: web.Request) -> web.Response:
         nonlocal hits
         hits += 1
+        assert request.headers["User-Agent"] == "coursewire-tests/1"
         return web.Response(text="ok")
 
     app = web.Application()
@@ -97,13 +97,13 @@ async def _serving(networks: tuple[outbound.IPNetwork, ...]) -> tuple[int | str,
         await runner.cleanup()
 
 
-def test_a_session_with_the_guarded_resolver_never_connects_to_a_private_address() -> None:
+def test_a_guarded_session_never_connects_to_a_private_address() -> None:
     refused, hits = asyncio.run(_serving(()))
     assert hits == 0
     assert isinstance(refused, str) and "localhost resolves only to addresses that are not public" in refused
 
 
-def test_a_session_with_the_guarded_resolver_reaches_allowed_networks() -> None:
+def test_a_guarded_session_reaches_allowed_networks() -> None:
     networks = outbound.parse_networks("127.0.0.0/8,::1/128", "COURSEWIRE_ALLOWED_NETWORKS")
     assert asyncio.run(_serving(networks)) == (200, 1)
 

@@ -25,11 +25,11 @@ from connector.handlers import catalogs, courses, enrollments, files, proxy, ses
 from connector.published import PublishedDocument
 from connector.settings import Settings
 from connector.validation import VALIDATORS
+from storage import outbound
 from storage.db import Database
 from storage.errors import StorageError
 from storage.ratelimit import RateLimiter
 from storage.secrets import SecretBox
-from webhooks import guard
 
 # openapi/ in the checkout, installed as the package coursewire_openapi (pyproject.toml).
 SPEC_PATH = Path(str(resources.files("coursewire_openapi"))) / "apiDefinition.swagger.json"
@@ -78,7 +78,7 @@ def create_app(
     db: Database | None = None,
     validate_responses: bool = False,
     migrate: bool = False,
-    resolve: Callable[[str], list[str]] = guard.resolve,
+    resolve: Callable[[str], list[str]] = outbound.resolve,
 ) -> connexion.FlaskApp:
     """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving)."""
     db = db or Database(settings.database_path)

@@ -20,12 +20,11 @@ from connector.routes import Route as Route
 from connector.routes import canonical_ids, checked_numbers
 from connector.routes import compile_routes as compile_routes
 from connector.settings import Settings
-from storage import actors, apikeys, ids
+from storage import actors, apikeys, ids, outbound
 from storage.db import Database
 from storage.models import Actor, ApiKey
 from storage.ratelimit import RateLimiter
 from storage.secrets import SecretBox
-from webhooks import guard
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # HttpRequest wraps another request; the wrapped request is checked when it runs.
@@ -53,7 +52,7 @@ class Services:
     db: Database
     limiter: RateLimiter | None
     box: SecretBox
-    resolve: Callable[[str], list[str]] = guard.resolve  # DNS for the callback check at subscribe time
+    resolve: Callable[[str], list[str]] = outbound.resolve  # DNS for the callback check at subscribe time
     app: ASGIApp | None = None
     loop: asyncio.AbstractEventLoop | None = None
     routes: list[Route] = field(default_factory=list)

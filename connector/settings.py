@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from webhooks.config import ConfigError, DeliveryConfig, IPNetwork
+from storage.outbound import IPNetwork
+from webhooks.config import ConfigError, DeliveryConfig
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 

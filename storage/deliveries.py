@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from storage import access, events, subscriptions
+from storage import access, events, leases, subscriptions
 from storage.db import Database, chunks, iso, marks, new_id, parse_iso
 from storage.errors import Conflict, Invalid, NotFound, clip
 from storage.models import Actor
@@ -269,31 +269,24 @@ def claim(db: Database, owner: str, limit: int, lease: timedelta) -> list[Claime
 
 
 def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> int:
-    """Give back the leases of workers on `host` whose process is gone (owner `host:pid:...`).
+    """Give back the leases of workers on `host` whose process is gone (owner `host:pid:...`;
+    storage.leases.release_abandoned, `alive` as storage.leases.alive).
 
     Their deliveries would otherwise wait out the lease; they are due again at once, under the same
     id. Returns how many were released.
     """
     now = db.clock()
     with db.write() as conn:
-        rows = conn.execute(
-            "SELECT id, lease_owner FROM webhook_deliveries WHERE status = 'sending'"
-            " AND substr(lease_owner, 1, ?) = ?",  # not LIKE: `_` in a host name would match any character
-            (len(host) + 1, f"{host}:"),
-        ).fetchall()
-        dead = [r["id"] for r in rows if (pid := _pid(r["lease_owner"])) is not None and not alive(pid)]
-        for delivery_id in dead:
-            conn.execute(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = ?",
-                (iso(now), delivery_id),
-            )
-    return len(dead)
-
-
-def _pid(owner: str) -> int | None:
-    parts = owner.split(":")
-    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+        return leases.release_abandoned(
+            conn,
+            "webhook_deliveries",
+            host,
+            alive,
+            owner_column="lease_owner",
+            where="status = 'sending'",
+            set_sql="status = 'pending', next_attempt_at = ?",
+            params=(iso(now),),
+        )
 
 
 def record(db: Database, outcomes: Iterable[Outcome], *, disable_after: timedelta | None) -> None:

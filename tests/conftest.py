@@ -15,7 +15,8 @@ from connector.app import create_app
 from connector.settings import Settings
 from storage import apikeys
 from storage.db import Database
-from webhooks.config import DeliveryConfig, parse_networks
+from storage.outbound import parse_networks
+from webhooks.config import DeliveryConfig
 
 
 @pytest.fixture

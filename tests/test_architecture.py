@@ -1,6 +1,8 @@
-"""Dependencies point inward: connector -> webhooks -> storage; storage and webhooks never import upward.
-certification (the offline checks and export behind `coursewire check` and `export-connector`) stands apart:
-it imports none of coursewire's server packages, and connector's CLI imports it."""
+"""Dependencies point inward: connector -> webhooks, calendars -> storage; storage, webhooks and calendars never
+import upward, and webhooks and calendars never import each other (what both need lives in storage: the outbound
+HTTP guard, leases, the event-log consumer step). certification (the offline checks and export behind `coursewire
+check` and `export-connector`) stands apart: it imports none of coursewire's server packages, and connector's CLI
+imports it."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WEB = {"flask", "connexion", "starlette", "werkzeug", "uvicorn", "aiohttp"}
 FORBIDDEN = {
-    "storage": {"connector", "webhooks", "flask", "connexion", "starlette", "werkzeug"},
-    "webhooks": {"connector", "flask", "connexion", "starlette", "werkzeug"},
+    "storage": {"connector", "webhooks", "calendars", "flask", "connexion", "starlette", "werkzeug"},
+    "webhooks": {"connector", "calendars", "flask", "connexion", "starlette", "werkzeug"},
+    # The calendar mirror uses storage and third-party libraries (its pages included), never its neighbours.
+    "calendars": {"connector", "webhooks"},
     "certification": {"connector", "webhooks", "storage", "calendars", *WEB},
     # The connector files' folder (installed as coursewire_openapi) is data: it imports nothing at all.
     "openapi": {"connector", "webhooks", "storage", "calendars", "certification", *WEB},

@@ -1,14 +1,14 @@
-"""Delivery settings, read once from COURSEWIRE_WEBHOOK_* environment variables."""
+"""Delivery settings, read once from COURSEWIRE_WEBHOOK_* environment variables (and COURSEWIRE_ALLOWED_NETWORKS,
+which every outbound request shares)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from storage.outbound import IPNetwork, parse_networks
 
 DEFAULT_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0)
 
@@ -26,7 +26,8 @@ class DeliveryConfig:
     timeout: seconds one attempt may take, connecting included.
     batch_window: seconds a notification waits for others to the same subscription to share its POST;
         0 sends every notification on its own.
-    allowed_networks: networks callbacks may reach although not public (and over http).
+    allowed_networks: networks callbacks may reach although not public (and over http): those of
+        COURSEWIRE_ALLOWED_NETWORKS (every outbound request) and COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS together.
     disable_after: a subscription whose deliveries fail this long, and one goes dead, is disabled.
     """
 
@@ -47,6 +48,9 @@ class DeliveryConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliveryConfig:
+        """Read the COURSEWIRE_WEBHOOK_* variables and COURSEWIRE_ALLOWED_NETWORKS (`environ`, by default the
+        process environment); unset or empty ones keep their defaults. Raises ConfigError naming the variable
+        with an unusable value."""
         env = os.environ if environ is None else environ
         kwargs: dict[str, object] = {}
         if env.get("COURSEWIRE_WEBHOOK_RETRY_SCHEDULE"):
@@ -62,8 +66,14 @@ class DeliveryConfig:
             kwargs["concurrency"] = max(
                 1, int(_seconds("COURSEWIRE_WEBHOOK_CONCURRENCY", env["COURSEWIRE_WEBHOOK_CONCURRENCY"], False))
             )
-        if env.get("COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS"):
-            kwargs["allowed_networks"] = parse_networks(env["COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS"])
+        networks: list[IPNetwork] = []
+        for name in ("COURSEWIRE_ALLOWED_NETWORKS", "COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS"):
+            try:
+                networks += parse_networks(env.get(name, ""), name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if networks:
+            kwargs["allowed_networks"] = tuple(dict.fromkeys(networks))
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
@@ -85,16 +95,3 @@ def _seconds_list(name: str, env: Mapping[str, str]) -> tuple[float, ...]:
     if not parts:
         raise ConfigError(f"{name}: expected seconds separated by commas, such as 5,30,120,600")
     return tuple(_seconds(name, p, True) for p in parts)
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """`127.0.0.0/8, 10.1.0.0/16` -> networks; raises ConfigError naming a bad entry."""
-    networks = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ConfigError(f"COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS: {part!r} is not a network in CIDR form") from None
-    return tuple(networks)

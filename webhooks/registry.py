@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from storage import subscriptions
+from storage import outbound, subscriptions
 from storage.db import Database
 from storage.errors import Invalid
 from storage.models import Actor
 from storage.secrets import SecretBox
-from webhooks import guard
-from webhooks.config import IPNetwork
 from webhooks.payloads import TRIGGERS
 
 # Every trigger: `POST /webhooks/subscribe/{Event}`. The first eleven are the LMS365 connector's.
@@ -25,11 +23,11 @@ def subscribe(
     api_key_id: str,
     event: str,
     callback: Any,
-    networks: Sequence[IPNetwork] = (),
-    resolver: guard.Resolve = guard.resolve,
+    networks: Sequence[outbound.IPNetwork] = (),
+    resolver: outbound.Resolve = outbound.resolve,
 ) -> tuple[dict[str, Any], bool]:
     """Subscribe a callback to an event; return (subscription, created). Raises Invalid for an unsafe URL."""
     if event not in EVENTS:
         raise Invalid(f"unknown event {event!r}; one of {', '.join(EVENTS)}", target="Event")
-    url = guard.check_callback(callback, networks, resolver)
+    url = outbound.check_url(callback, networks, resolver, field="WebHookUri")
     return subscriptions.subscribe(db, box, actor, api_key_id, event, url)

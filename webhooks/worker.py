@@ -15,15 +15,12 @@ the write lock serializes dispatch and claims, and leases keep a delivery with o
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import os
 import random
-import socket
+import sqlite3
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,11 +28,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
-from storage import deliveries, events, subscriptions
+from storage import consumer, deliveries, leases, outbound, subscriptions
 from storage.db import Database
 from storage.deliveries import Claimed, Outcome
+from storage.models import Event
 from storage.secrets import SecretBox
-from webhooks import guard, payloads
+from webhooks import payloads
 from webhooks.config import DeliveryConfig
 
 log = logging.getLogger("coursewire.webhooks")
@@ -49,15 +47,14 @@ SCHEMA_MISMATCH = "TriggerInputSchemaMismatch"
 def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500, max_notifications: int = 2000) -> int:
     """Turn the next events into queued notifications; return how many events were consumed.
 
-    One transaction, ended after `limit` events or the event that brings the notifications queued to
-    `max_notifications`, so a backlog with many subscribers never holds the write lock for long.
+    One transaction (storage.consumer.consume), ended after `limit` events or the event that brings the
+    notifications queued to `max_notifications`, so a backlog with many subscribers never holds the write lock
+    for long.
     """
     now = db.clock()
     due = now + timedelta(seconds=config.batch_window)
-    with db.write() as conn:
-        batch = events.read_after(db, events.cursor(db, CONSUMER), limit=limit)  # both read through `conn`
-        if not batch:
-            return 0
+
+    def handle(conn: sqlite3.Connection, batch: Sequence[Event]) -> int:
         subscribers: dict[str, list[tuple[str, int]]] = {}
         queued = consumed = 0
         for event in batch:
@@ -83,55 +80,14 @@ def dispatch(db: Database, config: DeliveryConfig, *, limit: int = 500, max_noti
                     queued += 1
             if queued >= max_notifications:
                 break
-        events.advance_cursor(conn, CONSUMER, batch[consumed - 1].seq, now)
-    return consumed
+        return consumed
+
+    return consumer.consume(db, CONSUMER, handle, limit=limit)
 
 
 def backlog(db: Database) -> int:
     """Events written but not yet dispatched."""
-    with db.read() as conn:
-        row = conn.execute(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM events)"
-            " - coalesce((SELECT seq FROM event_cursors WHERE consumer = ?), 0)",
-            (CONSUMER,),
-        ).fetchone()
-    return int(row[0])
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date), None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²", which float() refuses
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def host_identity() -> str:
-    """This host as worker owners name it: the host name and, on Linux, the PID namespace, so that
-    containers sharing a host name never judge each other's process ids."""
-    try:
-        namespace = f"/pidns{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        namespace = ""
-    return socket.gethostname() + namespace
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return consumer.backlog(db, CONSUMER)
 
 
 class Worker:
@@ -155,7 +111,7 @@ class Worker:
         self.box = box
         self.config = config
         # host:pid:random, so a restarted worker can tell the leases of dead processes on its host.
-        self.owner = owner or f"{host_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or leases.new_owner()
         self.rng = rng
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -172,21 +128,16 @@ class Worker:
         await self.close()
 
     async def start(self) -> None:
-        released = deliveries.release_abandoned(self.db, host_identity(), _alive)
+        released = deliveries.release_abandoned(self.db, leases.host_identity(), leases.alive)
         if released:
             log.warning("took back %d deliveries leased by workers of this host that are no longer running", released)
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=guard.GuardedResolver(self.config.allowed_networks, self._resolver),
+            self._session = outbound.guarded_session(
+                self.config.allowed_networks,
+                user_agent="coursewire-webhooks/1",
+                timeout=self.config.timeout,
                 limit=self.config.concurrency,
-                limit_per_host=0,
-                ttl_dns_cache=10,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "coursewire-webhooks/1"},
+                resolver=self._resolver,
             )
 
     async def close(self) -> None:
@@ -329,27 +280,27 @@ class Worker:
             "webhook-timestamp": str(int(signed_at.timestamp())),
             "webhook-signature": Webhook(target.secret).sign(claimed.id, signed_at, payload),
         }
-        address = guard.literal(urlsplit(target.url).hostname or "")
-        if address is not None and not guard.allowed(address, self.config.allowed_networks):
+        address = outbound.literal(urlsplit(target.url).hostname or "")
+        if address is not None and not outbound.allowed(address, self.config.allowed_networks):
             return self._failure(claimed, started, None, None, f"{address} is not a public address", 0.0)
         assert self._session is not None
         t0 = time.perf_counter()
         try:
             # The callback as registered, byte for byte: a flow's signed query must reach it unchanged.
-            url = guard.request_url(target.url)
+            url = outbound.request_url(target.url)
             async with self._session.post(url, data=payload.encode(), headers=headers, allow_redirects=False) as r:
                 text = (await r.content.read(RESPONSE_EXCERPT)).decode("utf-8", "replace")
                 status, retry = r.status, r.headers.get("Retry-After")
         except TimeoutError:
             return self._failure(claimed, started, None, None, f"timed out after {self.config.timeout:g} s", t0)
-        except guard.BlockedAddress as exc:
+        except outbound.BlockedAddress as exc:
             return self._failure(claimed, started, None, None, str(exc), t0)
         except aiohttp.ClientConnectorError as exc:
-            blocked = exc.os_error if isinstance(exc.os_error, guard.BlockedAddress) else None
-            error = str(blocked) if blocked else guard.describe(exc, target.url)
+            blocked = exc.os_error if isinstance(exc.os_error, outbound.BlockedAddress) else None
+            error = str(blocked) if blocked else outbound.describe(exc, target.url)
             return self._failure(claimed, started, None, None, error, t0)
         except (aiohttp.ClientError, OSError) as exc:
-            return self._failure(claimed, started, None, None, guard.describe(exc, target.url), t0)
+            return self._failure(claimed, started, None, None, outbound.describe(exc, target.url), t0)
         latency = (time.perf_counter() - t0) * 1000
         if 200 <= status < 300:
             return self._outcome(claimed, started, "delivered", status=status, latency=latency, response=text)
@@ -382,7 +333,7 @@ class Worker:
             )
         base = schedule[claimed.attempt - 1]
         delay = base * (1 + self.config.jitter * (2 * self.rng() - 1))
-        asked = retry_after(retry_after_header, started)
+        asked = outbound.retry_after(retry_after_header, started)
         if asked is not None:
             delay = max(delay, min(asked, 86400.0))
         return self._outcome(

@@ -16,9 +16,9 @@ from receiver import Reply, receiving
 from storage import apikeys, deliveries, users
 from storage.db import Database
 from storage.models import CLI
+from storage.outbound import parse_networks
 from storage.secrets import SecretBox
 from webhooks import registry
-from webhooks.config import parse_networks
 
 BIN = Path(sys.executable).parent / "coursewire"
 EVENTS = 20

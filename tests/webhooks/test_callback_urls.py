@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from receiver import Receiver
 from support import Api, error
 
-from webhooks import guard
+from storage import outbound
 
 # A Logic Apps / Power Automate "When a HTTP request is received" callback, as the designer shows it.
 FLOW_QUERY = (
@@ -70,7 +70,7 @@ _ESCAPES = st.builds(lambda b: f"%{b:02x}" if b % 2 else f"%{b:02X}", st.integer
 def test_request_url_keeps_every_registered_target(pieces: list[str]) -> None:
     """For any path and query made of what a URI holds as it is, the request target is that text unchanged."""
     target = "/" + "".join(pieces)
-    url = guard.request_url("https://flow.example:8443" + target)
+    url = outbound.request_url("https://flow.example:8443" + target)
     assert (url.raw_host, url.port) == ("flow.example", 8443)
     expected = target.rstrip("?") if target.endswith("?") and target.count("?") == 1 else target
     assert url.raw_path_qs == expected
@@ -80,7 +80,7 @@ def test_error_messages_never_show_the_signed_query() -> None:
     """However aiohttp renders the URL in an exception (as registered or as the request target sent), the attempt
     log shows the origin only."""
     url = "https://flow.example" + FLOW_QUERY
-    sent = guard.request_url(url)
+    sent = outbound.request_url(url)
     for shown in (url, str(sent), sent.raw_path_qs, str(aiohttp.client.URL(url))):
-        text = guard.describe(OSError(f"cannot reach {shown}"), url)
+        text = outbound.describe(OSError(f"cannot reach {shown}"), url)
         assert "sig=" not in text and "triggers" not in text, text

@@ -18,9 +18,8 @@ from receiver import Receiver, Reply
 from support import Api, Clock, build_world, error
 
 from connector.cli import main
-from storage import deliveries
+from storage import deliveries, outbound
 from storage.secrets import SecretBox
-from webhooks import guard
 from webhooks.worker import Worker
 
 MISMATCH = b'{"error":{"code":"TriggerInputSchemaMismatch","message":"..."}}'
@@ -257,10 +256,10 @@ def test_an_unreadable_retry_after_falls_back_to_the_schedule(api: Api, clock: C
 )
 def test_ipv6_forms_of_internal_ipv4_addresses_are_refused(api: Api, address: str, why: str) -> None:
     """An IPv6 address that a gateway turns into an internal IPv4 one is as internal as that one."""
-    assert not guard.allowed(address, ()), why
+    assert not outbound.allowed(address, ()), why
     response = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": f"https://[{address}]/hook"})
     assert (response.status_code, error(response)["target"]) == (400, "WebHookUri")
 
 
 def test_ipv6_forms_of_public_ipv4_addresses_pass() -> None:
-    assert guard.allowed("64:ff9b::808:808", ()) and guard.allowed("2002:808:808::1", ())
+    assert outbound.allowed("64:ff9b::808:808", ()) and outbound.allowed("2002:808:808::1", ())

@@ -20,9 +20,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import Api, error
 
+from storage import outbound
 from storage.errors import Invalid
-from webhooks import guard
-from webhooks.config import parse_networks
+from storage.outbound import parse_networks
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -119,7 +119,7 @@ def rows(table: list[tuple[str, str]]) -> Iterator[Any]:
 def test_every_special_purpose_block_is_refused(address: str, name: str) -> None:
     """No callback reaches an address the special-purpose registries set apart (private, shared, loopback,
     documentation, anycast services, multicast, ...), at either end of its block or in its middle."""
-    assert not guard.allowed(address, ()), f"{address} ({name}) passed the guard"
+    assert not outbound.allowed(address, ()), f"{address} ({name}) passed the guard"
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_every_special_purpose_block_is_refused(address: str, name: str) -> None
 )
 def test_the_ends_of_blocks_carrying_ipv4_are_refused(address: str, name: str) -> None:
     """The first and last address of each IPv4-carrying IPv6 block carry 0.0.0.0 or 255.255.255.255: refused."""
-    assert not guard.allowed(address, ()), f"{address} ({name}) passed the guard"
+    assert not outbound.allowed(address, ()), f"{address} ({name}) passed the guard"
 
 
 PUBLIC = [
@@ -159,7 +159,7 @@ PUBLIC = [
 @pytest.mark.parametrize(("address", "kind"), PUBLIC, ids=[a for a, _ in PUBLIC])
 def test_public_unicast_addresses_are_allowed(address: str, kind: str) -> None:
     """Flows' callbacks live on ordinary public addresses of every kind, and those stay reachable."""
-    assert guard.allowed(address, ()), f"{address} ({kind}) was refused"
+    assert outbound.allowed(address, ()), f"{address} ({kind}) was refused"
 
 
 def neighbours(networks: list[Any]) -> Iterator[Any]:
@@ -179,13 +179,13 @@ def neighbours(networks: list[Any]) -> Iterator[Any]:
 @pytest.mark.parametrize("address", list(neighbours(V4)))
 def test_the_address_beside_each_ipv4_block_is_allowed(address: str) -> None:
     """Blocks end where the registry says: the public address next to each one still passes."""
-    assert guard.allowed(address, ())
+    assert outbound.allowed(address, ())
 
 
 @pytest.mark.parametrize("address", list(neighbours(V6)))
 def test_the_address_beside_each_ipv6_block_is_allowed(address: str) -> None:
     """Blocks end where the registry says: the global unicast address next to each one still passes."""
-    assert guard.allowed(address, ())
+    assert outbound.allowed(address, ())
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_the_address_beside_each_ipv6_block_is_allowed(address: str) -> None:
 )
 def test_only_global_unicast_ipv6_is_allowed(address: str) -> None:
     """IPv6 outside 2000::/3 is reserved, local or multicast (RFC 4291 §2.4): never a callback."""
-    assert not guard.allowed(address, ())
+    assert not outbound.allowed(address, ())
 
 
 # The IPv6 forms of an IPv4 address a, built here independently of the guard.
@@ -241,7 +241,7 @@ def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(form: str, ipv4: s
     """Wrapping an internal IPv4 address in IPv6 (mapped, translated, compatible, NAT64, 6to4) reaches
     the same internal host, so it is refused like that host; a public one passes like its IPv4 address."""
     address = FORMS[form](ipaddress.IPv4Address(ipv4))
-    assert guard.allowed(address, ()) is public, f"{address}: {form} of {ipv4}"
+    assert outbound.allowed(address, ()) is public, f"{address}: {form} of {ipv4}"
 
 
 @pytest.mark.parametrize("form", list(REFUSED_WHATEVER_THEY_CARRY))
@@ -250,19 +250,19 @@ def test_local_nat64_and_teredo_are_refused_whatever_they_carry(form: str, ipv4:
     """Local-use NAT64 may translate to private IPv4 by design (RFC 8215 §5) and Teredo's client address
     is obfuscated behind a NAT: neither is a public destination, whatever address they seem to carry."""
     address = REFUSED_WHATEVER_THEY_CARRY[form](ipaddress.IPv4Address(ipv4))
-    assert not guard.allowed(address, ()), f"{address}: {form} of {ipv4}"
+    assert not outbound.allowed(address, ()), f"{address}: {form} of {ipv4}"
 
 
 @given(a=st.ip_addresses(v=4), form=st.sampled_from(list(FORMS)))
 def test_an_ipv4_address_and_its_ipv6_forms_get_the_same_answer(a: ipaddress.IPv4Address, form: str) -> None:
     """For every IPv4 address, each IPv6 form carrying it is allowed exactly when the address itself is."""
-    assert guard.allowed(FORMS[form](a), ()) == guard.allowed(str(a), ())
+    assert outbound.allowed(FORMS[form](a), ()) == outbound.allowed(str(a), ())
 
 
 @given(a=st.ip_addresses(v=4), form=st.sampled_from(list(REFUSED_WHATEVER_THEY_CARRY)))
 def test_local_nat64_and_teredo_are_refused_for_every_ipv4_address(a: ipaddress.IPv4Address, form: str) -> None:
     """Local-use NAT64 and Teredo addresses are refused whatever IPv4 address they carry."""
-    assert not guard.allowed(REFUSED_WHATEVER_THEY_CARRY[form](a), ())
+    assert not outbound.allowed(REFUSED_WHATEVER_THEY_CARRY[form](a), ())
 
 
 @pytest.mark.parametrize(
@@ -271,7 +271,7 @@ def test_local_nat64_and_teredo_are_refused_for_every_ipv4_address(a: ipaddress.
 def test_the_issue_examples_are_refused_by_the_api(api: Api, address: str) -> None:
     """IPv4-translated ::ffff:0:a.b.c.d and site-local fec0::/10, which Python calls global, cannot be
     subscribed to: the subscription is a 400 naming WebHookUri."""
-    assert not guard.allowed(address, ())
+    assert not outbound.allowed(address, ())
     response = api.post("/webhooks/subscribe/UserCreated", json={"WebHookUri": f"https://[{address}]/hook"})
     assert (response.status_code, error(response)["target"]) == (400, "WebHookUri")
 
@@ -282,7 +282,7 @@ def test_the_issue_examples_are_refused_by_the_api(api: Api, address: str) -> No
 def test_scoped_ipv6_literals_are_refused(address: str) -> None:
     """An address with a zone index (RFC 4007 §11) names a link, not the internet: refused, even if the
     address part alone would be public."""
-    assert not guard.allowed(address, ())
+    assert not outbound.allowed(address, ())
 
 
 def test_a_scoped_link_local_callback_is_refused_by_the_api(api: Api) -> None:
@@ -308,23 +308,21 @@ def test_networks_the_operator_allows_are_reachable(listed: str, address: str) -
     """COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS opens what it lists, in IPv4 or any IPv6 form carrying it,
     and nothing else."""
     networks = parse_networks(listed)
-    assert guard.allowed(address, networks)
-    assert not guard.allowed(address, ())
-    assert not guard.allowed("192.168.7.7", networks)
+    assert outbound.allowed(address, networks)
+    assert not outbound.allowed(address, ())
+    assert not outbound.allowed("192.168.7.7", networks)
 
 
 def test_plain_http_is_accepted_only_for_networks_the_operator_allows() -> None:
     """An http callback is accepted when every address it resolves to is in an allowed network (in
     any form), and must use https otherwise."""
     networks = parse_networks("127.0.0.0/8")
-    assert (
-        guard.check_callback("http://[::ffff:127.0.0.1]:8080/hook", networks) == "http://[::ffff:127.0.0.1]:8080/hook"
-    )
-    assert guard.check_callback("http://local.test/hook", networks, lambda host: ["127.0.0.1"])
+    assert outbound.check_url("http://[::ffff:127.0.0.1]:8080/hook", networks) == "http://[::ffff:127.0.0.1]:8080/hook"
+    assert outbound.check_url("http://local.test/hook", networks, lambda host: ["127.0.0.1"])
     with pytest.raises(Invalid, match="must use https"):
-        guard.check_callback("http://flow.test/hook", networks, lambda host: ["8.8.8.8"])
+        outbound.check_url("http://flow.test/hook", networks, lambda host: ["8.8.8.8"])
     with pytest.raises(Invalid, match="not a public address"):
-        guard.check_callback("https://mixed.test/hook", networks, lambda host: ["8.8.8.8", "100.64.0.1"])
+        outbound.check_url("https://mixed.test/hook", networks, lambda host: ["8.8.8.8", "100.64.0.1"])
 
 
 class Answers(AbstractResolver):
@@ -354,7 +352,7 @@ class Answers(AbstractResolver):
 
 def test_deliveries_connect_only_to_allowed_answers() -> None:
     """At delivery, the resolver keeps only the public answers of a host and refuses a host with none."""
-    kept = asyncio.run(guard.GuardedResolver((), Answers("100.64.0.1", "8.8.8.8", "fec0::1")).resolve("h.test"))
+    kept = asyncio.run(outbound.GuardedResolver((), Answers("100.64.0.1", "8.8.8.8", "fec0::1")).resolve("h.test"))
     assert [r["host"] for r in kept] == ["8.8.8.8"]
-    with pytest.raises(guard.BlockedAddress, match="100.64.0.1"):
-        asyncio.run(guard.GuardedResolver((), Answers("100.64.0.1", "::ffff:0:a00:1")).resolve("h.test"))
+    with pytest.raises(outbound.BlockedAddress, match="100.64.0.1"):
+        asyncio.run(outbound.GuardedResolver((), Answers("100.64.0.1", "::ffff:0:a00:1")).resolve("h.test"))

@@ -1,9 +1,10 @@
-"""Callback URLs: the SSRF guard (callbacks may only reach globally routable unicast addresses, or networks the
-operator allowed) and the request target a delivery sends, byte for byte as registered.
+"""Outbound HTTP requests: the SSRF guard (requests may only reach globally routable unicast addresses, or
+networks the operator allowed), the request target sent byte for byte as given, and reading Retry-After.
 
-Checked twice: when a callback subscribes (https required, every address the host resolves to
-public or allowed) and on every delivery, on the address actually connected to, so a DNS answer
-that changes after subscribing cannot point deliveries at internal hosts.
+Every request coursewire makes to an address someone else chose (webhook callbacks, calendar servers and
+providers) goes through here, checked twice: when the URL is accepted (`check_url`: https required, every
+address the host resolves to public or allowed) and on every request, on the address actually connected to
+(`GuardedResolver`), so a DNS answer that changes later cannot point requests at internal hosts.
 
 "Public" is decided by construction, from the tables below, not by Python's `is_global` (which
 calls site-local fec0::/10, IPv4-translated ::ffff:0:0:0/96 and registry entries newer than the
@@ -11,8 +12,8 @@ running Python global). An address is public when it is unicast (IPv4 outside 22
 240.0.0.0/4; IPv6 inside 2000::/3, the global unicast range of RFC 4291 §2.4) and lies in no block
 of the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890, updated by RFC 8190). Every
 registry entry is refused, including those the registry marks globally reachable (AS112, AMT, PCP
-and TURN anycast, ORCHIDv2, drone tags): they are protocol service addresses, never a flow's
-callback, and a table kept whole is easier to check against its source than a table of exceptions.
+and TURN anycast, ORCHIDv2, drone tags): they are protocol service addresses, never a request's
+target, and a table kept whole is easier to check against its source than a table of exceptions.
 
 IPv6 forms that carry an IPv4 address where a host or gateway will deliver the packet (IPv4-mapped,
 IPv4-translated, IPv4-compatible, NAT64 well-known prefix, 6to4) are judged by that IPv4 address.
@@ -21,14 +22,19 @@ operator's own and may map to private IPv4 by design (§5), at a bit position th
 prefix length (RFC 6052 §2.2); and Teredo (RFC 4380), whose client IPv4 address is obfuscated and
 names a NAT mapping that a local relay may deliver to directly, so no single IPv4 address decides
 where the packet goes. An operator who needs either lists the IPv6 prefix itself.
+
+The networks an operator allows come from COURSEWIRE_ALLOWED_NETWORKS (every outbound request) and, for
+webhook callbacks, COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS too (`parse_networks` reads either).
 """
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -39,19 +45,37 @@ from aiohttp.resolver import ThreadedResolver
 
 from storage import names, subscriptions
 from storage.errors import Invalid
-from webhooks.config import IPNetwork
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolve = Callable[[str], list[str]]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class BlockedAddress(OSError):
-    """A callback host resolved only to addresses deliveries may not reach."""
+    """A host resolved only to addresses outbound requests may not reach."""
+
+
+def parse_networks(text: str, variable: str = "COURSEWIRE_ALLOWED_NETWORKS") -> tuple[IPNetwork, ...]:
+    """The networks a comma-separated list of CIDRs names, from the environment variable `variable`.
+
+    `"127.0.0.0/8, 10.1.0.0/16"` -> (IPv4Network('127.0.0.0/8'), IPv4Network('10.1.0.0/16')); host bits are
+    dropped (`10.1.2.3/16` -> 10.1.0.0/16), a bare address is a network of one, empty entries are skipped.
+    Raises ValueError naming `variable` and the first entry that is no network.
+    """
+    networks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{variable}: {part!r} is not a network in CIDR form") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
 class Block:
-    """A block of addresses callbacks may not reach: its network, its registry name, and its source."""
+    """A block of addresses outbound requests may not reach: its network, its registry name, and its source."""
 
     network: IPNetwork
     name: str
@@ -184,10 +208,10 @@ def _listed(ip: Address, networks: Sequence[IPNetwork]) -> bool:
 
 
 def allowed(address: str, networks: Sequence[IPNetwork]) -> bool:
-    """True if a delivery may connect to `address` (an IPv4 or IPv6 address as text, possibly with a zone
-    index such as `fe80::1%eth0`): the operator listed it in `networks` (COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS),
-    or it is globally routable unicast by the special-purpose registries (RFC 6890, RFC 8190; see `public`).
-    Raises ValueError for text that is no address."""
+    """True if an outbound request may connect to `address` (an IPv4 or IPv6 address as text, possibly with a
+    zone index such as `fe80::1%eth0`): the operator listed it in `networks` (COURSEWIRE_ALLOWED_NETWORKS, for
+    webhooks COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS too), or it is globally routable unicast by the special-purpose
+    registries (RFC 6890, RFC 8190; see `public`). Raises ValueError for text that is no address."""
     ip = ipaddress.ip_address(address)
     return _listed(ip, networks) or public(ip)
 
@@ -205,42 +229,46 @@ def resolve(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
 
 
-MAX_CALLBACK = 4096  # the document's maxLength of WebHookUri
+MAX_URL = 4096  # the document's maxLength of WebHookUri
 
 
-def check_callback(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = resolve) -> str:
-    """Return the callback URL (text, stripped) if deliveries may go there; raise Invalid (target WebHookUri)
-    saying why not. The URL must be absolute http(s) without credentials and hold only what a request target
-    can carry as it is (storage.names.web_url: no unencoded space, backslash or invisible character), so
-    deliveries request it byte for byte (`request_url`); every address its host names or resolves to
-    (`resolver`) must be `allowed`; plain http only when every one is `listed` by the operator."""
+def check_url(url: Any, networks: Sequence[IPNetwork], resolver: Resolve = resolve, *, field: str = "URL") -> str:
+    """Return `url` (text, stripped) if outbound requests may go there; raise Invalid (target `field`, the
+    name the caller knows the URL by, such as WebHookUri) saying why not.
+
+    The URL must be absolute http(s) without credentials, at most MAX_URL characters, and hold only what a
+    request target can carry as it is (storage.names.web_url: no unencoded space, backslash or invisible
+    character), so requests send it byte for byte (`request_url`); every address its host names or resolves
+    to (`resolver`, by default the system's; an OSError from it means the host does not resolve) must be
+    `allowed`; plain http only when every one is `listed` in `networks`.
+    """
     text = url.strip() if isinstance(url, str) else ""
     parts = urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or len(text) > MAX_CALLBACK:
-        raise Invalid("WebHookUri must be an absolute https URL (the flow's callback URL)", target="WebHookUri")
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or len(text) > MAX_URL:
+        raise Invalid(f"{field} must be an absolute https URL", target=field)
     if parts.username or parts.password:
-        raise Invalid("WebHookUri must not carry a user name or password", target="WebHookUri")
+        raise Invalid(f"{field} must not carry a user name or password", target=field)
     try:
         parts.port  # noqa: B018 (raises ValueError for a port out of range)
     except ValueError:
-        raise Invalid("WebHookUri has an invalid port", target="WebHookUri") from None
-    text = names.web_url(text, "WebHookUri", limit=MAX_CALLBACK) or ""
+        raise Invalid(f"{field} has an invalid port", target=field) from None
+    text = names.web_url(text, field, limit=MAX_URL) or ""
     parts = urlsplit(text)
     host = parts.hostname or ""
     try:
         fixed = literal(host)
         addresses = [fixed] if fixed else resolver(host)
     except OSError:
-        raise Invalid(f"WebHookUri: the host {host!r} does not resolve", target="WebHookUri") from None
+        raise Invalid(f"{field}: the host {host!r} does not resolve", target=field) from None
     blocked = [a for a in addresses if not allowed(a, networks)]
     if blocked or not addresses:
         raise Invalid(
-            f"WebHookUri: {host!r} resolves to {', '.join(blocked) or 'nothing'}, which is not a public address;"
-            " private networks are reachable only when listed in COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS",
-            target="WebHookUri",
+            f"{field}: {host!r} resolves to {', '.join(blocked) or 'nothing'}, which is not a public address;"
+            " private networks are reachable only when listed in COURSEWIRE_ALLOWED_NETWORKS",
+            target=field,
         )
     if parts.scheme.lower() != "https" and not all(listed(a, networks) for a in addresses):
-        raise Invalid("WebHookUri must use https", target="WebHookUri")
+        raise Invalid(f"{field} must use https", target=field)
     return text
 
 
@@ -250,20 +278,20 @@ _AS_REGISTERED = "-._~:/?#[]@!$&'()*+,;=%"
 
 
 def request_url(url: str) -> yarl.URL:
-    """The URL a delivery to the callback `url` requests: its path and query exactly as registered.
+    """The URL a request to `url` asks for: its path and query exactly as given (registered).
 
     A flow's callback carries a signature over its query (`sig=`) and `%2F`-encoded paths (`sp=%2Ftriggers
     %2Fmanual%2Frun`); yarl, and so aiohttp, would re-encode a URL given as text (`%2F` -> `/`, `%7e` -> `~`,
     `%2f` -> `%2F`), and the flow would refuse the request. So the request target is the registered text after
     the authority, up to any `#`, as it is; only what a request line cannot carry is percent-encoded as UTF-8
     (characters beyond ASCII, as RFC 3987 section 3.1 maps an IRI to a URI; space and the like in a callback
-    stored before check_callback refused them). An empty path is `/`, and an empty query after a bare `?` is
+    stored before check_url refused them). An empty path is `/`, and an empty query after a bare `?` is
     dropped (yarl keeps no empty query). The host is IDNA-encoded; the scheme and host are compared and
     resolved as usual. Raises ValueError for a URL without a host or with an invalid port.
     """
     parts = urlsplit(url)
     if not parts.hostname:
-        raise ValueError("the callback has no host")
+        raise ValueError("the URL has no host")
     origin = yarl.URL.build(scheme=parts.scheme.lower(), host=parts.hostname, port=parts.port)
     after = url.find("//") + 2 + len(parts.netloc)
     target = url[after:].split("#", 1)[0]
@@ -273,8 +301,8 @@ def request_url(url: str) -> yarl.URL:
 
 
 def describe(exc: BaseException, url: str) -> str:
-    """An exception as the attempt log shows it, without the callback's path and query (a flow's
-    callback carries its signature there; aiohttp puts the whole URL in some messages, as text or as
+    """An exception as a log shows it, without `url`'s path and query (a flow's callback carries its
+    signature there, other URLs their tokens; aiohttp puts the whole URL in some messages, as text or as
     the request target it sent)."""
     if isinstance(exc, aiohttp.ClientResponseError):
         text = f"{type(exc).__name__}: {exc.status}, {exc.message}"
@@ -295,8 +323,12 @@ def describe(exc: BaseException, url: str) -> str:
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, keeping only the answers deliveries may reach (`allowed`); raises BlockedAddress
-    (an OSError, so aiohttp reports a connection error) for a host with none."""
+    """aiohttp's resolver, keeping only the answers outbound requests may reach (`allowed` by `networks`);
+    raises BlockedAddress (an OSError, so aiohttp reports a connection error) for a host with none.
+
+    Give it to every session that requests a URL someone else chose:
+    `aiohttp.TCPConnector(resolver=GuardedResolver(networks))`.
+    """
 
     def __init__(self, networks: Sequence[IPNetwork], inner: AbstractResolver | None = None) -> None:
         self.networks = tuple(networks)
@@ -314,3 +346,47 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def guarded_session(
+    networks: Sequence[IPNetwork],
+    *,
+    user_agent: str,
+    timeout: float = 30.0,
+    limit: int = 100,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """An aiohttp session for requests to URLs someone else chose: it connects only to addresses `allowed` by
+    `networks` (GuardedResolver over `resolver`, by default aiohttp's threaded system resolver; DNS answers kept
+    10 s), sends `User-Agent: user_agent` and nothing else by default, gives each request `timeout` seconds in all
+    (connecting included; aiohttp raises TimeoutError), and opens at most `limit` connections (any per host).
+
+    Call it inside a running event loop; the caller closes the session (`await session.close()`). Requests to a
+    host with no allowed address fail with aiohttp.ClientConnectorError whose `os_error` is a BlockedAddress.
+    """
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(networks, resolver), limit=limit, limit_per_host=0, ttl_dns_cache=10
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        skip_auto_headers=("User-Agent",),
+        headers={"User-Agent": user_agent},
+    )
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds a Retry-After header `value` asks to wait (RFC 9110 §10.2.3: delay-seconds or an HTTP date,
+    counted from `now`, never negative); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²", which float() refuses
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -234,7 +234,7 @@ class CalendarWorker:
         if self._send_mail is None:
             from calendars.mailing import MailSender
 
-            self._send_mail = MailSender(self.db, self.config)
+            self._send_mail = MailSender(self.db, self.config, self.public_url)
         await self._send_mail(method, item, record, to, sequence, now)
 
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from engine_support import World, make_world
 
 from calendars.model import AuthorizationLost, Throttled, Unavailable
 from storage import calendar, enrollments, events, sessions, users
 from storage.models import CLI
-from engine_support import World, make_world
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Background work of a server process: course provisioning and webhook delivery."""
+"""Background work of a server process: course provisioning, webhook delivery and the calendar mirror."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import threading
 from pathlib import Path
 
+from calendars.config import CalendarConfig
+from calendars.worker import CalendarWorker
 from storage import courses, files
 from storage.db import Database
 from storage.secrets import SecretBox
@@ -98,10 +100,19 @@ class Provisioner:
 
 
 class DeliveryThread:
-    """The webhook delivery worker on its own thread and event loop, as `coursewire serve` runs it."""
+    """The webhook delivery worker and the calendar mirror's worker on one thread and event loop, as
+    `coursewire serve` runs them."""
 
-    def __init__(self, db: Database, box: SecretBox, config: DeliveryConfig) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        config: DeliveryConfig,
+        calendar: CalendarConfig | None = None,
+        public_url: str = "",
+    ) -> None:
         self.worker = Worker(db, box, config)
+        self.calendars = CalendarWorker(db, box, calendar or CalendarConfig(), public_url=public_url)
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="coursewire-webhooks", daemon=True)
@@ -111,7 +122,7 @@ class DeliveryThread:
         asyncio.set_event_loop(self._loop)
         self._stop = asyncio.Event()
         self._ready.set()
-        self._loop.run_until_complete(self.worker.run(self._stop))
+        self._loop.run_until_complete(run_both(self.worker, self.calendars, self._stop))
         self._loop.close()
 
     def start(self) -> DeliveryThread:
@@ -128,3 +139,9 @@ class DeliveryThread:
         if self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(self.worker.config.timeout + 5 if timeout is None else timeout)
+
+
+async def run_both(delivery: Worker, mirror: CalendarWorker, stop: asyncio.Event) -> None:
+    """Deliver webhooks and mirror calendars on one event loop until `stop` is set."""
+    async with mirror:
+        await asyncio.gather(delivery.run(stop), mirror.run(stop))

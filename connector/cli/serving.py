@@ -12,6 +12,8 @@ import socket
 
 import click
 
+from calendars.worker import CalendarWorker
+from connector.background import run_both
 from connector.cli.common import database, load_demo, sealed, settings_of, user_errors
 from storage import files
 from webhooks.worker import Worker
@@ -64,12 +66,13 @@ def _bind_failure(host: str, port: int, exc: OSError) -> str:
     "in_process_worker",
     default=True,
     show_default=True,
-    help="Deliver webhooks from this process (turn off when `coursewire worker` runs elsewhere).",
+    help="Deliver webhooks and mirror calendars from this process (turn off when `coursewire worker` runs elsewhere).",
 )
 @click.pass_context
 @user_errors
 def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: bool, in_process_worker: bool) -> None:
-    """Migrate the database and serve the API, with provisioning and webhook delivery in this process."""
+    """Migrate the database and serve the API, with provisioning, webhook delivery and the calendar mirror in
+    this process."""
     import uvicorn
 
     from connector.background import DeliveryThread, Provisioner
@@ -90,7 +93,10 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
     box = sealed(db)  # before any other thread opens the database: sealing may rewrite the file
     provisioner = Provisioner(db, settings.files_dir, settings.provisioning_interval)
     thread, stop = provisioner.start()
-    delivery = DeliveryThread(db, box, settings.delivery).start() if in_process_worker else None
+    public_url = settings.public_url or f"http://{host}:{port}"
+    delivery = (
+        DeliveryThread(db, box, settings.delivery, settings.calendar, public_url).start() if in_process_worker else None
+    )
     click.echo(f"coursewire: serving http://{host}:{port} with {count} worker(s); data in {settings.data_dir}")
     try:
         uvicorn.run(
@@ -127,12 +133,14 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
 
 @click.command()
 @click.option(
-    "--once", is_flag=True, help="Deliver what is due now (batch windows end at once), wait for it, and exit."
+    "--once",
+    is_flag=True,
+    help="Deliver and mirror what is due now (batch windows end at once), wait for it, and exit.",
 )
 @click.pass_context
 @user_errors
 def worker(ctx: click.Context, once: bool) -> None:
-    """Run the webhook delivery worker alone (several may share one database)."""
+    """Run the webhook delivery worker and the calendar mirror alone (several may share one database)."""
     settings = settings_of(ctx)
     db = database(settings)
     box = sealed(db)
@@ -140,15 +148,19 @@ def worker(ctx: click.Context, once: bool) -> None:
 
     async def run() -> None:
         delivery = Worker(db, box, settings.delivery)
+        mirror = CalendarWorker(db, box, settings.calendar, public_url=settings.public_url or "")
         if once:
             async with delivery:
                 await delivery.run_until_idle(flush=True)
+            async with mirror:
+                while await mirror.run_once():
+                    pass
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        click.echo(f"coursewire worker {delivery.owner}: delivering webhooks from {db.path}")
-        await delivery.run(stop)
+        click.echo(f"coursewire worker {delivery.owner}: delivering webhooks and mirroring calendars from {db.path}")
+        await run_both(delivery, mirror, stop)
 
     asyncio.run(run())

@@ -22,7 +22,6 @@ Errors (Google's `{"error": {"code", "message", "errors": [{"domain", "reason", 
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from calendars.model import (
     Unavailable,
     Written,
 )
+from storage.outbound import retry_after
 
 # Google sends no Retry-After with rateLimitExceeded and asks for exponential backoff [GO4]; this is the hint
 # given to the engine, which owns the backoff. quotaExceeded means the Workspace usage limits for the calendar
@@ -249,7 +249,7 @@ def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) 
     reason = next((str(d["reason"]) for d in details if isinstance(d, dict) and d.get("reason")), "")
     message = str(error.get("message") or "")
     text = f"Google Calendar answered {status}{f' {reason}' if reason else ''}: {message or '(no message)'}"
-    asked = retry_after(headers.get("Retry-After"))
+    asked = retry_after(headers.get("Retry-After"), datetime.now(UTC))
     if status == 401:
         return AuthorizationLost(text)
     if status == 403 and reason == "insufficientPermissions":
@@ -261,23 +261,6 @@ def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) 
     if status >= 500:
         return Unavailable(text, retry_after=asked)
     return Rejected(text)
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds asked for by a Retry-After header (RFC 9110 §10.2.3: delta-seconds or an HTTP date), None if
-    absent or unreadable. (webhooks/worker.py has the same parser; calendars may not import webhooks.)"""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _written(answer: _Answer) -> Written:

@@ -103,7 +103,11 @@ class _Http:
         redirects: bool = False,
     ) -> _Answer:
         """The answer to one request. 401/403, 429, 5xx and transport failures raise (see `_raise_for`);
-        every other status is returned for the caller to judge."""
+        every other status is returned for the caller to judge. A URL carrying a user name or password is
+        Rejected without being repeated (the credentials have their own fields)."""
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            raise Rejected(f"{parts.scheme}://{parts.hostname}: put the user name and password in their own fields")
         try:
             async with self.session.request(
                 method,
@@ -233,7 +237,8 @@ class CalDAVProvider:
         update. With `written`, or after that 412: GET the event (its SEQUENCE and current ETag), then PUT it
         with SEQUENCE + 1 and `If-Match` on that ETag; a 412 (changed or deleted meanwhile) reads again, a
         missing event is created again (the person deleted it). `written.etag` is not trusted: an event the
-        person edited since is overwritten all the same, the calendar mirrors the session.
+        person edited since is overwritten all the same, the calendar mirrors the session. The event is always
+        written at `resource_url(item)`; `written` only says whether it should exist already.
         Raises AuthorizationLost (401/403), Throttled (429, 503 with Retry-After), Unavailable (no connection,
         timeout, 5xx, or still changing after WRITE_ATTEMPTS reads) or Rejected (any other 4xx, e.g. 409
         no-uid-conflict, 413, or an answer over the size cap).

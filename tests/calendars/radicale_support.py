@@ -181,7 +181,8 @@ def mkcalendar_body(name: str, components: tuple[str, ...]) -> bytes:
 
 @dataclass
 class Exchange:
-    """One request the proxy received: method, path, the headers in RECORDED_HEADERS, and the status answered."""
+    """One request the proxy received: method, path, the headers in RECORDED_HEADERS (as `If-None-Match`), and
+    the status answered."""
 
     method: str
     path: str
@@ -217,7 +218,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        recorded = {k: self.headers[k] for k in RECORDED_HEADERS if k in self.headers}
+        recorded = {k.title(): self.headers[k] for k in RECORDED_HEADERS if k in self.headers}
         exchange = Exchange(self.command, urlsplit(self.path).path, recorded)
         with self.server.lock:
             self.server.exchanges.append(exchange)
@@ -295,7 +296,8 @@ class CalDAVEnv:
         found = []
         for name, data in self.files().items():
             for event in Calendar.from_ical(data).walk("VEVENT"):
-                start, end = event["DTSTART"], event["DTEND"]
+                start: Any = event["DTSTART"]
+                end: Any = event["DTEND"]
                 key = event.get(KEY_PROPERTY)
                 found.append(
                     {

@@ -18,7 +18,6 @@ Speaks the few verbs itself with aiohttp: the `caldav` package (2.1+) replaces u
 
 from __future__ import annotations
 
-import email.utils
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ from calendars.model import (
     Written,
     put_each,
 )
+from storage import outbound
 
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
@@ -50,7 +50,7 @@ CALDAV = "urn:ietf:params:xml:ns:caldav"
 # hundreds of calendars stays far below it; anything larger is refused, not read.
 MAX_BODY = 4 * 1024 * 1024
 TIMEOUT = 30.0  # seconds for one request, answer included
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = 5  # RFC 6764 §5: /.well-known/caldav redirects to the context path
 # Tries of a read-modify-write when the event keeps changing between our read and our write (412).
 WRITE_ATTEMPTS = 3
 
@@ -71,11 +71,17 @@ class _Answer:
     status: int
     headers: Mapping[str, str]
     body: bytes
-    url: str  # after redirects
+    url: str  # the URL that answered (after redirects)
 
 
 class _Http:
-    """One account's requests: Basic auth, a timeout, a size cap, and the error mapping shared by every verb."""
+    """One account's requests: Basic auth, a timeout, a size cap, redirects, and the error mapping of every verb.
+
+    The session's SSRF guard (storage.outbound.GuardedResolver) checks every host name it resolves, but aiohttp
+    never resolves an IP address written in a URL. The URL the person gave was checked when it was accepted
+    (storage.outbound.check_url); any other URL the server names (hrefs, redirects) may therefore change host
+    only to a host *name*, never to a literal address (`entry`: the accepted URL).
+    """
 
     def __init__(
         self,
@@ -83,12 +89,14 @@ class _Http:
         username: str,
         password: str,
         *,
+        entry: str,
         timeout: float,
         max_body: int,
         clock: Callable[[], datetime],
     ) -> None:
         self.session = session
         self.authorization = aiohttp.encode_basic_auth(username, password)
+        self.entry_host = (urlsplit(entry).hostname or "").lower()
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_body = max_body
         self.clock = clock
@@ -102,38 +110,53 @@ class _Http:
         data: bytes | None = None,
         redirects: bool = False,
     ) -> _Answer:
-        """The answer to one request. 401/403, 429, 5xx and transport failures raise (see `_raise_for`);
-        every other status is returned for the caller to judge. A URL carrying a user name or password is
-        Rejected without being repeated (the credentials have their own fields)."""
+        """The answer to one request, after at most MAX_REDIRECTS redirects when `redirects` (the method kept,
+        as CalDAV clients do for PROPFIND; never from https to http). 401/403, 429, 5xx and transport failures
+        raise (see `_raise_for`); every other status is returned for the caller to judge."""
+        for _ in range(MAX_REDIRECTS + 1):
+            answer = await self._once(method, url, headers, data)
+            location = answer.headers.get("Location")
+            if not (redirects and answer.status in (301, 302, 303, 307, 308) and location):
+                return answer
+            url = _join(url, location)
+        raise Rejected(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _check(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:
+        if parts.username is not None or parts.password is not None:  # never repeated: it may hold a password
             raise Rejected(f"{parts.scheme}://{parts.hostname}: put the user name and password in their own fields")
+        host = (parts.hostname or "").lower()
+        if outbound.literal(host) is not None and host != self.entry_host:
+            raise Rejected(f"{url}: the server points to the address {host}, which coursewire does not follow")
+
+    async def _once(self, method: str, url: str, headers: Mapping[str, str] | None, data: bytes | None) -> _Answer:
+        self._check(url)
         try:
             async with self.session.request(
                 method,
-                url,
+                outbound.request_url(url),
                 headers={**(headers or {}), "Authorization": self.authorization},
                 data=data,
                 timeout=self.timeout,
-                allow_redirects=redirects,
-                max_redirects=MAX_REDIRECTS,
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 if status in (401, 403, 429) or status >= 500:
                     body = await _read(response, 64 * 1024, url, truncate=True)
                     _raise_for(status, response.headers.get("Retry-After"), body, url, self.clock())
-                answer = _Answer(status, response.headers, await _read(response, self.max_body, url), str(response.url))
+                return _Answer(status, response.headers, await _read(response, self.max_body, url), url)
         except ProviderError:
             raise
-        except aiohttp.TooManyRedirects as exc:
-            raise Rejected(f"{url}: more than {MAX_REDIRECTS} redirects") from exc
         except (aiohttp.InvalidURL, ValueError) as exc:
             raise Rejected(f"{url}: not a usable URL ({exc})") from exc
         except TimeoutError as exc:
             raise Unavailable(f"{url}: no answer within {self.timeout.total:g} s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, outbound.BlockedAddress):  # the session's SSRF guard refused the address
+                raise Rejected(f"{url}: {exc.os_error}") from exc
+            raise Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        return answer
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int, url: str, *, truncate: bool = False) -> bytes:
@@ -154,7 +177,7 @@ async def _read(response: aiohttp.ClientResponse, limit: int, url: str, *, trunc
 
 
 def _raise_for(status: int, retry_after_header: str | None, body: bytes, url: str, now: datetime) -> NoReturn:
-    retry_after = parse_retry_after(retry_after_header, now)
+    retry_after = outbound.retry_after(retry_after_header, now)
     said = _excerpt(body)
     where = f"{url}: {status}" + (f" ({said})" if said else "")
     if status in (401, 403):
@@ -174,23 +197,6 @@ def _excerpt(body: bytes, length: int = 200) -> str:
     text = re.sub(r"<[^>]*>", " ", body[: length * 20].decode("utf-8", "replace"))
     text = " ".join(text.split())
     return text if len(text) <= length else text[: length - 1] + "…"
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds asked for by a Retry-After header (RFC 9110 §10.2.3: delta-seconds or an HTTP date), None when
-    absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _strong(etag: str | None) -> str | None:
@@ -221,7 +227,9 @@ class CalDAVProvider:
     ) -> None:
         self.calendar_url = calendar_url if calendar_url.endswith("/") else calendar_url + "/"
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._http = _Http(session, username, password, timeout=timeout, max_body=max_body, clock=self._clock)
+        self._http = _Http(
+            session, username, password, entry=self.calendar_url, timeout=timeout, max_body=max_body, clock=self._clock
+        )
 
     def __repr__(self) -> str:  # never the password
         return f"CalDAVProvider({self.calendar_url!r})"
@@ -241,7 +249,7 @@ class CalDAVProvider:
         written at `resource_url(item)`; `written` only says whether it should exist already.
         Raises AuthorizationLost (401/403), Throttled (429, 503 with Retry-After), Unavailable (no connection,
         timeout, 5xx, or still changing after WRITE_ATTEMPTS reads) or Rejected (any other 4xx, e.g. 409
-        no-uid-conflict, 413, or an answer over the size cap).
+        no-uid-conflict, 413; an answer over the size cap; an address the session's SSRF guard refuses).
         """
         url = self.resource_url(item)
         if written is None:
@@ -404,9 +412,12 @@ async def discover(
     (absent means every component, RFC 4791 §5.2.3).
     Raises AuthorizationLost (401/403: wrong user name or app password), Throttled, Unavailable (no
     connection, 5xx) or Rejected (not a CalDAV server, an href leaving https, an answer over `max_body`
-    bytes or with a DTD, or another 4xx).
+    bytes or with a DTD, an address the session's SSRF guard refuses, or another 4xx). The caller checks the
+    URL a person typed first (storage.outbound.check_url: https, public addresses).
     """
-    http = _Http(session, username, password, timeout=timeout, max_body=max_body, clock=lambda: datetime.now(UTC))
+    http = _Http(
+        session, username, password, entry=url, timeout=timeout, max_body=max_body, clock=lambda: datetime.now(UTC)
+    )
     responses = await _propfind(http, url, 0, PROPFIND_CONTEXT, tolerate=True)
     context = responses[0] if responses else None
     if context is not None and _is_event_calendar(context.props):

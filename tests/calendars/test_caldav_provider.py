@@ -7,7 +7,6 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +18,8 @@ from icalendar import Calendar
 from radicale_support import CalDAVEnv, free_port
 
 from calendars.model import AuthorizationLost, Rejected, Unavailable, Written
-from calendars.providers.caldav import MAX_BODY, CalDAVProvider, CalendarInfo, discover, parse_retry_after
+from calendars.providers.caldav import MAX_BODY, CalDAVProvider, CalendarInfo, discover
+from storage import outbound
 
 
 class TestCalDAVContract(ProviderContract):
@@ -254,6 +254,23 @@ def hostile(answer: Callable[[BaseHTTPRequestHandler, Hostile], None]) -> Iterat
         thread.join(10)
 
 
+def answering(
+    body: bytes, status: int = 207, headers: dict[str, str] | None = None
+) -> Callable[[BaseHTTPRequestHandler, Hostile], None]:
+    """A hostile server's answer: `status`, `headers` and `body` (counted in `sent` as one answer)."""
+
+    def answer(handler: BaseHTTPRequestHandler, state: Hostile) -> None:
+        handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+        state.sent += 1
+
+    return answer
+
+
 def endless_multistatus(handler: BaseHTTPRequestHandler, state: Hostile) -> None:
     """A 207 whose body never ends (chunked), up to 1 GiB: a server trying to exhaust the worker's memory."""
     handler.send_response(207)
@@ -309,27 +326,14 @@ def test_an_xml_entity_bomb_is_refused() -> None:
         + b']><D:multistatus xmlns:D="DAV:"><D:response><D:href>&i;</D:href></D:response></D:multistatus>'
     )
 
-    def answer(handler: BaseHTTPRequestHandler, state: Hostile) -> None:
-        handler.send_response(207)
-        handler.send_header("Content-Length", str(len(bomb)))
-        handler.end_headers()
-        handler.wfile.write(bomb)
-
-    with hostile(answer) as server, pytest.raises(Rejected, match="DTD"):
+    with hostile(answering(bomb)) as server, pytest.raises(Rejected, match="DTD"):
         asyncio.run(discover_in(server.url, "someone", "secret"))
 
 
 def test_a_web_page_that_is_not_caldav_is_rejected_with_a_reason() -> None:
     """A URL that is a web site, not a CalDAV server, is refused with a message saying so."""
-
-    def not_found(handler: BaseHTTPRequestHandler, state: Hostile) -> None:
-        body = b"<html><body>Not here</body></html>"
-        handler.send_response(404)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    with hostile(not_found) as server, pytest.raises(Rejected, match="no CalDAV account"):
+    page = answering(b"<html><body>Not here</body></html>", 404)
+    with hostile(page) as server, pytest.raises(Rejected, match="no CalDAV account"):
         asyncio.run(discover_in(server.url, "someone", "secret"))
 
 
@@ -356,11 +360,39 @@ def test_credentials_inside_the_url_are_refused_and_not_repeated(caldav_env: Cal
     assert caldav_env.requests() == []
 
 
-def test_retry_after_reads_seconds_and_dates() -> None:
-    """Retry-After is delta-seconds or an HTTP date (RFC 9110 §10.2.3); a date in the past is 0, junk is None."""
-    now = datetime(2030, 3, 1, 8, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("7", now) == 7
-    assert parse_retry_after("Fri, 01 Mar 2030 08:02:00 GMT", now) == 120
-    assert parse_retry_after("Fri, 01 Mar 2030 07:00:00 GMT", now) == 0
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after(None, now) is None
+def test_the_sessions_ssrf_guard_applies(caldav_env: CalDAVEnv) -> None:
+    """With the guarded session coursewire gives providers, a CalDAV server whose name resolves to a private
+    address (here `localhost`, not in COURSEWIRE_ALLOWED_NETWORKS) is refused before any request reaches it, for
+    discovery and for writes, with a reason a person can act on."""
+    server_url = caldav_env.server_url.replace("127.0.0.1", "localhost")
+    calendar_url = caldav_env.calendar_url.replace("127.0.0.1", "localhost")
+
+    async def go() -> None:
+        session = outbound.guarded_session((), user_agent="coursewire-test")
+        async with session:
+            with pytest.raises(Rejected, match="not public"):
+                await discover(session, server_url, caldav_env.username, caldav_env.password)
+            provider = CalDAVProvider(session, calendar_url, caldav_env.username, caldav_env.password)
+            with pytest.raises(Rejected, match="not public"):
+                await provider.put(item(), None)
+
+    asyncio.run(go())
+    assert caldav_env.requests() == []
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "10.0.0.1", "[::1]"])
+def test_a_server_pointing_to_an_address_is_not_followed(address: str) -> None:
+    """aiohttp never asks the resolver about an address written in a URL, so the SSRF guard cannot see it: a
+    server naming one (a principal href, or a redirect) is refused before anything is sent there."""
+    href = f"http://{address}/principals/someone/".encode()
+    principal = (
+        b'<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/</D:href><D:propstat><D:prop>'
+        b"<D:current-user-principal><D:href>" + href + b"</D:href></D:current-user-principal>"
+        b"</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"
+    )
+    with hostile(answering(principal)) as server, pytest.raises(Rejected, match="does not follow"):
+        asyncio.run(discover_in(server.url, "someone", "secret"))
+    redirect = answering(b"", 301, {"Location": href.decode()})
+    with hostile(redirect) as server, pytest.raises(Rejected, match="does not follow"):
+        asyncio.run(discover_in(server.url, "someone", "secret"))
+    assert server.sent == 1

@@ -41,7 +41,8 @@ def event_calendar(
     sequence: the RFC 5545 §3.8.7.4 revision, >= 0, raised by the caller on every change (RFC 5546 §2.1.4).
     dtstamp must be aware; it is written in UTC (RFC 5545 §3.8.7.2). DTSTART/DTEND are in the session's
     zone (item.time_zone, IANA) with a VTIMEZONE covering the years the session day falls in, so the
-    object stays small and works after 2038. Raises ValueError for a naive dtstamp or a negative sequence,
+    object stays small and works after 2038; a time in the repeated hour of a fall-back night that a local
+    time cannot name is written in UTC. Raises ValueError for a naive dtstamp or a negative sequence,
     zoneinfo.ZoneInfoNotFoundError for an unknown zone.
     """
     if dtstamp.tzinfo is None or dtstamp.utcoffset() is None:
@@ -54,7 +55,7 @@ def event_calendar(
     if method:
         cal.add("method", method)
     zone = ZoneInfo(item.time_zone)
-    start, end = item.start.astimezone(zone), item.end.astimezone(zone)
+    start, end = _local(item.start, zone), _local(item.end, zone)
     event = Event()
     event.add("uid", item.uid)
     event.add("dtstamp", dtstamp.astimezone(UTC))
@@ -83,6 +84,16 @@ def event_calendar(
     # ends in 2038; the years of the session day are all a reader needs (RFC 5545 §3.6.5).
     cal.add_missing_timezones(first_date=date(start.year, 1, 1), last_date=date(end.year + 1, 1, 1))
     return cal
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> datetime:
+    """The moment in the session's zone, or in UTC when the local time names two instants (the repeated
+    hour when clocks go back) and the moment is the second: a TZID local time means the first one (RFC 5545
+    §3.3.5), so the second can only be written in UTC."""
+    local = moment.astimezone(zone)
+    if local.replace(fold=0).astimezone(UTC) != moment.astimezone(UTC):
+        return moment.astimezone(UTC)
+    return local
 
 
 def to_bytes(cal: Calendar) -> bytes:

@@ -143,6 +143,7 @@ class SmtpServer:
     tls: Tls = "none"
     client_context: ssl.SSLContext | None = None  # trusts the server's certificate
     messages: list[Received] = field(default_factory=list)
+    auth_attempts: list[str] = field(default_factory=list)  # the user names clients tried AUTH with
     failure: _Failure | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -210,12 +211,14 @@ def serving(
     certificate: Certificate | None = None,
     credentials: tuple[str, str] | None = None,
     auth_require_tls: bool = True,
+    auth_failure: str | None = None,
 ) -> Iterator[SmtpServer]:
     """Run a server until the block ends.
 
     tls: "starttls" offers STARTTLS, "implicit" speaks TLS from the first byte (both need certificate).
     credentials: (user, password) for AUTH (PLAIN and LOGIN): required after STARTTLS; offered, and
     optional, over implicit TLS, and without TLS when auth_require_tls=False (what a local relay may do).
+    auth_failure: the reply to wrong credentials instead of aiosmtpd's 535.
     """
     server = SmtpServer(tls=tls)
     kwargs: dict[str, Any] = {"server_hostname": "smtp.coursewire.test", "ready_timeout": 30.0}
@@ -232,12 +235,17 @@ def serving(
         def authenticate(
             smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
         ) -> AuthResult:
+            if isinstance(auth_data, LoginPassword):
+                with server.lock:
+                    server.auth_attempts.append(auth_data.login.decode())
             ok = (
                 isinstance(auth_data, LoginPassword)
                 and auth_data.login.decode() == user
                 and auth_data.password.decode() == password
             )
-            return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+            if ok:
+                return AuthResult(success=True, handled=False, auth_data=auth_data)
+            return AuthResult(success=False, handled=False, message=auth_failure)
 
         # aiosmtpd warns (UserWarning, an error under pytest) when AUTH is required without TLS; without TLS
         # it is offered instead, and tests check who logged in (Received.login).

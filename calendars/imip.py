@@ -112,6 +112,12 @@ def _date(moment: datetime) -> str:
     return f"{_WEEKDAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]} {moment.year}"
 
 
+def _one_line(text: str) -> str:
+    """Header text: line breaks and runs of white space become one space (a title typed with a line break
+    would otherwise make the message unbuildable, RFC 5322 §2.2)."""
+    return " ".join(text.split())
+
+
 def _address(text: str, role: str) -> Address:
     """One address from `addr` or `Name <addr>`; raises ValueError naming the role otherwise."""
     found = getaddresses([text])
@@ -138,7 +144,7 @@ def _message(
     origin = _address(sender, "sender")
     target = _address(recipient, "recipient")
     if recipient_name:
-        target = Address(display_name=recipient_name, username=target.username, domain=target.domain)
+        target = Address(display_name=_one_line(recipient_name), username=target.username, domain=target.domain)
     calendar = event_calendar(
         item,
         sequence=sequence,
@@ -153,7 +159,7 @@ def _message(
 
     message = EmailMessage()
     label = "Invitation" if method == "REQUEST" else "Cancelled"
-    message["Subject"] = f"{label}: {item.subject} ({when(item)})"
+    message["Subject"] = f"{label}: {_one_line(item.subject)} ({when(item)})"
     message["From"] = origin
     message["To"] = target
     message["Date"] = format_datetime(dtstamp)

@@ -342,6 +342,16 @@ def test_headers_identify_the_message(smtp_server: SmtpServer) -> None:
     assert first["Subject"] == "Invitation: Fire safety (Sun 29 Mar 2026, 09:00\N{EN DASH}17:00 Europe/Berlin)"
 
 
+def test_line_breaks_in_titles_and_names_stay_out_of_the_headers(smtp_server: SmtpServer) -> None:
+    """A title or name typed with a line break gives a one-line Subject and To, and adds no header."""
+    item = session_day(subject="Fire safety\r\nBcc: everyone@contoso.com")
+    received = deliver(smtp_server, invite(item, recipient_name="Zoe\nUnal"))
+    assert received["Subject"].startswith("Invitation: Fire safety Bcc: everyone@contoso.com (")
+    assert received["Bcc"] is None
+    assert received["To"].addresses[0].display_name == "Zoe Unal"
+    assert smtp_server.received()[-1].rcpt_tos == [RECIPIENT]
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -53,15 +53,18 @@ class MailSender:
         if not to.email:
             raise Rejected(f"user {to.user_id} has no e-mail address")
         build = imip.request_message if method == "REQUEST" else imip.cancel_message
-        message = build(
-            item,
-            sequence=sequence,
-            dtstamp=now,
-            sender=self.sender,
-            recipient=to.email,
-            recipient_name=to.name,
-            connect_link=self._link(to.user_id) if method == "REQUEST" else None,
-        )
+        try:
+            message = build(
+                item,
+                sequence=sequence,
+                dtstamp=now,
+                sender=self.sender,
+                recipient=to.email,
+                recipient_name=to.name,
+                connect_link=self._link(to.user_id) if method == "REQUEST" else None,
+            )
+        except ValueError as exc:  # an address that is not one address: not worth a retry
+            raise Rejected(f"no e-mail for user {to.user_id}: {exc}") from None
         try:
             await self.mailer.send(message)
         except MailError as exc:

@@ -1,0 +1,515 @@
+"""Microsoft 365 / Outlook.com calendars through Microsoft Graph v1.0 (delegated access, one mailbox).
+
+Protocol facts (../shared/reference/notes/calendar-sync.md §2.1, §2.5): events are created with `POST
+/me/events` (or `/me/calendars/{id}/events`, `/users/{id}/...`) carrying a `transactionId`, so a retried create
+returns the event the first attempt made [MS2-b]; they are tagged with a single-value extended property
+`String {GRAPH_PROPERTY_SET} Name coursewire-key` [MS13]; times go as `dateTimeTimeZone` with a Windows zone
+name [MS3]; every request sends `Prefer: IdType="ImmutableId"` so stored ids survive the event being moved
+[MS16]; several writes go in one JSON `$batch` of at most 20 requests, each inner request answered (and
+throttled) on its own [MS11]; Outlook allows 4 concurrent requests per mailbox and app [MS11-b].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiohttp
+from yarl import URL
+
+from calendars.model import (
+    GRAPH_PROPERTY_SET,
+    TAG,
+    AuthorizationLost,
+    CalendarItem,
+    ProviderError,
+    Rejected,
+    RemoteEvent,
+    Throttled,
+    TokenSource,
+    Unavailable,
+    Written,
+)
+from calendars.timezones import canonical_zone, iana_zone, windows_zone
+
+# The extended property that carries our key, as Graph names it: `String {GUID} Name <name>` [MS13].
+PROPERTY_ID = f"String {GRAPH_PROPERTY_SET} Name {TAG}"
+# Outlook: at most 4 concurrent requests per (app, mailbox) [MS11-b]; a $batch holds up to 4 of them.
+MAILBOX_CONCURRENCY = 4
+# JSON batching: at most 20 requests in one $batch [MS11].
+BATCH_LIMIT = 20
+PREFER_IMMUTABLE = 'IdType="ImmutableId"'
+_EXPAND = quote(f"singleValueExtendedProperties($filter=id eq '{PROPERTY_ID}')", safe="()$=',")
+_STEPS = 4  # create, a PATCH after a transactionId answer, a create after that event was deleted, one spare
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]  # keys in lower case
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One write request for one item: what to send, and what we last knew of its event."""
+
+    index: int
+    item: CalendarItem
+    method: str  # POST | PATCH
+    path: str  # relative to the version root, with a leading slash (as $batch wants it)
+    body: dict[str, Any]
+    written: Written | None  # the event a PATCH addresses / a POST replaces
+    step: int = 1
+
+
+class GraphProvider:
+    """One person's Microsoft calendar (calendars.model.Provider) through Microsoft Graph.
+
+    session: the shared aiohttp session (not closed here); base_url: Graph's version root
+    (`https://graph.microsoft.com/v1.0`, COURSEWIRE_GRAPH_URL); tokens: the connection's OAuth tokens;
+    calendar: a calendar id, None for the mailbox's default calendar; mailbox: `me` (delegated access) or a
+    user id / UPN (`/users/{id}`, for a tenant-wide application later); timeout: seconds per request;
+    clock: now as an aware datetime, for Retry-After given as an HTTP date.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        tokens: TokenSource,
+        calendar: str | None = None,
+        *,
+        mailbox: str = "me",
+        timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._tokens = tokens
+        self._owner = "/me" if mailbox == "me" else f"/users/{quote(mailbox, safe='@')}"
+        self._events = (
+            f"{self._owner}/events"
+            if calendar is None
+            else f"{self._owner}/calendars/{quote(calendar, safe='')}/events"
+        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._slots = _Slots(MAILBOX_CONCURRENCY)
+
+    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+        """Create the item's event (POST with its transactionId) or update it (PATCH by id); an event the person
+        deleted (PATCH 404) is created again. A create answered with an older copy of the event (a retry after a
+        lost answer, the item changed since) is brought up to date with a PATCH. Raises Throttled, Unavailable,
+        AuthorizationLost or Rejected (Graph's error code and message)."""
+        op = self._first_op(0, item, written)
+        for _ in range(_STEPS):
+            reply = await self._call(op.method, op.path, op.body)
+            outcome = self._step(op, reply)
+            if isinstance(outcome, Written):
+                return outcome
+            if isinstance(outcome, ProviderError):
+                raise outcome
+            op = outcome
+        raise Unavailable("Graph: the event changed under every write; trying again later")
+
+    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+        """`put` for several items, as JSON `$batch` requests of at most 20 (relative URLs, one result per inner
+        request). An inner 429 becomes Throttled with the inner Retry-After for that item only; a follow-up a
+        `put` would make (create after a PATCH 404, PATCH after an older copy) goes in the next round. Nothing
+        is retried beyond that: the caller retries what failed. Results are in the order of `batch`."""
+        results: list[Written | ProviderError | None] = [None] * len(batch)
+        pending = [self._first_op(i, item, written) for i, (item, written) in enumerate(batch)]
+        refreshed = False
+        while pending:
+            chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
+            answers = await asyncio.gather(*(self._send_batch(chunk) for chunk in chunks))
+            pending = []
+            unauthorized = []
+            for chunk, answer in zip(chunks, answers, strict=True):
+                for op in chunk:
+                    reply = answer if isinstance(answer, ProviderError) else answer.get(op.index)
+                    if reply is None:
+                        results[op.index] = Unavailable("Graph: the $batch answer has no response for this request")
+                    elif isinstance(reply, ProviderError):
+                        results[op.index] = reply
+                    elif reply.status == 401:
+                        unauthorized.append(op)
+                    else:
+                        outcome = self._step(op, reply)
+                        if isinstance(outcome, _Op) and outcome.step > _STEPS:
+                            outcome = Unavailable("Graph: the event changed under every write; trying again later")
+                        if isinstance(outcome, _Op):
+                            pending.append(outcome)
+                        else:
+                            results[op.index] = outcome
+            if unauthorized:
+                if refreshed:
+                    for op in unauthorized:
+                        results[op.index] = AuthorizationLost("Graph refused the access token after a refresh (401)")
+                else:
+                    try:
+                        await self._tokens.refresh()
+                    except ProviderError as exc:
+                        for op in unauthorized:
+                            results[op.index] = exc
+                    else:
+                        refreshed = True
+                        pending.extend(unauthorized)
+        return [r if r is not None else Unavailable("Graph: no result") for r in results]
+
+    async def delete(self, written: Written, item: CalendarItem | None = None) -> None:
+        """DELETE the event by id; 404/410 (already gone) is success. Raises Throttled, Unavailable,
+        AuthorizationLost or Rejected."""
+        reply = await self._call("DELETE", self._event_path(written.provider_id), None)
+        if reply.status in (200, 202, 204, 404, 410):
+            return
+        raise self._error(reply)
+
+    async def get(self, written: Written) -> RemoteEvent | None:
+        """GET the event by id with our extended property expanded; None when it is gone (404/410). Times come
+        back as aware UTC datetimes. Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
+        reply = await self._call("GET", f"{self._event_path(written.provider_id)}?$expand={_EXPAND}", None)
+        if reply.status in (404, 410):
+            return None
+        if reply.status != 200:
+            raise self._error(reply)
+        return _remote(reply.body)
+
+    async def close(self) -> None:
+        """Nothing to release: the HTTP session belongs to the caller."""
+        return None
+
+    # -- requests -------------------------------------------------------------------------------------------
+
+    def _event_path(self, provider_id: str) -> str:
+        # Ids are case-sensitive base64 that may hold '/', '+' or '=' [MS16]: every character is escaped.
+        return f"{self._owner}/events/{quote(provider_id, safe='')}"
+
+    def _first_op(self, index: int, item: CalendarItem, written: Written | None) -> _Op:
+        if written is None:
+            return _Op(index, item, "POST", self._events, _payload(item, transaction_id(item.handle)), None)
+        return _Op(index, item, "PATCH", self._event_path(written.provider_id), _payload(item, None), written)
+
+    def _step(self, op: _Op, reply: _Reply) -> Written | ProviderError | _Op:
+        """What one answer to `op` means: the item's result, or the request to make next."""
+        if op.method == "PATCH" and reply.status in (404, 410):
+            # The person deleted the event: create it again. Not under the item's own transactionId: Graph may
+            # still know that id from the deleted event (the docs do not say); a retry of this create sends the
+            # same `written` again and so the same derived id.
+            assert op.written is not None
+            txid = transaction_id(f"{op.item.handle}:{op.written.provider_id}")
+            return _Op(op.index, op.item, "POST", self._events, _payload(op.item, txid), op.written, op.step + 1)
+        if reply.status not in (200, 201):
+            return self._error(reply)
+        event_id = reply.body.get("id")
+        if not isinstance(event_id, str) or not event_id:
+            return Unavailable(f"Graph answered {op.method} {reply.status} without an event id")
+        written = Written(event_id, _etag(reply.body))
+        if op.method == "POST" and not _matches(reply.body, op.item):
+            # transactionId returned the event an earlier attempt created, from an older version of the item.
+            return _Op(
+                op.index, op.item, "PATCH", self._event_path(event_id), _payload(op.item, None), written, op.step + 1
+            )
+        return written
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, *, slots: int = 1) -> _Reply:
+        """One request holding `slots` of the mailbox's limit; a 401 refreshes the token once and sends it
+        again, a second 401 is AuthorizationLost. Raises Unavailable for network errors and unreadable answers."""
+        token = await self._tokens.access_token()
+        reply = await self._send(method, path, body, token, slots)
+        if reply.status != 401:
+            return reply
+        reply = await self._send(method, path, body, await self._tokens.refresh(), slots)
+        if reply.status == 401:
+            code, message = _graph_error(reply.body)
+            raise AuthorizationLost(f"Graph refused the access token after a refresh (401 {code}: {message})")
+        return reply
+
+    async def _send_batch(self, ops: Sequence[_Op]) -> dict[int, _Reply] | ProviderError:
+        """One $batch for up to 20 ops: inner replies by op index, or the error of the whole request."""
+        requests = [
+            {
+                "id": str(op.index),
+                "method": op.method,
+                "url": op.path,
+                "headers": {"Content-Type": "application/json", "Prefer": PREFER_IMMUTABLE},
+                "body": op.body,
+            }
+            for op in ops
+        ]
+        try:
+            reply = await self._call("POST", "/$batch", {"requests": requests}, slots=len(ops))
+        except ProviderError as exc:
+            return exc
+        if reply.status != 200:
+            return self._error(reply)
+        out: dict[int, _Reply] = {}
+        for answer in reply.body.get("responses") or []:
+            if not isinstance(answer, dict):
+                continue
+            try:
+                index = int(answer.get("id", ""))
+                status = int(answer.get("status", 0))
+            except (TypeError, ValueError):
+                continue
+            headers, inner = answer.get("headers"), answer.get("body")
+            headers = headers if isinstance(headers, dict) else {}
+            inner = inner if isinstance(inner, dict) else {}
+            out[index] = _Reply(status, {str(k).lower(): str(v) for k, v in headers.items()}, inner)
+        return out
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None, token: str, slots: int) -> _Reply:
+        headers = {"Authorization": f"Bearer {token}", "Prefer": PREFER_IMMUTABLE, "Accept": "application/json"}
+        url = URL(self._base + path, encoded=True)  # paths and queries are escaped by us, once
+        async with self._slots.hold(slots):
+            try:
+                async with self._session.request(
+                    method, url, json=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+                    got = {k.lower(): v for k, v in response.headers.items()}
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise Unavailable(f"Graph could not be reached: {exc.__class__.__name__} {exc}") from None
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            if 200 <= status < 300:
+                raise Unavailable(f"Graph answered {status} with a body that is not JSON") from None
+            parsed = {}
+        return _Reply(status, got, parsed if isinstance(parsed, dict) else {})
+
+    def _error(self, reply: _Reply) -> ProviderError:
+        """The ProviderError for a failed answer (outer or inner): 429, and 503/504 with Retry-After, are
+        Throttled; other 5xx Unavailable; 401 AuthorizationLost; other 4xx Rejected."""
+        code, message = _graph_error(reply.body)
+        text = f"Graph {reply.status} {code}: {message}"
+        retry = retry_after(reply.headers.get("retry-after"), self._clock())
+        if reply.status == 429 or (reply.status in (503, 504) and retry is not None):
+            return Throttled(text, retry_after=retry)
+        if reply.status >= 500:
+            return Unavailable(text)
+        if reply.status == 401:
+            return AuthorizationLost(text)
+        return Rejected(f"{code}: {message}")
+
+
+# -- the event as Graph takes it --------------------------------------------------------------------------------
+
+
+def transaction_id(seed: str) -> str:
+    """A GUID-shaped transactionId (8-4-4-4-12 lower-case hex) derived from `seed`: the item's handle (32 hex
+    characters, used as they are) or any other text (hashed first). Deterministic, so a retry sends the same."""
+    digits = seed if re.fullmatch(r"[0-9a-f]{32}", seed) else hashlib.sha256(seed.encode()).hexdigest()[:32]
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:32]}"
+
+
+def graph_times(item: CalendarItem) -> tuple[str, str, str]:
+    """(start dateTime, end dateTime, timeZone) for the item as Graph's `dateTimeTimeZone` takes them [MS3]:
+    wall-clock times in the session's zone under its Windows name (the item's own `windows_time_zone` when it
+    names the same zone, else the name calendars.timezones finds). UTC times with `UTC` when the zone has no
+    Windows name, or when a time falls in an hour the zone repeats (a Windows name cannot tell which one)."""
+    tz, windows = _zone(item)
+    if tz is not None and windows is not None:
+        start, end = item.start.astimezone(tz), item.end.astimezone(tz)
+        if not _repeated(start) and not _repeated(end):
+            return _wall(start), _wall(end), windows
+    return _wall(item.start.astimezone(UTC)), _wall(item.end.astimezone(UTC)), "UTC"
+
+
+def _zone(item: CalendarItem) -> tuple[tzinfo | None, str | None]:
+    try:
+        tz = ZoneInfo(item.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None, None
+    own = item.windows_time_zone
+    target = iana_zone(own) if own else None
+    if own and target is not None and canonical_zone(target) == canonical_zone(item.time_zone):
+        return tz, own
+    return tz, windows_zone(item.time_zone)
+
+
+def _repeated(local: datetime) -> bool:
+    other = local.replace(fold=1 - local.fold)
+    return other.utcoffset() != local.utcoffset()
+
+
+def _wall(moment: datetime) -> str:
+    return moment.replace(tzinfo=None).isoformat()
+
+
+def _payload(item: CalendarItem, transaction: str | None) -> dict[str, Any]:
+    start, end, zone = graph_times(item)
+    body: dict[str, Any] = {
+        "subject": item.subject,
+        "body": {"contentType": "HTML", "content": item.body_html},
+        "start": {"dateTime": start, "timeZone": zone},
+        "end": {"dateTime": end, "timeZone": zone},
+        "location": {"displayName": item.location or ""},
+        "isReminderOn": True,
+        # No attendees: the event is the person's own, so Outlook sends no meeting request or updates.
+        "responseRequested": False,
+        "allowNewTimeProposals": False,
+        "singleValueExtendedProperties": [{"id": PROPERTY_ID, "value": item.key}],
+    }
+    if transaction is not None:  # create only: Graph does not let an update change it [MS2-b]
+        body["transactionId"] = transaction
+    return body
+
+
+def _matches(event: Mapping[str, Any], item: CalendarItem) -> bool:
+    """Whether a created event holds the item's subject, times and location (a transactionId answer may be an
+    earlier attempt's event). The body is not compared: Exchange rewrites HTML."""
+    location = event.get("location")
+    place = location.get("displayName") if isinstance(location, dict) else None
+    try:
+        start, end = _instant(event.get("start")), _instant(event.get("end"))
+    except ValueError:
+        return False
+    return (
+        event.get("subject") == item.subject
+        and start == item.start
+        and end == item.end
+        and (place or "") == (item.location or "")
+    )
+
+
+# -- reading answers --------------------------------------------------------------------------------------------
+
+_FRACTION = re.compile(r"(\.\d{1,6})\d*$")
+
+
+def _instant(value: object) -> datetime:
+    """An aware datetime from a `dateTimeTimeZone` (`2030-03-01T08:00:00.0000000`, `UTC` or a Windows or IANA
+    zone name). Raises ValueError for anything else."""
+    if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
+        raise ValueError("not a dateTimeTimeZone")
+    moment = datetime.fromisoformat(_FRACTION.sub(r"\1", value["dateTime"]))
+    if moment.tzinfo is not None:
+        return moment.astimezone(UTC)
+    name = value.get("timeZone") or "UTC"
+    zone: tzinfo
+    if name in ("UTC", "Etc/UTC", "tzone://Microsoft/Utc"):
+        zone = UTC
+    else:
+        try:
+            zone = ZoneInfo(iana_zone(name) or name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+    return moment.replace(tzinfo=zone).astimezone(UTC)
+
+
+def _remote(event: Mapping[str, Any]) -> RemoteEvent:
+    try:
+        start, end = _instant(event.get("start")), _instant(event.get("end"))
+    except ValueError as exc:
+        raise Unavailable(f"Graph returned an event with unreadable times: {exc}") from None
+    key = None
+    for prop in event.get("singleValueExtendedProperties") or []:
+        if isinstance(prop, dict) and str(prop.get("id", "")).casefold() == PROPERTY_ID.casefold():
+            key = prop.get("value") if isinstance(prop.get("value"), str) else None
+    extra = {
+        name: event[name]
+        for name in ("transactionId", "originalStartTimeZone", "webLink", "changeKey")
+        if isinstance(event.get(name), str)
+    }
+    return RemoteEvent(
+        provider_id=str(event.get("id", "")),
+        etag=_etag(event),
+        subject=str(event.get("subject") or ""),
+        start=start,
+        end=end,
+        key=key,
+        cancelled=bool(event.get("isCancelled")),
+        extra=extra,
+    )
+
+
+def _etag(event: Mapping[str, Any]) -> str | None:
+    value = event.get("@odata.etag") or event.get("changeKey")
+    return value if isinstance(value, str) else None
+
+
+def _graph_error(body: Mapping[str, Any]) -> tuple[str, str]:
+    """(code, message) of Graph's error body `{"error": {"code", "message"}}`."""
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("code") or "unknown"), str(error.get("message") or "")
+    return "unknown", ""
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date, RFC 9110 §10.2.3), None when absent
+    or unreadable. (The same rule as webhooks.worker.retry_after, which calendars/ may not import.)"""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+# -- the per-mailbox limit --------------------------------------------------------------------------------------
+
+
+class _Slots:
+    """A counting limit whose holders take several slots at once, first come first served: a request takes
+    one, a $batch as many as Graph runs of it at a time against the mailbox (up to 4) [MS11-b]."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free = size
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, count: int) -> AsyncIterator[None]:
+        count = max(1, min(count, self.size))
+        await self._acquire(count)
+        try:
+            yield
+        finally:
+            self.free += count
+            self._wake()
+
+    async def _acquire(self, count: int) -> None:
+        if not self._waiters and self.free >= count:
+            self.free -= count
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (count, waiter)
+        self._waiters.append(entry)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted just as it was cancelled: give it back
+                self.free += count
+            elif entry in self._waiters:
+                self._waiters.remove(entry)
+            self._wake()
+            raise
+
+    def _wake(self) -> None:
+        while self._waiters and self.free >= self._waiters[0][0]:
+            count, waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            self.free -= count
+            waiter.set_result(None)

@@ -86,6 +86,15 @@ def failure(env: GraphEnv, step: Callable[[GraphProvider], Awaitable[Any]]) -> P
     return caught.value
 
 
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait (polling) until `condition` holds; fail after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
 def only(env: GraphEnv) -> dict[str, Any]:
     events = env.events()
     assert len(events) == 1, events
@@ -463,42 +472,53 @@ def test_retry_after_as_seconds_or_http_date() -> None:
 
 
 def test_never_more_than_4_concurrent_requests_to_a_mailbox(graph_env: GraphEnv, graph_fake: GraphFake) -> None:
-    """12 puts, a 10-item put_many and 4 gets at once on one provider: the mailbox never sees a 5th request
-    in progress (the fake would answer it 429 MailboxConcurrency), and everything is written."""
-    graph_fake.latency = 0.05
-    env = graph_env
+    """12 puts, a 10-item put_many and 4 gets at once on one provider: 4 requests reach the mailbox and the rest
+    wait their turn (the fake would answer a 5th 429 MailboxConcurrency); everything is written."""
+    graph_fake.pause()
 
     async def burst(p: GraphProvider) -> list[Any]:
-        singles = [p.put(item(f"s{i}"), None) for i in range(12)]
-        many = p.put_many([(item(f"m{i}"), None) for i in range(10)])
-        reads = [p.get(Written("missing")) for _ in range(4)]
-        return await asyncio.gather(*singles, many, *reads)
+        # The $batch first: Graph runs 4 of its requests at once against the mailbox, so it holds all 4 turns
+        # and the single requests wait for them, instead of being refused by the mailbox.
+        many = asyncio.ensure_future(p.put_many([(item(f"m{i}"), None) for i in range(10)]))
+        await until(lambda: graph_fake.active(graph_env.user_id) == 4)
+        singles = [asyncio.ensure_future(p.put(item(f"s{i}"), None)) for i in range(12)]
+        reads = [asyncio.ensure_future(p.get(Written("missing"))) for _ in range(4)]
+        await asyncio.sleep(0.2)  # time for a 5th request to arrive, if the provider sent one
+        assert graph_fake.active(graph_env.user_id) == 4
+        assert graph_fake.counters["concurrency"] == 0
+        graph_fake.resume()
+        return [await many, *[await s for s in singles], *[await r for r in reads]]
 
-    results = run(env, burst)
-    assert all(isinstance(r, Written) for r in results[:12])
-    assert all(isinstance(r, Written) for r in results[12])
+    graph_fake.latency = 0.01  # keep requests overlapping after the pause too
+    results = run(graph_env, burst)
+    assert all(isinstance(r, Written) for r in results[0])
+    assert all(isinstance(r, Written) for r in results[1:13])
+    assert results[13:] == [None] * 4
     assert graph_fake.counters["concurrency"] == 0
-    assert graph_fake.peak(env.user_id) == 4
-    assert len(env.events()) == 22
+    assert graph_fake.peak(graph_env.user_id) == 4
+    assert len(graph_env.events()) == 22
 
 
 def test_the_fake_enforces_the_mailbox_limit(graph_env: GraphEnv, graph_fake: GraphFake) -> None:
     """Without the provider's limit, a 5th concurrent request to one mailbox gets 429 with Retry-After."""
-    graph_fake.latency = 0.2
+    graph_fake.pause()
+    headers = {"Authorization": f"Bearer {graph_env.tokens.token}"}
 
-    async def main() -> list[tuple[int, str | None]]:
-        headers = {"Authorization": f"Bearer {graph_env.tokens.token}"}
+    async def main() -> tuple[list[int], int, str | None]:
         async with aiohttp.ClientSession() as session:
 
-            async def one() -> tuple[int, str | None]:
+            async def one() -> int:
                 async with session.get(f"{graph_fake.url}/v1.0/me/events", headers=headers) as r:
-                    return r.status, r.headers.get("Retry-After")
+                    return r.status
 
-            return await asyncio.gather(*(one() for _ in range(5)))
+            held = asyncio.gather(*(one() for _ in range(4)))
+            await until(lambda: graph_fake.active(graph_env.user_id) == 4)
+            async with session.get(f"{graph_fake.url}/v1.0/me/events", headers=headers) as fifth:
+                status, wait = fifth.status, fifth.headers.get("Retry-After")
+            graph_fake.resume()
+            return list(await held), status, wait
 
-    answers = asyncio.run(main())
-    assert sorted(s for s, _ in answers) == [200, 200, 200, 200, 429]
-    assert [a for s, a in answers if s == 429] == ["1"]
+    assert asyncio.run(main()) == ([200] * 4, 429, "1")
 
 
 # -- other mailboxes and calendars --------------------------------------------------------------------------------

@@ -138,6 +138,7 @@ class GraphFake:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._gate: asyncio.Event | None = None  # cleared: requests wait in their mailbox slot (pause())
         self.url = ""
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -160,6 +161,8 @@ class GraphFake:
         return self
 
     async def _startup(self) -> None:
+        self._gate = asyncio.Event()
+        self._gate.set()
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -171,6 +174,8 @@ class GraphFake:
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
             return
+        if self._gate is not None:
+            self.resume()  # a test that failed while paused leaves no request waiting
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -260,6 +265,31 @@ class GraphFake:
             assert found is not None
             found.fields.update(changes)
             found.change_key = _opaque("")[:16]
+
+    def pause(self) -> None:
+        """From now on every request waits, holding its mailbox slot, until resume(): the test can then see
+        how many are in progress at once without relying on timing."""
+        self._on_loop(self._close_gate)
+
+    def resume(self) -> None:
+        self._on_loop(self._open_gate)
+
+    async def _close_gate(self) -> None:
+        assert self._gate is not None
+        self._gate.clear()
+
+    async def _open_gate(self) -> None:
+        assert self._gate is not None
+        self._gate.set()
+
+    def _on_loop(self, step: Callable[[], Any]) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(step(), self._loop).result(10)
+
+    def active(self, user_id: str) -> int:
+        """How many requests this mailbox has in progress now."""
+        with self._lock:
+            return self.mailboxes[user_id].active
 
     def peak(self, user_id: str) -> int:
         """The most requests this mailbox ever had in progress at once."""
@@ -375,6 +405,8 @@ class GraphFake:
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
+            if self._gate is not None:
+                await self._gate.wait()
             with self._lock:
                 return self._operate(mailbox, method, rest, dict(parse_qsl(query)), headers, body)
         finally:

@@ -12,7 +12,6 @@ throttled) on its own [MS11]; Outlook allows 4 concurrent requests per mailbox a
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
 import re
@@ -42,6 +41,7 @@ from calendars.model import (
     Written,
 )
 from calendars.timezones import canonical_zone, iana_zone, windows_zone
+from storage.outbound import retry_after
 
 # The extended property that carries our key, as Graph names it: `String {GUID} Name <name>` [MS13].
 PROPERTY_ID = f"String {GRAPH_PROPERTY_SET} Name {TAG}"
@@ -448,23 +448,6 @@ def _graph_error(body: Mapping[str, Any]) -> tuple[str, str]:
     if isinstance(error, dict):
         return str(error.get("code") or "unknown"), str(error.get("message") or "")
     return "unknown", ""
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date, RFC 9110 §10.2.3), None when absent
-    or unreadable. (The same rule as webhooks.worker.retry_after, which calendars/ may not import.)"""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 # -- the per-mailbox limit --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from contract import ProviderContract
 from fakes.graph import APP, GraphFake
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
@@ -24,7 +25,7 @@ from calendars.model import (
     Unavailable,
     Written,
 )
-from calendars.providers.graph import GraphProvider, graph_times, retry_after, transaction_id
+from calendars.providers.graph import GraphProvider, graph_times, transaction_id
 from calendars.timezones import iana_zone
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
 pytest_plugins = ["graph_support"]  # the graph_fake and graph_env fixtures (imported by pytest, asserts rewritten)
 
 T = TypeVar("T")
+
+
+class TestGraphContract(ProviderContract):
+    """The contract every provider honours, against the Graph fake."""
+
+    env_fixture = "graph_env"
 
 
 def run(env: GraphEnv, step: Callable[[GraphProvider], Awaitable[T]], **options: Any) -> T:
@@ -459,13 +466,21 @@ def test_an_unreachable_graph_is_unavailable() -> None:
     assert isinstance(asyncio.run(main()), Unavailable)
 
 
-def test_retry_after_as_seconds_or_http_date() -> None:
+def test_random_429s_outside_batches(graph_env: GraphEnv, graph_fake: GraphFake) -> None:
+    """The fake's random throttling (as the bench uses it) reaches the caller as Throttled with Retry-After."""
+    graph_fake.throttle_rate = 1.0
+    error = failure(graph_env, lambda p: p.put(item(), None))
+    assert isinstance(error, Throttled) and error.retry_after == 7
+    assert graph_env.events() == []
+
+
+def test_retry_after_as_an_http_date(graph_env: GraphEnv, graph_fake: GraphFake) -> None:
+    """Retry-After given as an HTTP date is counted from the provider's clock."""
+    graph_fake.fail_next("throttle", retry_after="Fri, 01 Mar 2030 12:00:30 GMT")
     now = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
-    assert retry_after("7", now) == 7.0
-    assert retry_after("Fri, 01 Mar 2030 12:00:30 GMT", now) == 30.0
-    assert retry_after("Fri, 01 Mar 2030 11:00:00 GMT", now) == 0.0
-    assert retry_after("soon", now) is None
-    assert retry_after(None, now) is None
+    with pytest.raises(Throttled) as caught:
+        run(graph_env, lambda p: p.delete(Written("x")), clock=lambda: now)
+    assert caught.value.retry_after == 30.0
 
 
 # -- the per-mailbox limit ----------------------------------------------------------------------------------------

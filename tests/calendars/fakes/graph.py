@@ -132,7 +132,7 @@ class GraphFake:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every HTTP request, in order
         self.batch_requests: list[tuple[str, str]] = []  # (method, path) of every request inside a $batch
         self.counters: Counter[str] = Counter()
-        self._failures: deque[tuple[str, int, str | None]] = deque()
+        self._failures: deque[tuple[str, int | str, str | None]] = deque()
         self._rng = random.Random(seed)  # noqa: S311 (reproducible test behaviour, not secrets)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +217,9 @@ class GraphFake:
         with self._lock:
             self.revoked.add(user_id)
 
-    def fail_next(self, kind: str, count: int = 1, retry_after: int | None = None, method: str | None = None) -> None:
+    def fail_next(
+        self, kind: str, count: int = 1, retry_after: int | str | None = None, method: str | None = None
+    ) -> None:
         """The next `count` requests (with that HTTP method, when given) fail: 'throttle' (429 + Retry-After),
         'unavailable' (503), 'auth' (401), 'lose' (carried out, then the connection is closed unanswered)."""
         if kind not in ("throttle", "unavailable", "auth", "lose"):
@@ -226,7 +228,7 @@ class GraphFake:
         with self._lock:
             self._failures.extend([(kind, seconds, method)] * count)
 
-    def _next_failure(self, method: str) -> tuple[str, int] | None:
+    def _next_failure(self, method: str) -> tuple[str, int | str] | None:
         for entry in self._failures:
             if entry[2] in (None, method):
                 self._failures.remove(entry)
@@ -319,7 +321,9 @@ class GraphFake:
             else (web.Response(status=answer.status, headers=answer.headers))
         )
 
-    async def _answer(self, request: web.Request, path: str, raw: bytes, failure: tuple[str, int] | None) -> _Answer:
+    async def _answer(
+        self, request: web.Request, path: str, raw: bytes, failure: tuple[str, int | str] | None
+    ) -> _Answer:
         try:
             if failure is not None and failure[0] != "lose":
                 kind, retry = failure

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import google_support
 import pytest
 from fakes.google import GoogleCalendarFake
 from google_support import GoogleEnv
@@ -29,7 +28,6 @@ from calendars.model import (
 )
 from calendars.providers.google import GoogleProvider
 
-google_env = google_support.google_env  # the fixture, by its shared name
 T = TypeVar("T")
 NEW_YORK = "America/New_York"
 

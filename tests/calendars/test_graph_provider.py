@@ -31,7 +31,6 @@ from calendars.timezones import iana_zone
 if TYPE_CHECKING:
     from graph_support import GraphEnv
 
-pytest_plugins = ["graph_support"]  # the graph_fake and graph_env fixtures (imported by pytest, asserts rewritten)
 
 T = TypeVar("T")
 

@@ -20,18 +20,7 @@ from storage import access, calendar
 from storage.db import iso
 from storage.errors import Conflict, Invalid
 from storage.models import Actor
-
-try:  # the outbound guard is moving down from webhooks/guard.py to storage/outbound.py
-    from storage.outbound import GuardedResolver, check_url
-except ImportError:  # pragma: no cover (until the move lands)
-    from webhooks.guard import GuardedResolver, check_callback
-
-    def check_url(url: Any, networks: Sequence[IPNetwork], resolver: Any, *, field: str = "URL") -> str:
-        try:
-            return check_callback(url, networks, resolver)
-        except Invalid as exc:
-            raise Invalid(exc.message.replace("WebHookUri", field), target=field) from None
-
+from storage.outbound import GuardedResolver, check_url
 
 # Each switch of CalendarSettings -> what CalendarConfig.missing() calls it (CalDAV needs no variable).
 REQUIREMENTS = {

@@ -14,6 +14,7 @@ import aiohttp
 
 from calendars.config import CalendarConfig, IPNetwork
 from calendars.model import AuthorizationLost, ProviderError
+from calendars.providers import caldav
 from connector import context, shaping
 from connector.handlers import key, options
 from storage import access, calendar
@@ -136,8 +137,6 @@ async def _discover(url: str, username: str, password: str, networks: Sequence[I
     """The URL of the calendar to write to: the first calendar discovery finds that holds events (VEVENT), or
     `url` itself when it is one. Raises Invalid naming Password when the server refuses the credentials
     (401), Url when it cannot be reached or holds no calendar for events."""
-    from calendars.providers import caldav  # the CalDAV provider lands separately
-
     origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(networks))
     timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT)

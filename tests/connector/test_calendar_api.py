@@ -7,22 +7,32 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import sys
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import Api, error, relative
 
 from calendars.config import CalendarConfig
+from connector.app import create_app
 from connector.settings import Settings
-from storage import calendar, events
+from storage import apikeys, calendar, events
 from storage.db import Database
 from storage.models import CLI
+from storage.outbound import parse_networks
 from storage.secrets import SecretBox
 from webhooks import payloads
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "calendars"))  # the calendar tests' real servers
+import radicale_support
+from radicale_support import RadicaleServer, free_port, mkcalendar_body
+
+radicale = radicale_support.radicale
+
 PASSWORD = "app-password-5f1c9e"  # noqa: S105 (a test value, looked for in every answer and log)
-SWITCHES = ("Microsoft365Enabled", "GoogleEnabled", "CalDAVEnabled", "EmailFallbackEnabled")
 
 
 @pytest.fixture
@@ -434,3 +444,52 @@ def test_the_reauthorization_trigger(api: Api, people: dict[str, str]) -> None:
     )
     assert "null" not in json.dumps(item) and PASSWORD not in json.dumps(item)
     assert payloads.entity_key(fired[0]) == f"user:{people['ann']}"
+
+
+# --- a real CalDAV server (Radicale on 127.0.0.1, allowed by COURSEWIRE_ALLOWED_NETWORKS) --------------------
+
+
+@pytest.fixture
+def local_settings(settings: Settings) -> Settings:
+    return replace(settings, calendar=replace(settings.calendar, allowed_networks=parse_networks("127.0.0.0/8")))
+
+
+@pytest.fixture
+def local_api(local_settings: Settings, db: Database) -> Iterator[Api]:
+    app = create_app(local_settings, db=db, validate_responses=True)
+    with app.test_client() as client:
+        yield Api(client, apikeys.create(db, "local", "full").secret, db, local_settings)
+
+
+def test_caldav_connects_through_the_api(
+    local_api: Api, people: dict[str, str], radicale: RadicaleServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PUT with the server's address finds the account's event calendar (not its task list) by discovery and
+    connects it; a wrong password is a 400 naming Password, a closed port one naming Url; the password is in no
+    answer and no log, and is stored sealed."""
+    caplog.set_level(logging.DEBUG)
+    name, password = radicale.new_user()
+    for folder, components in (("tasks", ("VTODO",)), ("training", ("VEVENT",))):
+        made = radicale.request("MKCALENDAR", f"/{name}/{folder}/", name, password, mkcalendar_body(folder, components))
+        assert made.status == 201
+    local_api.ok("PATCH", "/odata/v2/CalendarSettings", json={"CalDAVEnabled": True})
+    path = CONNECTION.format(people["ann"])
+    body = {"Provider": "CalDAV", "Url": f"{radicale.url}/", "Username": name, "Password": password}
+
+    wrong = local_api.request("PUT", path, user=people["ann"], json={**body, "Password": "not-" + password})
+    assert (wrong.status_code, error(wrong)["target"]) == (400, "Password"), wrong.text
+    closed = local_api.request(
+        "PUT", path, user=people["ann"], json={**body, "Url": f"http://127.0.0.1:{free_port()}/"}
+    )
+    assert (closed.status_code, error(closed)["target"]) == (400, "Url"), closed.text
+
+    connected = local_api.ok("PUT", path, user=people["ann"], json=body)
+    assert (connected["Provider"], connected["Account"], connected["Status"]) == ("CalDAV", name, "Connected")
+    active = calendar.active_connection(local_api.db, people["ann"])
+    assert active is not None and active.calendar == f"{radicale.url}/{name}/training/"
+    for text in (wrong.text, closed.text, json.dumps(connected), caplog.text, active.credentials):
+        assert password not in text
+    assert json.loads(SecretBox.for_database(local_api.db.path).open(active.credentials)) == {
+        "username": name,
+        "password": password,
+    }

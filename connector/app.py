@@ -21,7 +21,7 @@ from connexion.resolver import Resolver
 from certification.loading import shipped_definition
 from connector import errors, metadata, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
-from connector.handlers import catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
+from connector.handlers import calendars, catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
 from connector.published import PublishedDocument
 from connector.settings import Settings
 from connector.validation import VALIDATORS
@@ -33,7 +33,17 @@ from storage.secrets import SecretBox
 
 # openapi/ in the checkout, installed as the package coursewire_openapi (pyproject.toml).
 SPEC_PATH = Path(str(resources.files("coursewire_openapi"))) / "apiDefinition.swagger.json"
-HANDLER_MODULES: tuple[ModuleType, ...] = (catalogs, courses, sessions, enrollments, users, files, proxy, webhooks)
+HANDLER_MODULES: tuple[ModuleType, ...] = (
+    catalogs,
+    courses,
+    sessions,
+    enrollments,
+    users,
+    calendars,
+    files,
+    proxy,
+    webhooks,
+)
 # As many as a2wsgi's default, which bare connexion uses: more threads only contend for the GIL
 # (bench: 32 -> 10 threads gained 7 points of GET throughput).
 WSGI_THREADS = 10

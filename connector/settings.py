@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from calendars.config import CalendarConfig, CalendarConfigError
 from storage.outbound import IPNetwork
 from webhooks.config import ConfigError, DeliveryConfig
 
@@ -72,6 +73,8 @@ class Settings:
     workers: int = 0
     provisioning_interval: float = 1.0
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    # The calendar mirror: OAuth clients and endpoints, SMTP, link lifetime (COURSEWIRE_MICROSOFT_*, ...).
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -136,6 +139,10 @@ class Settings:
         try:
             kwargs["delivery"] = DeliveryConfig.from_env(env)
         except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
+        try:
+            kwargs["calendar"] = CalendarConfig.from_env(env)
+        except CalendarConfigError as exc:
             raise SettingsError(str(exc)) from None
         return cls(**kwargs)  # type: ignore[arg-type]
 

@@ -122,6 +122,11 @@ def test_every_definition_holds_together() -> None:
             assert prop.type in PRIMITIVES or MODEL.complex_type(prop.type), (complex_type.name, prop.name)
 
 
+# Operations under /odata/v2/ that answer something other than an entity of a set: the calendar settings (one
+# object, no set) and a link to a person's calendar page.
+NOT_ENTITIES = {"GetCalendarSettings", "UpdateCalendarSettings", "CreateCalendarConnectionLink"}
+
+
 def _response_schemas() -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Entity set -> (operation, entity schema) for every GET, POST and PATCH answering entities of it."""
     by_set: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -140,8 +145,12 @@ def _response_schemas() -> dict[str, list[tuple[str, dict[str, Any]]]]:
             segment = path[len("/odata/v2/") :].split("(")[0].split("/")[0]
             tail = path.rsplit("/", 1)[-1]
             set_name = next((es.name for es in MODEL.entity_sets if es.name == tail), None) or segment
+            if op["operationId"] in NOT_ENTITIES:
+                continue
             if op["operationId"] == "RecordAttendance":
                 set_name = "Attendance"
+            elif op["operationId"] in ("GetCalendarConnection", "UpdateCalendarConnection"):
+                set_name = "CalendarConnections"
             elif op["operationId"] == "EnrollUserToCourse":
                 set_name = "Enrollments"
             by_set.setdefault(set_name, []).append((op["operationId"], schema))

@@ -49,6 +49,7 @@ TRIGGERS: dict[str, str] = {
     "SessionUnregistered": "SessionUnregistration",
     "WaitlistPromoted": "WaitlistPromotion",
     "AttendanceRecorded": "AttendanceRecorded",
+    "CalendarConnectionNeedsReauthorization": "CalendarConnectionNeedsReauthorization",
 }
 
 
@@ -186,6 +187,19 @@ def _attendance(event: Event) -> dict[str, Any]:
     }
 
 
+def _calendar_connection(event: Event) -> dict[str, Any]:
+    """A person's calendar connection (storage.calendar.set_status records the event) and the person, so a
+    flow can tell them in Teams or by mail to connect their calendar again."""
+    c = event.data["connection"]
+    return {
+        "User": _person(event.data["user"]),
+        "Provider": c["Provider"],
+        "Account": c.get("Account"),
+        "Status": c.get("Status") or "NeedsReauthorization",
+        "LastError": c.get("LastError"),
+    }
+
+
 BUILDERS: dict[str, Callable[[Event], dict[str, Any]]] = {
     "EnrollmentApprovalRequest": _enrollment,
     "CourseEnrollment": _enrollment,
@@ -205,6 +219,7 @@ BUILDERS: dict[str, Callable[[Event], dict[str, Any]]] = {
     "SessionUnregistration": _registration,
     "WaitlistPromotion": _registration,
     "AttendanceRecorded": _attendance,
+    "CalendarConnectionNeedsReauthorization": _calendar_connection,
 }
 
 
@@ -212,7 +227,7 @@ def entity_key(event: Event) -> str:
     """What the notification is about; notifications about one entity reach a subscriber in order."""
     if event.enrollment_id:
         return f"enrollment:{event.enrollment_id}"
-    if event.user_id and event.type.startswith("User"):
+    if event.user_id and event.type.startswith(("User", "CalendarConnection")):
         return f"user:{event.user_id}"
     if event.session_id:
         return f"session:{event.session_id}"

@@ -1,6 +1,6 @@
 """The `coursewire` command line: serve, the delivery worker, API keys, demo data, contract checks,
-connector export, events and webhook deliveries. One module per group of commands; this one holds the
-`coursewire` group and its `--data-dir`."""
+connector export, events, webhook deliveries and the calendar mirror's settings. One module per group of
+commands; this one holds the `coursewire` group and its `--data-dir`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from connector.cli import certify, keys, logs, serving
+from connector.cli import calendar, certify, keys, logs, serving
 from connector.settings import Settings
 
 
@@ -39,5 +39,6 @@ for command in (
     certify.export_connector,
     logs.events_command,
     logs.deliveries_command,
+    calendar.calendar,
 ):
     main.add_command(command)

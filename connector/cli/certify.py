@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 import certification
+from calendars.config import CalendarConfig, CalendarConfigError
 from certification import InvalidOption, Tenant, UnreadableFile
 
 FILE = click.Path(path_type=Path)
@@ -45,9 +46,34 @@ def check(definition: Path | None, properties: Path | None) -> None:
     for p in problems:
         click.echo(f"{p.severity.upper():7} {p.rule}: {p.where}: {p.message}")
     failed = [p for p in problems if p.severity == "error"]
-    click.echo(f"{len(failed)} error(s), {len(problems) - len(failed)} warning(s)")
+    warnings = len(problems) - len(failed)
+    for rule, where, message in environment_warnings():
+        click.echo(f"WARNING {rule}: {where}: {message}")
+        warnings += 1
+    click.echo(f"{len(failed)} error(s), {warnings} warning(s)")
     if failed:
         sys.exit(1)
+
+
+def environment_warnings() -> list[tuple[str, str, str]]:
+    """(rule, where, message) for what this server's environment leaves off: the calendar mirror's e-mail
+    fallback without COURSEWIRE_SMTP_URL or COURSEWIRE_MAIL_FROM (people without a connected calendar then get
+    no invitations), or a calendar variable `coursewire serve` would refuse."""
+    try:
+        config = CalendarConfig.from_env()
+    except CalendarConfigError as exc:
+        return [("CalendarSettingInvalid", "environment", f"{exc}; coursewire serve refuses to start with it")]
+    missing = config.missing("Email")
+    if missing:
+        return [
+            (
+                "EmailFallbackOff",
+                missing,
+                "not set, so the e-mail fallback is off: people without a connected calendar get no session"
+                " invitations (set COURSEWIRE_SMTP_URL and COURSEWIRE_MAIL_FROM)",
+            )
+        ]
+    return []
 
 
 @click.command("export-connector")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from storage.odata.entities import courses, sessions
+from storage.odata.entities.calendar import CALENDAR_CONNECTIONS
 from storage.odata.entities.catalogs import COURSE_CATALOGS, COURSE_CATEGORIES, COURSE_TAGS
 from storage.odata.entities.courses import COURSES
 from storage.odata.entities.enrollments import ENROLLMENTS
@@ -21,6 +22,7 @@ MODEL = Model(
         ATTENDANCE,
         ENROLLMENTS,
         USERS,
+        CALENDAR_CONNECTIONS,
     ),
     complex_types=(*courses.COMPLEX_TYPES, *sessions.COMPLEX_TYPES, USER_FIELD_VALUE),
 )

@@ -1,0 +1,189 @@
+"""Handlers for the calendar mirror: the account owner's settings, each person's connected calendar, and links to
+their calendar page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from calendars.config import CalendarConfig, IPNetwork
+from calendars.model import AuthorizationLost, ProviderError
+from calendars.providers import caldav
+from connector import context, shaping
+from connector.handlers import key, options
+from storage import access, calendar
+from storage.db import iso
+from storage.errors import Conflict, Invalid
+from storage.models import Actor
+from storage.outbound import GuardedResolver, check_url
+
+# Each switch of CalendarSettings -> what CalendarConfig.missing() calls it (CalDAV needs no variable).
+REQUIREMENTS = {
+    "Microsoft365Enabled": "Microsoft365",
+    "GoogleEnabled": "Google",
+    "CalDAVEnabled": "CalDAV",
+    "EmailFallbackEnabled": "Email",
+}
+# How long CalDAV discovery may take before the server counts as unreachable, in seconds.
+DISCOVERY_TIMEOUT = 20.0
+
+
+def refuse_unconfigured(config: CalendarConfig, changes: Mapping[str, bool]) -> None:
+    """Raise Invalid (target: the switch) when `changes` turns on a provider, or the e-mail fallback, whose
+    OAuth client or mail server the environment does not configure; the message names the missing variable.
+    Turning anything off is always allowed."""
+    for name, enabled in changes.items():
+        variable = config.missing(REQUIREMENTS.get(name, "")) if enabled else None
+        if variable:
+            raise Invalid(
+                f"{name} cannot be turned on: {variable} is not set; set it in coursewire's environment and"
+                " restart it first",
+                target=name,
+            )
+
+
+# --- settings ----------------------------------------------------------------------------------------------
+
+
+def get_calendar_settings() -> dict[str, Any]:
+    access.require_reads_all(context.actor(), "read the calendar settings")
+    return calendar.get_settings(context.services().db)
+
+
+def update_calendar_settings(body: dict[str, Any]) -> dict[str, Any]:
+    services = context.services()
+    access.require_admin(context.actor(), "change the calendar settings")
+    refuse_unconfigured(services.settings.calendar, body)
+    return calendar.update_settings(services.db, context.actor(), body)
+
+
+# --- a person's calendar -----------------------------------------------------------------------------------
+
+
+def _connection(user_id: str, connection: dict[str, Any]) -> dict[str, Any]:
+    return {"@odata.context": shaping.metadata("CalendarConnections", entity=True), **connection}
+
+
+def _acting_for(actor: Actor, user_id: str, doing: str) -> dict[str, Any]:
+    """The person's connection, after checking the actor may `doing` it: that person, or an administrator
+    (NotFound for a person the actor may not see, Forbidden for one they may only read)."""
+    found = calendar.get_connection(context.services().db, actor, user_id)
+    if not (actor.kind == "user" and actor.user_id == user_id):
+        access.require_admin(actor, doing)
+    return found
+
+
+def create_calendar_connection_link(Id: str) -> dict[str, Any]:
+    from storage import calendar_links  # the link store lands separately
+
+    services = context.services()
+    user_id = key(Id)
+    _acting_for(context.actor(), user_id, "create a calendar link for another user")
+    token, expires_at = calendar_links.create_link(services.db, user_id, services.settings.calendar.link_ttl)
+    return {
+        "Url": f"{context.base_url()}/calendar/link/{token}",
+        "ExpiresAt": iso(expires_at) if isinstance(expires_at, datetime) else expires_at,
+    }
+
+
+def get_calendar_connection(Id: str) -> dict[str, Any]:
+    user_id = key(Id)
+    return _connection(user_id, calendar.get_connection(context.services().db, context.actor(), user_id))
+
+
+def connect_calendar(Id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Connect a CalDAV calendar: check who acts, that CalDAV is on and nothing is connected yet (before any
+    network), the URL (storage.outbound's SSRF guard), then discover the calendar on the server and store the
+    credentials sealed. The password goes nowhere else: not into a response, an event or a log."""
+    services = context.services()
+    actor = context.actor()
+    user_id = key(Id)
+    provider = body["Provider"]
+    if provider != "CalDAV":
+        name = calendar.PROVIDER_NAMES.get(provider, provider)
+        raise Invalid(
+            f"a {name} calendar needs the person's consent on their calendar page: create a link with"
+            " CreateCalendarConnectionLink and open it (only CalDAV connects through this operation)",
+            target="Provider",
+        )
+    current = _acting_for(actor, user_id, "connect a calendar for another user")
+    if current["Status"] != "NotConnected":
+        existing = calendar.active_connection(services.db, user_id)
+        if existing is not None:
+            raise Conflict(calendar.already_connected(existing), target="Provider")
+    if not calendar.get_settings(services.db)["CalDAVEnabled"]:
+        raise Invalid(
+            "CalDAV calendars are not enabled; an administrator turns them on in CalendarSettings (CalDAVEnabled)",
+            target="Provider",
+        )
+    config = services.settings.calendar
+    url = check_url(body["Url"], config.allowed_networks, services.resolve, field="Url")
+    username, password = body["Username"], body["Password"]
+    found = asyncio.run(_discover(url, username, password, config.allowed_networks))
+    sealed = services.box.seal(json.dumps({"username": username, "password": password}))
+    connected = calendar.connect(
+        services.db, actor, user_id, "CalDAV", account=username, calendar=found, credentials=sealed
+    )
+    return _connection(user_id, connected)
+
+
+async def _discover(url: str, username: str, password: str, networks: Sequence[IPNetwork]) -> str:
+    """The URL of the calendar to write to: the first calendar discovery finds that holds events (VEVENT), or
+    `url` itself when it is one. Raises Invalid naming Password when the server refuses the credentials
+    (401), Url when it cannot be reached or holds no calendar for events."""
+    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(networks))
+    timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            calendars = await caldav.discover(session, url, username, password)
+    except AuthorizationLost:
+        raise Invalid(
+            f"the CalDAV server at {origin} refused the user name or password; check them (many servers, such as"
+            " iCloud, want an app password rather than the account's own)",
+            target="Password",
+        ) from None
+    except (ProviderError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise Invalid(
+            f"the CalDAV server at {origin} could not be reached or is not a CalDAV server"
+            f" ({type(exc).__name__}); check the address",
+            target="Url",
+        ) from None
+    chosen = _pick(calendars, url)
+    if chosen is None:
+        raise Invalid(f"the CalDAV server at {origin} has no calendar for events under this address", target="Url")
+    return chosen
+
+
+def _pick(calendars: Sequence[Any], url: str) -> str | None:
+    """The URL itself when discovery lists it as a calendar for events, else the first such calendar."""
+
+    def events_allowed(found: Any) -> bool:
+        components = getattr(found, "components", None)
+        return not components or "VEVENT" in components
+
+    usable = [str(getattr(c, "url", c)) for c in calendars if events_allowed(c)]
+    wanted = url.rstrip("/")
+    return next((c for c in usable if c.rstrip("/") == wanted), usable[0] if usable else None)
+
+
+def update_calendar_connection(Id: str, body: dict[str, Any]) -> dict[str, Any]:
+    user_id = key(Id)
+    changed = calendar.set_sync_enabled(context.services().db, context.actor(), user_id, body["SyncEnabled"])
+    return _connection(user_id, changed)
+
+
+def delete_calendar_connection(Id: str, KeepEvents: bool = False) -> tuple[None, int]:
+    calendar.disconnect(context.services().db, context.actor(), key(Id), keep_events=KeepEvents)
+    return None, 204
+
+
+def get_calendar_connections(**kwargs: Any) -> dict[str, Any]:
+    access.require_reads_all(context.actor(), "list calendar connections")
+    return shaping.many("CalendarConnections", options(kwargs))

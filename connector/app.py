@@ -18,8 +18,10 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
+from calendars import pages as calendar_pages
+from calendars.config import CalendarConfig
 from certification.loading import shipped_definition
-from connector import errors, metadata, wire
+from connector import context, errors, metadata, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
 from connector.handlers import calendars, catalogs, courses, enrollments, files, proxy, sessions, users, webhooks
 from connector.published import PublishedDocument
@@ -89,8 +91,11 @@ def create_app(
     validate_responses: bool = False,
     migrate: bool = False,
     resolve: Callable[[str], list[str]] = outbound.resolve,
+    calendar: CalendarConfig | None = None,
 ) -> connexion.FlaskApp:
-    """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving)."""
+    """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving).
+    `calendar`: the calendar mirror's settings (default: settings.calendar, else COURSEWIRE_* as read by
+    CalendarConfig.from_env)."""
     db = db or Database(settings.database_path)
     if migrate:
         db.migrate()
@@ -127,6 +132,15 @@ def create_app(
         settings=settings,
         definition=shipped_definition(),
     )
+    # The calendar page (/calendar/...) is reached with a link, not an API key: it is answered here, ahead of
+    # authentication, and keeps its own sessions (calendars/pages.py).
+    pages = calendar_pages.CalendarPages(
+        db,
+        services.box,
+        calendar or getattr(settings, "calendar", None) or CalendarConfig.from_env(),
+        base_url=lambda scope: context.base_url_of(scope, settings),
+    )
+    app.add_middleware(calendar_pages.Mount, position=MiddlewarePosition.BEFORE_SWAGGER, pages=pages)
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
     # $metadata and the service document, for OData clients; behind the edge, so authenticated like the rest.
     app.add_middleware(metadata.MetadataMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)

@@ -1,0 +1,614 @@
+"""The calendar page over HTTP, through the whole app (connexion, the mount ahead of authentication) with the fake
+authorization servers: links, the session cookie, CSRF, the OAuth round trip and every page that says what went
+wrong, headers, 404s and the body cap."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fakes.identity import GOOGLE, MICROSOFT, FakeIdentity
+from pages_support import Forms, consent, enable, identity, make_user, new_link, query_of
+from starlette.testclient import TestClient
+from support import Clock, fake_resolve
+
+from connector.app import create_app
+from connector.settings import Settings
+from storage import calendar, calendar_links
+from storage.db import Database
+from storage.models import CLI
+from storage.secrets import SecretBox
+
+__all__ = ["identity"]  # the fixture, imported for pytest
+
+
+@dataclass
+class Person:
+    """One browser: the test client (its cookie jar) and the user it opened the page for."""
+
+    client: TestClient
+    user_id: str
+    db: Database
+
+    def open(self, path: str | None = None, **kw: Any) -> Any:
+        """Open a calendar link (a new one unless `path` is given); returns the answer, not followed."""
+        return self.client.get(path or new_link(self.db, self.user_id), follow_redirects=False, **kw)
+
+    def page(self, path: str = "/calendar/") -> Any:
+        return self.client.get(path, follow_redirects=False)
+
+    def submit(self, ending: str, page: str | None = None, **changes: str | None) -> Any:
+        """Post the form of the status page whose action ends with `ending`, as the browser would (hidden fields
+        and checked boxes), with `changes` (None removes a field)."""
+        html = page if page is not None else self.page().text
+        form = Forms(html).action(ending)
+        fields = {**form["fields"], **changes}
+        data = {k: v for k, v in fields.items() if v is not None}
+        return self.client.post(form["action"].replace("http://testserver", ""), data=data, follow_redirects=False)
+
+    def connect(self, slug: str, decision: str = "accept") -> Any:
+        """Connect at the fake provider: the page's Connect button, the consent page's answer, and the callback.
+        Returns the callback's answer."""
+        started = self.submit(f"/connect/{slug}")
+        assert started.status_code == 303, started.text
+        back = consent(started.headers["location"], decision)
+        return self.client.get(back.replace("http://testserver", ""), follow_redirects=False)
+
+    def connection(self) -> calendar.Connection | None:
+        return calendar.active_connection(self.db, self.user_id)
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database, identity: FakeIdentity) -> Any:
+    """The whole app, with the fake providers' clients and endpoints; Microsoft 365, Google, CalDAV enabled."""
+    enable(db, Microsoft365=True, Google=True, CalDAV=True)
+    return create_app(settings, db=db, resolve=fake_resolve, calendar=identity.config())
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with app.test_client() as c:
+        yield c
+
+
+@pytest.fixture
+def person(client: TestClient, db: Database) -> Person:
+    """Alice, with her calendar page open in her browser."""
+    alice = Person(client, make_user(db), db)
+    assert alice.open().status_code == 303
+    return alice
+
+
+def text(answer: Any) -> str:
+    """A page's words, without tags, on one line."""
+    body = re.sub(r"<style>.*?</style>", "", answer.text, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).strip()
+
+
+def states(db: Database) -> int:
+    return int(db.conn.execute("SELECT count(*) FROM calendar_oauth_states").fetchone()[0])
+
+
+# -- links and the session cookie ---------------------------------------------------------------------------
+
+
+def test_a_link_starts_a_session_with_a_safe_cookie(client: TestClient, db: Database) -> None:
+    """The link answers 303 to the page with a session cookie: HttpOnly, SameSite=Lax, Path=/calendar, and not
+    Secure over plain http."""
+    answer = Person(client, make_user(db), db).open()
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "http://testserver/calendar/"
+    cookie = answer.headers["set-cookie"]
+    assert re.match(r"coursewire_calendar=[A-Za-z0-9_-]{43};", cookie)
+    attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=lax", "path=/calendar"} <= attributes
+    assert "secure" not in attributes
+
+
+def test_the_cookie_is_secure_behind_https(settings: Settings, db: Database, identity: FakeIdentity) -> None:
+    """Reached over HTTPS (COURSEWIRE_PUBLIC_URL, or a trusted proxy's X-Forwarded-Proto) the cookie is Secure,
+    its Path follows the public base path, and the redirects are https; an untrusted peer's header changes
+    nothing."""
+    user_id = make_user(db)
+    public = Settings(data_dir=settings.data_dir, rate_limit=None, public_url="https://lms.contoso.example/lms")
+    with create_app(public, db=db, calendar=identity.config()).test_client() as c:
+        answer = c.get(new_link(db, user_id), follow_redirects=False)
+    assert answer.headers["location"] == "https://lms.contoso.example/lms/calendar/"
+    assert {"secure", "path=/lms/calendar"} <= {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
+
+    app = create_app(settings, db=db, calendar=identity.config())
+    for peer, secure in (("127.0.0.1", True), ("203.0.113.9", False)):
+        with app.test_client(client=(peer, 40000)) as c:
+            answer = c.get(new_link(db, user_id), headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+        attributes = {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
+        assert ("secure" in attributes) is secure, peer
+        assert answer.headers["location"].startswith("https://" if secure else "http://")
+
+
+def test_a_link_opens_the_page_once(person: Person) -> None:
+    """A used link says so (410) and what to do; the first browser keeps its page."""
+    link = new_link(person.db, person.user_id)
+    assert person.open(link).status_code == 303
+    again = person.open(link)
+    assert again.status_code == 410
+    assert "already used" in text(again)
+    assert "ask for a new link" in text(again)
+    assert person.page().status_code == 200
+
+
+def test_an_expired_link_says_so(client: TestClient, db: Database, clock: Clock) -> None:
+    """Past its lifetime a link is refused with a page saying it expired and how to get a new one; it does not
+    start a session."""
+    alice = Person(client, make_user(db), db)
+    link = new_link(db, alice.user_id, ttl=900)
+    clock.advance(seconds=901)
+    answer = alice.open(link)
+    assert answer.status_code == 410
+    assert "has expired" in text(answer) and "Ask for a new link" in text(answer)
+    assert "set-cookie" not in answer.headers
+    assert alice.page().status_code == 403
+
+
+@pytest.mark.parametrize("token", ["x" * 43, "short", "a" * 101, "%2e%2e"])
+def test_an_unknown_link_says_so(client: TestClient, db: Database, token: str) -> None:
+    """A link coursewire never issued (or cut short) is a 404 page saying to copy the whole link."""
+    answer = Person(client, make_user(db), db).open(f"/calendar/link/{token}")
+    assert answer.status_code == 404
+    assert "not valid" in text(answer) and "whole link" in text(answer)
+
+
+def test_the_page_needs_a_session(client: TestClient) -> None:
+    """Without the cookie the page says to open the link (403), and shows nobody's calendar."""
+    answer = client.get("/calendar/")
+    assert answer.status_code == 403
+    assert "Open the calendar link you were sent" in text(answer)
+    client.cookies.set("coursewire_calendar", "forged-session-token-forged-session-token-x")
+    assert client.get("/calendar/").status_code == 403
+
+
+def test_a_session_ends_after_an_hour(person: Person, clock: Clock) -> None:
+    """The page session lasts an hour; then the link must be opened again."""
+    clock.advance(minutes=59)
+    assert person.page().status_code == 200
+    clock.advance(minutes=2)
+    assert person.page().status_code == 403
+
+
+# -- the status page ----------------------------------------------------------------------------------------
+
+
+def test_the_page_offers_the_enabled_providers_and_lists_the_permissions(person: Person) -> None:
+    """Not connected: the page offers each enabled provider, lists the permissions each asks, and says an
+    administrator may have to approve the app."""
+    page = person.page()
+    assert page.status_code == 200
+    words = text(page)
+    for button in ("Connect Microsoft 365", "Connect Google", "Connect CalDAV"):
+        assert button in words
+    assert "Calendars.ReadWrite" in words and "offline_access" in words and "calendar.events" in words
+    assert "administrator may have to approve" in words
+    assert "No calendar connected" in words
+    assert '<html lang="en">' in page.text
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.text
+
+
+def test_only_enabled_and_configured_providers_are_offered(
+    settings: Settings, db: Database, identity: FakeIdentity
+) -> None:
+    """A provider switched off by the account owner, or whose OAuth client is not configured, is not offered,
+    and its Connect address refuses."""
+    enable(db, Microsoft365=True, Google=True, CalDAV=False)
+    config = identity.config(google_client_secret=None)
+    with create_app(settings, db=db, calendar=config).test_client() as c:
+        alice = Person(c, make_user(db), db)
+        alice.open()
+        words = text(alice.page())
+        assert "Connect Microsoft 365" in words
+        assert "Connect Google" not in words and "Connect CalDAV" not in words
+        csrf = Forms(alice.page().text).action("/connect/microsoft")["fields"]["csrf"]
+        refused = c.post("/calendar/connect/google", data={"csrf": csrf}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert "not turned on Google" in text(refused)
+
+
+def test_nothing_enabled_says_so(settings: Settings, db: Database, identity: FakeIdentity) -> None:
+    """With every provider off the page says the person keeps receiving e-mail invitations."""
+    with create_app(settings, db=db, calendar=identity.config()).test_client() as c:
+        alice = Person(c, make_user(db), db)
+        alice.open()
+        words = text(alice.page())
+    assert "has not turned on calendar connections" in words
+    assert "Connect" not in words.replace("Connect a calendar", "")
+
+
+# -- the OAuth round trip -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("slug", "provider"), [("microsoft", MICROSOFT), ("google", GOOGLE)])
+def test_connecting_shows_the_calendar_authorized_with_the_account(
+    person: Person, identity: FakeIdentity, slug: str, provider: str
+) -> None:
+    """Connect, consent at the provider, come back: the calendar is connected with the account's address and the
+    page says it is authorized."""
+    started = person.submit(f"/connect/{slug}")
+    assert started.status_code == 303
+    location = started.headers["location"]
+    assert location.startswith(identity.base_url)
+    assert query_of(location)["redirect_uri"] == f"http://testserver/calendar/oauth/{slug}"
+    back = person.client.get(consent(location).replace("http://testserver", ""), follow_redirects=False)
+    assert back.status_code == 303
+    assert back.headers["location"] == "http://testserver/calendar/?done=connected"
+    connection = person.connection()
+    assert connection is not None
+    assert (connection.provider, connection.account) == (provider, identity.accounts[provider])
+    words = text(person.page(back.headers["location"].replace("http://testserver", "")))
+    assert f"calendar is authorized: {identity.accounts[provider]}" in words
+    assert "Disconnect" in words and "Turn sync off" in words
+
+
+def test_connect_needs_the_csrf_token(person: Person, db: Database) -> None:
+    """A form without the page's CSRF token (another site's form, an old tab) changes nothing: 403, no state
+    saved, no redirect to the provider."""
+    for changes in ({"csrf": None}, {"csrf": "x" * 43}, {"csrf": ""}):
+        answer = person.submit("/connect/microsoft", **changes)
+        assert answer.status_code == 403
+        assert "not sent from your current calendar page" in text(answer)
+    assert states(db) == 0
+
+
+def test_disconnect_and_sync_need_the_csrf_token(person: Person) -> None:
+    """The other forms refuse without the token too, and leave the connection as it was."""
+    person.connect("microsoft")
+    assert person.submit("/disconnect", csrf=None).status_code == 403
+    assert person.submit("/sync", csrf="wrong").status_code == 403
+    connection = person.connection()
+    assert connection is not None and connection.sync_enabled
+
+
+def test_a_forged_state_connects_nothing(person: Person, identity: FakeIdentity) -> None:
+    """A callback whose state this browser did not start (forged, or already used) is refused with a page
+    saying so; nothing is connected, and the real state still works afterwards."""
+    started = person.submit("/connect/microsoft")
+    state = query_of(started.headers["location"])["state"]
+    for query in ("?code=abc&state=forged", "?code=abc", f"?code=abc&state={state[:-1]}"):
+        answer = person.page(f"/calendar/oauth/microsoft{query}")
+        assert answer.status_code == 400
+        assert "does not belong to a connection started in this browser" in text(answer)
+    back = consent(started.headers["location"])
+    assert person.page(back.replace("http://testserver", "")).status_code == 303
+    replay = person.page(back.replace("http://testserver", ""))
+    assert replay.status_code == 400
+    assert person.connection() is not None
+
+
+def test_a_state_from_another_browser_connects_nothing(
+    person: Person, app: Any, db: Database, identity: FakeIdentity
+) -> None:
+    """The callback URL of Alice's authorization, opened in Mallory's browser (her own session), connects
+    nothing for anyone: the state is bound to the session that started it."""
+    started = person.submit("/connect/microsoft")
+    back = consent(started.headers["location"]).replace("http://testserver", "")
+    with app.test_client() as other:
+        mallory = Person(other, make_user(db, "mallory@contoso.example"), db)
+        mallory.open()
+        answer = mallory.page(back)
+    assert answer.status_code == 400
+    assert mallory.connection() is None and person.connection() is None
+
+
+def test_a_state_is_bound_to_the_browser_session_not_only_to_the_person(person: Person, app: Any, db: Database) -> None:
+    """Even Alice's own second browser (another page session) cannot finish what the first started; the first
+    still can afterwards."""
+    started = person.submit("/connect/google")
+    back = consent(started.headers["location"]).replace("http://testserver", "")
+    with app.test_client() as second:
+        elsewhere = Person(second, person.user_id, db)
+        elsewhere.open()
+        assert elsewhere.page(back).status_code == 400
+    assert person.connection() is None
+    assert person.page(back).status_code == 303
+    assert person.connection() is not None
+
+
+def test_a_late_answer_says_to_start_again(person: Person, clock: Clock) -> None:
+    """More than ten minutes at the provider: the state has expired, and the page says to connect again."""
+    started = person.submit("/connect/google")
+    back = consent(started.headers["location"]).replace("http://testserver", "")
+    clock.advance(minutes=11)
+    answer = person.page(back)
+    assert answer.status_code == 400
+    assert "took too long" in text(answer)
+    assert person.connection() is None
+
+
+def test_denied_consent_says_what_happened(person: Person) -> None:
+    """Cancel at the provider: a page saying access was not allowed and how to try again; nothing connected."""
+    answer = person.connect("microsoft", decision="cancel")
+    assert answer.status_code == 200
+    words = text(answer)
+    assert "You did not allow access" in words and "connect again, then choose Accept" in words
+    assert "AADSTS65004" in words
+    assert person.connection() is None
+
+
+@pytest.mark.parametrize(
+    ("error", "description"),
+    [
+        ("access_denied", "AADSTS90094: The grant requires admin permission."),
+        ("consent_required", "AADSTS65001: The user or administrator has not consented to use the application."),
+        ("admin_consent_required", None),
+        ("access_denied", "AADSTS65001: The user or administrator has not consented"),
+    ],
+)
+def test_admin_approval_required_says_to_ask_the_administrator(
+    person: Person, error: str, description: str | None
+) -> None:
+    """Microsoft's admin-approval answers (AADSTS65001/90094, consent_required, admin_consent_required) get the
+    page that says to ask the administrator, even when `error` is access_denied."""
+    started = person.submit("/connect/microsoft")
+    state = query_of(started.headers["location"])["state"]
+    query = {"error": error, "state": state, **({"error_description": description} if description else {})}
+    answer = person.client.get("/calendar/oauth/microsoft", params=query, follow_redirects=False)
+    assert answer.status_code == 200
+    assert "Your administrator has to approve coursewire" in text(answer)
+    assert "Ask your administrator to approve coursewire" in text(answer)
+
+
+def test_admin_approval_at_the_fake_provider(person: Person, identity: FakeIdentity) -> None:
+    """The fake's "Need admin approval" page, answered as a person would, ends on the administrator page."""
+    identity.admin_approval_required = True
+    for slug in ("microsoft", "google"):
+        answer = person.connect(slug, decision="admin")
+        assert "Your administrator has to approve coursewire" in text(answer), slug
+    assert person.connection() is None
+
+
+def test_another_calendar_while_one_is_connected_gets_the_apis_words(person: Person, db: Database) -> None:
+    """One calendar at a time: with Microsoft 365 connected, connecting Google is refused (409) before leaving
+    the page, in the same words as the API's 409; so is an authorization that comes back after a calendar was
+    connected meanwhile."""
+    pending = person.submit("/connect/google")
+    assert person.connect("microsoft").status_code == 303
+    existing = person.connection()
+    assert existing is not None
+    words = calendar.already_connected(existing)
+    csrf = Forms(person.page().text).forms[0]["fields"]["csrf"]
+    refused = person.client.post("/calendar/connect/google", data={"csrf": csrf}, follow_redirects=False)
+    assert refused.status_code == 409
+    assert words[1:].rstrip(".") in text(refused)  # the API's words, as a sentence
+    late = person.page(consent(pending.headers["location"]).replace("http://testserver", ""))
+    assert late.status_code == 409
+    assert "disconnect it before connecting another" in text(late)
+    still = person.connection()
+    assert still is not None and still.provider == MICROSOFT
+
+
+def test_a_calendar_that_needs_authorizing_again_is_renewed_in_place(
+    person: Person, db: Database, identity: FakeIdentity
+) -> None:
+    """When the refresh token stopped working the page offers to authorize again; doing so renews the same
+    connection's credentials and its status, without a second connection."""
+    person.connect("microsoft")
+    before = person.connection()
+    assert before is not None
+    calendar.set_status(db, before.id, "NeedsReauthorization", "invalid_grant: AADSTS50173")
+    words = text(person.page())
+    assert "Needs you to authorize again" in words and "AADSTS50173" in words
+    started = person.submit("/connect/microsoft")
+    assert started.status_code == 303
+    back = person.page(consent(started.headers["location"]).replace("http://testserver", ""))
+    assert back.status_code == 303
+    after = person.connection()
+    assert after is not None
+    assert after.id == before.id and after.status == "Connected" and after.credentials != before.credentials
+
+
+def test_disconnect_removes_the_events_unless_unchecked(person: Person, db: Database) -> None:
+    """The disconnect form's "also remove the events coursewire added" is checked by default: the connection
+    waits for the worker to remove them; unchecked, the events stay and the connection goes at once."""
+    person.connect("microsoft")
+    page = person.page().text
+    assert re.search(r'<input type="checkbox" id="remove-events" name="remove_events" value="on" checked>', page)
+    assert '<label for="remove-events">Also remove the events coursewire added' in page
+    first = person.connection()
+    assert first is not None
+    answer = person.submit("/disconnect")
+    assert answer.status_code == 303 and answer.headers["location"].endswith("/calendar/?done=disconnected")
+    row = db.conn.execute("SELECT state FROM calendar_connections WHERE id = ?", (first.id,)).fetchone()
+    assert row["state"] == "removing"
+    assert "Your calendar is disconnected." in text(person.page("/calendar/?done=disconnected"))
+
+    person.connect("google")
+    second = person.connection()
+    assert second is not None
+    person.submit("/disconnect", remove_events=None)
+    assert db.conn.execute("SELECT 1 FROM calendar_connections WHERE id = ?", (second.id,)).fetchone() is None
+
+
+def test_sync_can_be_turned_off_and_on(person: Person) -> None:
+    """The sync switch: off pauses the calendar (e-mails instead), on resumes it."""
+    person.connect("google")
+    assert person.submit("/sync").status_code == 303
+    connection = person.connection()
+    assert connection is not None and not connection.sync_enabled
+    words = text(person.page("/calendar/?done=sync-off"))
+    assert "Sync is off." in words and "Paused" in words and "Turn sync on" in words
+    person.submit("/sync")
+    connection = person.connection()
+    assert connection is not None and connection.sync_enabled
+
+
+def test_the_last_error_is_shown(person: Person, db: Database) -> None:
+    """A connection in Error shows the last error and offers to authorize again."""
+    person.connect("microsoft")
+    connection = person.connection()
+    assert connection is not None
+    calendar.set_status(db, connection.id, "Error", "Graph refused the event: ErrorInvalidTimeZone")
+    words = text(person.page())
+    assert "Last error Graph refused the event: ErrorInvalidTimeZone" in words
+    assert "Authorize Microsoft 365 again" in words
+
+
+def test_the_account_and_error_are_escaped(person: Person, db: Database) -> None:
+    """Text from providers is escaped, never markup."""
+    person.connect("microsoft")
+    connection = person.connection()
+    assert connection is not None
+    calendar.set_status(db, connection.id, "Error", "<script>alert(1)</script>")
+    page = person.page().text
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_tokens_stay_out_of_the_page_and_the_log(person: Person, caplog: pytest.LogCaptureFixture) -> None:
+    """The authorization code and tokens appear in no page and no log line, and credentials are stored sealed."""
+    started = person.submit("/connect/microsoft")
+    back = consent(started.headers["location"])
+    code = query_of(back)["code"]
+    person.page(back.replace("http://testserver", ""))
+    connection = person.connection()
+    assert connection is not None
+    assert connection.credentials.startswith("gAAAA")  # a Fernet token: SecretBox.seal
+    sealed = SecretBox.for_database(person.db.path).open(connection.credentials)
+    page = person.page("/calendar/?done=connected").text
+    for secret in (code, *re.findall(r'"[a-z_]+_token": "([^"]+)"', sealed)):
+        assert secret not in page
+        assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+# -- headers, routes, bodies --------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_the_security_headers(person: Person, identity: FakeIdentity) -> None:
+    """Pages, error pages and redirects alike: a CSP allowing only the inline style (its hash) and forms posted
+    here or sent on to the providers' sign-in, no framing, no referrer, no caching."""
+    page = person.page()
+    style = re.search(r"<style>(.*?)</style>", page.text, re.S)
+    assert style
+    digest = base64.b64encode(hashlib.sha256(style[1].encode()).digest()).decode()
+    answers = [page, person.page("/calendar/nowhere"), person.open(), person.submit("/connect/microsoft")]
+    answers.append(person.client.post("/calendar/sync", content=b"x", headers={"Content-Type": "text/plain"}))
+    for answer in answers:
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp
+        assert f"style-src 'sha256-{digest}'" in csp
+        assert f"form-action 'self' {identity.base_url};" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["cache-control"] == "no-store"
+    assert "<script" not in page.text and "http" not in page.text.split("<main", 1)[0].replace(
+        'content="width=device-width, initial-scale=1"', ""
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/calendar/nowhere",
+        "/calendar/link/",
+        "/calendar/oauth/yahoo",
+        "/calendar/connect/outlook",
+        "/calendar/link/a/b",
+    ],
+)
+def test_everything_else_under_calendar_is_not_found(person: Person, path: str) -> None:
+    """Only the page's routes answer; anything else under /calendar is a 404 page (before any authentication)."""
+    answer = person.page(path)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "text/html; charset=utf-8"
+
+
+def test_a_wrong_method_is_405(person: Person) -> None:
+    """GET on a form's address, POST on a page: 405 with Allow."""
+    answer = person.page("/calendar/disconnect")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    answer = person.client.post("/calendar/", data={}, follow_redirects=False)
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET"
+
+
+def test_the_api_still_needs_its_key(client: TestClient) -> None:
+    """Mounting the page changes nothing for the API: /calendarX and /odata still ask for credentials."""
+    assert client.get("/odata/v2/Users").status_code == 401
+    assert client.get("/calendars").status_code == 401
+
+
+def test_form_bodies_are_capped(person: Person) -> None:
+    """A form body over 8 KiB is refused (413) whether declared or streamed; a body that is not a form is 415."""
+    csrf = Forms(person.page().text).action("/connect/microsoft")["fields"]["csrf"]
+    big = f"csrf={csrf}&url=" + "a" * 9000
+    declared = person.client.post(
+        "/calendar/connect/caldav",
+        content=big.encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000].encode()
+
+    streamed = person.client.post(
+        "/calendar/connect/caldav",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert streamed.status_code == 413
+    json_body = person.client.post("/calendar/sync", json={"csrf": csrf}, follow_redirects=False)
+    assert json_body.status_code == 415
+
+
+def test_a_link_is_stored_only_as_its_hash(db: Database) -> None:
+    """The database holds the SHA-256 of a link, never the token itself."""
+    user_id = make_user(db)
+    token, expires_at = calendar_links.create_link(db, user_id, 900)
+    stored = [tuple(r) for r in db.conn.execute("SELECT * FROM calendar_links").fetchall()]
+    assert token not in repr(stored)
+    assert hashlib.sha256(token.encode()).hexdigest() in repr(stored)
+    assert expires_at == db.clock() + __import__("datetime").timedelta(seconds=900)
+
+
+def test_expired_rows_are_purged(db: Database, clock: Clock) -> None:
+    """Sessions and states go once expired (states after an hour more), links a week after they expired, as new
+    ones are written: the tables do not grow with time."""
+    user_id = make_user(db)
+    for _ in range(3):
+        calendar_links.create_link(db, user_id, 60)
+        session, _ = calendar_links.start_session(db, user_id, 60)
+        calendar_links.save_state(db, f"state-{_}-{session}", session, user_id, "Google", "sealed", 60)
+    clock.advance(days=8)
+    calendar_links.create_link(db, user_id, 60)
+    counts = {
+        table: db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+        for table in ("calendar_links", "calendar_page_sessions", "calendar_oauth_states")
+    }
+    assert counts == {"calendar_links": 1, "calendar_page_sessions": 0, "calendar_oauth_states": 0}
+
+
+def test_a_session_keeps_only_its_latest_states(db: Database) -> None:
+    """Clicking Connect again and again keeps at most five outstanding states per session."""
+    user_id = make_user(db)
+    session, _ = calendar_links.start_session(db, user_id, 600)
+    for n in range(12):
+        calendar_links.save_state(db, f"state-{n}", session, user_id, "Google", "sealed", 600)
+    assert states(db) == calendar_links.STATES_PER_SESSION
+    assert calendar_links.take_state(db, "state-11", session).provider == "Google"
+    with pytest.raises(calendar_links.StateRefused):
+        calendar_links.take_state(db, "state-0", session)
+
+
+def test_the_user_acts_only_on_their_own_calendar(person: Person, db: Database) -> None:
+    """The page acts as the person whose link it was: another person's calendar is never shown or changed."""
+    bob = make_user(db, "bob@contoso.example")
+    enable(db, Google=True)
+    calendar.connect(db, CLI, bob, "Google", account="bob@gmail.example", calendar=None, credentials="sealed")
+    words = text(person.page())
+    assert "bob@gmail.example" not in words and "No calendar connected" in words
+    person.submit("/connect/microsoft")  # her own flow works
+    assert calendar.active_connection(db, bob) is not None

@@ -37,10 +37,10 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -53,7 +53,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from calendars import oauth
 from calendars.config import CalendarConfig
 from calendars.model import AuthorizationLost, ProviderError, Rejected
-from storage import calendar, calendar_links
+from calendars.providers import caldav
+from storage import calendar, calendar_links, outbound
 from storage.db import Database
 from storage.errors import Conflict, Invalid, NotFound
 from storage.models import Actor
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 PREFIX = "/calendar"
+USER_AGENT = "coursewire-calendars/1"
 COOKIE = "coursewire_calendar"
 # A page session lasts an hour from the link: long enough to find an app password, short on a shared computer.
 SESSION_TTL = 3600.0
@@ -112,15 +114,6 @@ ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = (
 )
 
 
-class Discover(Protocol):
-    """calendars.providers.caldav.discover: the calendars of a CalDAV account (objects with `url`, `name`)."""
-
-    def __call__(self, session: aiohttp.ClientSession, url: str, username: str, password: str) -> Awaitable[Any]: ...
-
-
-CheckUrl = Callable[[str], str]
-
-
 def link_url(base_url: str, token: str) -> str:
     """The address of a calendar page link: `<public base URL>/calendar/link/<token>`."""
     return f"{base_url.rstrip('/')}{PREFIX}/link/{token}"
@@ -167,9 +160,10 @@ class CalendarPages:
     db, box: the database and the key that seals credentials; config: providers' clients and endpoints;
     base_url(scope): the server's public base URL for a request (COURSEWIRE_PUBLIC_URL, else the request's, trusted
     proxies' X-Forwarded-* honoured), which the links, the redirect URIs, the cookie's Path and Secure follow;
-    check_url: the SSRF guard for a CalDAV server URL (storage.outbound.check_url with config.allowed_networks)
-    raising storage.errors.Invalid; discover: CalDAV discovery (calendars.providers.caldav.discover), given an
-    aiohttp session whose resolver refuses addresses outside config.allowed_networks.
+    resolve: the DNS lookup of the SSRF check of a CalDAV server URL (storage.outbound.check_url with
+    config.allowed_networks); discovery (calendars.providers.caldav.discover) then runs in a session whose
+    resolver refuses the same addresses (storage.outbound.guarded_session), so a name that resolves elsewhere
+    by the time of the request is refused too.
     """
 
     def __init__(
@@ -179,15 +173,13 @@ class CalendarPages:
         config: CalendarConfig,
         *,
         base_url: Callable[[Scope], str],
-        check_url: CheckUrl | None = None,
-        discover: Discover | None = None,
+        resolve: Callable[[str], list[str]] = outbound.resolve,
     ) -> None:
         self.db = db
         self.box = box
         self.config = config
         self.base_url = base_url
-        self._check_url = check_url
-        self._discover = discover
+        self.resolve = resolve
         self.templates = jinja2.Environment(
             # Beside this file rather than PackageLoader("calendars"): under pytest, tests/calendars/ (a directory
             # without __init__.py on sys.path) shadows the package `calendars` as a namespace package.
@@ -468,7 +460,7 @@ class CalendarPages:
             return await again(f"This does not look like a CalDAV calendar server ({exc}).")
         except ProviderError as exc:
             return await again(f"The calendar server could not be reached or failed ({exc}). Try again later.")
-        calendars = [{"url": str(c.url), "name": str(c.name or "")} for c in found]
+        calendars = [{"url": c.url, "name": c.name} for c in found]
         if not calendars:
             return await again("The server has no calendar that can hold events for this account.")
         if len(calendars) == 1:
@@ -657,23 +649,11 @@ class CalendarPages:
             raise PageError(403, f"{NAMES[provider]} is not available", _sentence(exc.message), back=back) from None
 
     def _checked_url(self, url: str) -> str:
-        if self._check_url is not None:
-            return self._check_url(url)
-        from storage import outbound
+        return outbound.check_url(url, self.config.allowed_networks, self.resolve, field="Server URL")
 
-        return outbound.check_url(url, self.config.allowed_networks, field="Server URL")
-
-    async def _discovered(self, url: str, username: str, password: str) -> Sequence[Any]:
-        from storage import outbound
-
-        discover = self._discover
-        if discover is None:
-            from calendars.providers import caldav
-
-            discover = caldav.discover
-        connector = aiohttp.TCPConnector(resolver=outbound.GuardedResolver(self.config.allowed_networks))
-        async with aiohttp.ClientSession(connector=connector, timeout=oauth.TIMEOUT) as http:
-            return list(await discover(http, url, username, password))
+    async def _discovered(self, url: str, username: str, password: str) -> list[caldav.CalendarInfo]:
+        async with outbound.guarded_session(self.config.allowed_networks, user_agent=USER_AGENT) as http:
+            return await caldav.discover(http, url, username, password)
 
     # -- rendering ----------------------------------------------------------------------------------------
 

@@ -139,6 +139,7 @@ def create_app(
         services.box,
         calendar or getattr(settings, "calendar", None) or CalendarConfig.from_env(),
         base_url=lambda scope: context.base_url_of(scope, settings),
+        resolve=resolve,
     )
     app.add_middleware(calendar_pages.Mount, position=MiddlewarePosition.BEFORE_SWAGGER, pages=pages)
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from fakes.identity import GOOGLE, MICROSOFT, FakeIdentity
 from pages_support import Forms, consent, enable, identity, make_user, new_link, query_of
+from radicale_support import CalDAVEnv
 from starlette.testclient import TestClient
 from support import Clock, fake_resolve
 
@@ -612,3 +614,95 @@ def test_the_user_acts_only_on_their_own_calendar(person: Person, db: Database) 
     assert "bob@gmail.example" not in words and "No calendar connected" in words
     person.submit("/connect/microsoft")  # her own flow works
     assert calendar.active_connection(db, bob) is not None
+
+
+# -- CalDAV (a real Radicale) -------------------------------------------------------------------------------
+
+
+def caldav_form(person: Person, url: str, username: str, password: str) -> Any:
+    return person.submit("/connect/caldav", url=url, username=username, password=password)
+
+
+def test_caldav_connects_the_one_calendar_found(person: Person, caldav_env: CalDAVEnv, db: Database) -> None:
+    """Server URL, user name and app password: discovery finds the account's one calendar and connects it; the
+    password is stored sealed, never shown."""
+    answer = caldav_form(person, caldav_env.server_url, caldav_env.username, caldav_env.password)
+    assert answer.status_code == 303, text(answer)
+    connection = person.connection()
+    assert connection is not None
+    assert (connection.provider, connection.account, connection.calendar) == (
+        "CalDAV",
+        caldav_env.username,
+        caldav_env.calendar_url,
+    )
+    sealed = SecretBox.for_database(db.path).open(connection.credentials)
+    assert json.loads(sealed) == {"username": caldav_env.username, "password": caldav_env.password}
+    page = person.page("/calendar/?done=connected").text
+    assert "Your CalDAV calendar is authorized" in page and caldav_env.password not in page
+
+
+def test_caldav_with_several_calendars_asks_which(person: Person, caldav_env: CalDAVEnv) -> None:
+    """Several calendars: the page lists them by name (radio buttons with labels) and connects the one chosen;
+    the choice works once and only in this session."""
+    caldav_env.make_calendar("evenings", "Evening classes")
+    choose = caldav_form(person, caldav_env.server_url, caldav_env.username, caldav_env.password)
+    assert choose.status_code == 200
+    words = text(choose)
+    assert "Training" in words and "Evening classes" in words
+    assert caldav_env.password not in choose.text
+    assert re.search(r'<input type="radio" id="calendar-2" name="calendar" value="[^"]+/evenings/">', choose.text)
+    assert '<label for="calendar-2">Evening classes</label>' in choose.text
+    evenings = caldav_env.proxy.url + f"/{caldav_env.username}/evenings/"
+    chosen = person.submit("/connect/caldav", page=choose.text, calendar=evenings)
+    assert chosen.status_code == 303, text(chosen)
+    connection = person.connection()
+    assert connection is not None and connection.calendar == evenings
+    again = person.submit("/connect/caldav", page=choose.text, calendar=evenings)
+    assert again.status_code == 409  # one calendar at a time, before the spent choice is even looked at
+
+
+def test_caldav_refuses_a_calendar_not_listed(person: Person, caldav_env: CalDAVEnv) -> None:
+    """The chosen URL must be one the server listed (a form cannot point the connection elsewhere)."""
+    caldav_env.make_calendar("evenings", "Evening classes")
+    choose = caldav_form(person, caldav_env.server_url, caldav_env.username, caldav_env.password)
+    answer = person.submit("/connect/caldav", page=choose.text, calendar="http://127.0.0.1:9/elsewhere/")
+    assert answer.status_code == 400
+    assert person.connection() is None
+
+
+def test_caldav_wrong_password_says_so_and_keeps_the_form(person: Person, caldav_env: CalDAVEnv) -> None:
+    """A refused app password shows the form again with the reason, the URL and user name kept, the password not."""
+    answer = caldav_form(person, caldav_env.server_url, caldav_env.username, "not-the-password")
+    assert answer.status_code == 400
+    assert "refused this user name and app password" in text(answer)
+    assert f'value="{caldav_env.server_url}"' in answer.text and f'value="{caldav_env.username}"' in answer.text
+    assert "not-the-password" not in answer.text
+    assert person.connection() is None
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://169.254.169.254/latest/", "not a public address"),
+        ("https://internal.example/dav/", "10.1.2.3, which is not a public address"),
+        ("http://caldav.example.com/", "must use https"),
+        ("https://user:pw@caldav.example.com/", "must not carry a user name or password"),
+        ("ftp://caldav.example.com/", "must be an absolute https URL"),
+    ],
+)
+def test_caldav_server_urls_pass_the_ssrf_guard(person: Person, caldav_env: CalDAVEnv, url: str, said: str) -> None:
+    """The server URL is user input: private, link-local and metadata addresses, plain http to public hosts and
+    credentials in the URL are refused before any request (as webhook callbacks are)."""
+    before = len(caldav_env.requests())
+    answer = caldav_form(person, url, "alice", "app-password")
+    assert answer.status_code == 400
+    assert said in text(answer) and "Server URL" in text(answer)
+    assert len(caldav_env.requests()) == before
+    assert person.connection() is None
+
+
+def test_caldav_form_needs_every_field(person: Person) -> None:
+    """A missing field shows the form again saying what to fill in."""
+    answer = caldav_form(person, "https://caldav.example.com/", "alice", "")
+    assert answer.status_code == 400
+    assert "Fill in the server URL, your user name and an app password" in text(answer)

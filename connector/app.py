@@ -19,7 +19,6 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
 from calendars import pages as calendar_pages
-from calendars.config import CalendarConfig
 from certification.loading import shipped_definition
 from connector import context, errors, metadata, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
@@ -91,11 +90,8 @@ def create_app(
     validate_responses: bool = False,
     migrate: bool = False,
     resolve: Callable[[str], list[str]] = outbound.resolve,
-    calendar: CalendarConfig | None = None,
 ) -> connexion.FlaskApp:
-    """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving).
-    `calendar`: the calendar mirror's settings (default: settings.calendar, else COURSEWIRE_* as read by
-    CalendarConfig.from_env)."""
+    """Build the ASGI app. `migrate=True` applies pending migrations (the CLI does it before serving)."""
     db = db or Database(settings.database_path)
     if migrate:
         db.migrate()
@@ -137,7 +133,7 @@ def create_app(
     pages = calendar_pages.CalendarPages(
         db,
         services.box,
-        calendar or getattr(settings, "calendar", None) or CalendarConfig.from_env(),
+        settings.calendar,
         base_url=lambda scope: context.base_url_of(scope, settings),
         resolve=resolve,
     )

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -69,7 +69,7 @@ class Person:
 def app(settings: Settings, db: Database, identity: FakeIdentity) -> Any:
     """The whole app, with the fake providers' clients and endpoints; Microsoft 365, Google, CalDAV enabled."""
     enable(db, Microsoft365=True, Google=True, CalDAV=True)
-    return create_app(settings, db=db, resolve=fake_resolve, calendar=identity.config())
+    return create_app(replace(settings, calendar=identity.config()), db=db, resolve=fake_resolve)
 
 
 @pytest.fixture
@@ -118,12 +118,12 @@ def test_the_cookie_is_secure_behind_https(settings: Settings, db: Database, ide
     nothing."""
     user_id = make_user(db)
     public = Settings(data_dir=settings.data_dir, rate_limit=None, public_url="https://lms.contoso.example/lms")
-    with create_app(public, db=db, calendar=identity.config()).test_client() as c:
+    with create_app(replace(public, calendar=identity.config()), db=db, resolve=fake_resolve).test_client() as c:
         answer = c.get(new_link(db, user_id), follow_redirects=False)
     assert answer.headers["location"] == "https://lms.contoso.example/lms/calendar/"
     assert {"secure", "path=/lms/calendar"} <= {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
 
-    app = create_app(settings, db=db, calendar=identity.config())
+    app = create_app(replace(settings, calendar=identity.config()), db=db, resolve=fake_resolve)
     for peer, secure in (("127.0.0.1", True), ("203.0.113.9", False)):
         with app.test_client(client=(peer, 40000)) as c:
             answer = c.get(new_link(db, user_id), headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
@@ -206,7 +206,7 @@ def test_only_enabled_and_configured_providers_are_offered(
     and its Connect address refuses."""
     enable(db, Microsoft365=True, Google=True, CalDAV=False)
     config = identity.config(google_client_secret=None)
-    with create_app(settings, db=db, calendar=config).test_client() as c:
+    with create_app(replace(settings, calendar=config), db=db, resolve=fake_resolve).test_client() as c:
         alice = Person(c, make_user(db), db)
         alice.open()
         words = text(alice.page())
@@ -220,7 +220,7 @@ def test_only_enabled_and_configured_providers_are_offered(
 
 def test_nothing_enabled_says_so(settings: Settings, db: Database, identity: FakeIdentity) -> None:
     """With every provider off the page says the person keeps receiving e-mail invitations."""
-    with create_app(settings, db=db, calendar=identity.config()).test_client() as c:
+    with create_app(replace(settings, calendar=identity.config()), db=db, resolve=fake_resolve).test_client() as c:
         alice = Person(c, make_user(db), db)
         alice.open()
         words = text(alice.page())

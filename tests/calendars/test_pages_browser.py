@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     db.migrate()
     calendar.update_settings(db, CLI, {"Microsoft365Enabled": True, "GoogleEnabled": True, "CalDAVEnabled": True})
     with FakeIdentity() as identity:
-        app = create_app(settings, db=db, calendar=identity.config())
+        app = create_app(replace(settings, calendar=identity.config()), db=db)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

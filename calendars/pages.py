@@ -181,8 +181,7 @@ class CalendarPages:
         self.base_url = base_url
         self.resolve = resolve
         self.templates = jinja2.Environment(
-            # Beside this file rather than PackageLoader("calendars"): under pytest, tests/calendars/ (a directory
-            # without __init__.py on sys.path) shadows the package `calendars` as a namespace package.
+            # The templates beside this file (package data in the wheel), found without importing by name.
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
             undefined=jinja2.StrictUndefined,

@@ -26,7 +26,7 @@ from storage.outbound import parse_networks
 from storage.secrets import SecretBox
 from webhooks import payloads
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "calendars"))  # the calendar tests' real servers
+sys.path.insert(0, str(Path(__file__).parents[1] / "mirror"))  # the calendar tests' real servers
 import radicale_support
 from radicale_support import RadicaleServer, free_port, mkcalendar_body
 

@@ -15,7 +15,7 @@ import pytest
 from icalendar import Calendar
 from serving import Server, start
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "calendars"))  # the calendar tests' real servers
+sys.path.insert(0, str(Path(__file__).parents[1] / "mirror"))  # the calendar tests' real servers
 import radicale_support
 from radicale_support import RadicaleServer, mkcalendar_body
 from smtp_support import SmtpServer, smtp_server_fixture  # noqa: F401

@@ -1,5 +1,5 @@
 """The Graph fake as a provider test environment: the `graph_fake` and `graph_env` fixtures
-(/work/notes/provider-env.md, tests/calendars/contract.py `ProviderEnv`).
+(/work/notes/provider-env.md, tests/mirror/contract.py `ProviderEnv`).
 
 `graph_env` is one person's default calendar in the fake, reached through `/me` with delegated tokens that the
 fake issues; `fail_next('auth')` revokes the person's consent, so the refresh fails too (`invalid_grant`).

@@ -258,7 +258,7 @@ for _method in ("GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS", "PROPFIND", "
 
 
 class CalDAVEnv:
-    """The provider test interface (tests/calendars/contract.py `ProviderEnv`) for one Radicale user and calendar."""
+    """The provider test interface (tests/mirror/contract.py `ProviderEnv`) for one Radicale user and calendar."""
 
     def __init__(self, server: RadicaleServer, proxy: RecordingProxy) -> None:
         self.server = server

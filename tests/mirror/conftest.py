@@ -1,4 +1,4 @@
-"""Fixtures of the calendar tests: each provider's env (tests/calendars/contract.py `ProviderEnv`), imported here
+"""Fixtures of the calendar tests: each provider's env (tests/mirror/contract.py `ProviderEnv`), imported here
 so every test module of this folder has them (pytest_plugins is only allowed in the top-level conftest)."""
 
 from google_support import google_env  # noqa: F401

@@ -290,8 +290,14 @@ def test_every_patch_body_defines_what_its_read_only_rules_drop() -> None:
     success response has beyond its body, and checks the Id."""
     spec = app_module.load_spec()
     patches = [op["operationId"] for item in spec["paths"].values() for method, op in item.items() if method == "patch"]
-    assert sorted(patches) == ["UpdateCourse", "UpdateCourseSession", "UpdateUser"]
-    for op_id in patches:
+    keyed = ["UpdateCourse", "UpdateCourseSession", "UpdateUser"]
+    assert sorted(patches) == sorted([*keyed, "UpdateCalendarConnection", "UpdateCalendarSettings"])
+    # GET then PATCH back: the calendar's read-only members are dropped too (they have no Id to check).
+    calendar_rules = bodies.rules("UpdateCalendarConnection")
+    assert calendar_rules is not None and {"Status", "Provider", "UserId"} <= calendar_rules.shape.read_only
+    settings_rules = bodies.rules("UpdateCalendarSettings")
+    assert settings_rules is not None and settings_rules.shape.read_only == {"ModifiedAt"}
+    for op_id in keyed:
         rules = bodies.rules(op_id)
         assert rules is not None and rules.key_checked, op_id
         assert {"Id", "@odata.context"} <= rules.shape.read_only, op_id

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from contract import ProviderContract
 from fakes.google import GoogleCalendarFake
 from google_support import GoogleEnv
 
@@ -426,3 +427,9 @@ def test_the_fake_lists_by_private_property_and_honours_if_match(google_env: Goo
     assert call(fake, token, "GET", "", params=params)[1]["items"] == []
     status, page = call(fake, token, "GET", "", params={**params, "showDeleted": "true"})
     assert [e["status"] for e in page["items"]] == ["cancelled"]
+
+
+class TestGoogleContract(ProviderContract):
+    """The contract every provider honours (tests/mirror/contract.py), against the Google Calendar fake."""
+
+    env_fixture = "google_env"

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calendars"))  # engine_support, as test_engine uses it
+sys.path.append(str(Path(__file__).resolve().parents[1] / "mirror"))  # engine_support, as tests/mirror imports it
 from engine_support import Mail, World, make_world
 
 from calendars.model import AuthorizationLost, ProviderError, Throttled, Unavailable
@@ -143,7 +143,7 @@ INSTRUCTORS: st.SearchStrategy[list[str]] = st.one_of(
 
 
 class Mirror(RuleBasedStateMachine):
-    """Drives the training world of tests/calendars/engine_support.py; the state is in its database, the
+    """Drives the training world of tests/mirror/engine_support.py; the state is in its database, the
     calendars (Revocable per connection) and the mailbox. Domain refusals (a full approval queue, a disabled
     provider, overlapping days) are part of the game: the rules try, and the database says what happened."""
 

@@ -62,6 +62,13 @@ class Plan:
     puts: list[tuple[CalendarItem, ItemRecord | None]] = field(default_factory=list)
     removes: list[tuple[ItemRecord, CalendarItem | None]] = field(default_factory=list)
     stale_items: dict[str, CalendarItem] = field(default_factory=dict)
+    # The highest SEQUENCE ever used per UID (storage.calendar.last_sequence), kept when an item row goes: a
+    # REQUEST after a CANCEL must be newer than the CANCEL, or calendar apps keep the cancellation (RFC 5546
+    # §2.1.5, the highest SEQUENCE wins).
+    sequences: dict[str, int] = field(default_factory=dict)
+
+    def next_sequence(self, uid: str, last: ItemRecord | None) -> int:
+        return max(self.sequences.get(uid, -1), last.sequence if last else -1) + 1
 
     @property
     def empty(self) -> bool:
@@ -111,6 +118,10 @@ def plan(
         last = kept.get(day_id)
         if last is None or last.digest != item.digest():
             result.puts.append((item, last))
+    for uid in {i.uid for i, _ in result.puts} | {r.uid for r, _ in result.removes}:
+        remembered = calendar.last_sequence(conn, uid)
+        if remembered is not None:
+            result.sequences[uid] = remembered
     return result, connections
 
 
@@ -168,15 +179,14 @@ async def execute(
     out = Outcome()
     for record, item in p.removes:
         if record.channel == MAIL:
+            sequence = p.next_sequence(record.uid, record)
             if item is not None or record.day_end > now:
                 try:
-                    await send_mail(
-                        "CANCEL", item or _placeholder(record), record, p.recipient, record.sequence + 1, now
-                    )
+                    await send_mail("CANCEL", item or _placeholder(record), record, p.recipient, sequence, now)
                 except ProviderError as exc:
                     out.failed(exc, None)
                     continue
-            out.dropped.append(_bumped(record, record.sequence + 1))
+            out.dropped.append(_bumped(record, sequence))
             continue
         via = connections.get(record.connection_id or "") if record.connection_id else None
         if via is None or record.provider_id is None:
@@ -184,6 +194,15 @@ async def execute(
             continue
         try:
             await provider_for(via).delete(Written(record.provider_id, record.etag), item)
+        except (AuthorizationLost, Rejected) as exc:
+            if via.state == "removing":
+                # A calendar being disconnected that can no longer be reached (consent revoked, refused): its
+                # events stay there; forget them rather than retry for ever and hold the person's e-mails.
+                log.warning("could not remove an event from a disconnected calendar (%s); it stays there", exc)
+                out.dropped.append(record)
+                continue
+            out.failed(exc, via.id)
+            continue
         except ProviderError as exc:
             out.failed(exc, via.id)
             continue
@@ -198,11 +217,11 @@ async def execute(
             if isinstance(result, ProviderError):
                 out.failed(result, p.connection.id)
                 continue
-            out.saved.append(_record(item, CALENDAR, p.connection.id, result, last))
+            out.saved.append(_record(item, CALENDAR, p.connection.id, result, last, p.next_sequence(item.uid, last)))
             out.synced.add(p.connection.id)
     elif p.channel == MAIL:
         for item, last in p.puts:
-            sequence = 0 if last is None else last.sequence + 1
+            sequence = p.next_sequence(item.uid, last)
             try:
                 await send_mail("REQUEST", item, last, p.recipient, sequence, now)
             except ProviderError as exc:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -532,14 +532,10 @@ def _same(person: str, owner: str, item: Any, want: Expected, user_id: str) -> N
 
 # -- what the machine found, shrunk -------------------------------------------------------------------------
 
-SEQUENCE_RESTARTS = (
-    "calendars/sync.py execute() numbers a REQUEST for a day without a calendar_items row SEQUENCE 0, although"
-    " calendar_sequences (storage.calendar.last_sequence) remembers the higher SEQUENCE of the CANCEL sent for"
-    " that UID: calendar apps keep the cancellation (RFC 5546 §2.1.5) and the person never sees the day again"
-)
+# A REQUEST after a CANCEL once restarted at SEQUENCE 0 (sync.execute ignored calendar_sequences): calendar
+# apps kept the cancellation (RFC 5546 §2.1.5, the highest SEQUENCE wins) and the person never saw the day again.
 
 
-@pytest.mark.xfail(strict=True, reason=SEQUENCE_RESTARTS)
 def test_a_learner_enrolled_again_sees_the_day_again(tmp_path: Path) -> None:
     """Cancelled and enrolled again without a calendar: the new REQUEST outranks the CANCEL before it."""
     world = make_world(tmp_path)
@@ -554,7 +550,6 @@ def test_a_learner_enrolled_again_sees_the_day_again(tmp_path: Path) -> None:
     assert len(world.mailbox_events("omar")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=SEQUENCE_RESTARTS)
 def test_a_paused_calendar_hands_the_days_back_to_email(tmp_path: Path) -> None:
     """E-mail, then a calendar (the e-mailed day is cancelled), then the provider switched off: the day comes
     back by e-mail with a SEQUENCE above the CANCEL's (seen by the machine as an empty mailbox)."""
@@ -570,15 +565,10 @@ def test_a_paused_calendar_hands_the_days_back_to_email(tmp_path: Path) -> None:
     assert len(world.mailbox_events("lena")) == 1
 
 
-REMOVAL_LOOPS = (
-    "a calendar disconnected without KeepEvents whose credentials died is retried every round for ever:"
-    " sync.execute records AuthorizationLost on the removing connection, sync.record marks the pair done, and"
-    " worker._removals queues it again next round (no backoff, never forgotten); meanwhile hand-over order"
-    " holds back the person's e-mails"
-)
+# A calendar disconnected without KeepEvents whose credentials died was retried every round for ever (the pair
+# was done, and the removal queued it again), and hand-over order held back the person's e-mails meanwhile.
 
 
-@pytest.mark.xfail(strict=True, reason=REMOVAL_LOOPS)
 def test_a_dead_calendar_being_disconnected_does_not_hold_the_worker(tmp_path: Path) -> None:
     """Disconnecting a calendar whose authorization is gone: the worker goes quiet instead of calling the dead
     calendar every round, and the person's days come by e-mail."""
@@ -596,17 +586,10 @@ def test_a_dead_calendar_being_disconnected_does_not_hold_the_worker(tmp_path: P
     assert len(world.mailbox_events("lena")) == 1
 
 
-# Until calendars/sync.py numbers a new REQUEST above the CANCEL before it and gives up on a dead calendar
-# being emptied (the two bugs shrunk above; the report of branch mirror-props describes the fixes), the
-# machine finds one of them in some runs, and shrinking one takes minutes: the machine is an expected
-# failure without the shrink phase. With both fixed it passed 300 examples; then drop the mark and `phases`.
 Mirror.TestCase.settings = settings(
     max_examples=50,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
-TestCalendarMirror = pytest.mark.slow(
-    pytest.mark.xfail(strict=False, reason=f"{SEQUENCE_RESTARTS}; and {REMOVAL_LOOPS}")(Mirror.TestCase)
-)
+TestCalendarMirror = pytest.mark.slow(Mirror.TestCase)

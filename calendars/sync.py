@@ -276,10 +276,12 @@ def _placeholder(record: ItemRecord) -> CalendarItem:
 def record(conn: sqlite3.Connection, owner: str, p: Plan, out: Outcome, now: datetime) -> None:
     """Store the outcome in the caller's write transaction: items saved and dropped, connection states, and
     the pair released (done, or due again after the wait a provider asked for or the backoff)."""
-    for item in out.saved:
-        calendar.save_item(conn, item, now)
+    # Drops first: a record of an old connection and the new one's may share (person, session, day, channel),
+    # and the new one must stay (disconnect and reconnect between two rounds).
     for item in out.dropped:
         calendar.drop_item(conn, item)
+    for item in out.saved:
+        calendar.save_item(conn, item, now)
     for connection_id in out.synced - set(out.lost) - set(out.rejected):
         calendar.synced(conn, connection_id, now)
     for connection_id, why in out.lost.items():

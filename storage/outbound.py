@@ -362,17 +362,37 @@ def guarded_session(
     (connecting included; aiohttp raises TimeoutError), and opens at most `limit` connections (any per host).
 
     Call it inside a running event loop; the caller closes the session (`await session.close()`). Requests to a
-    host with no allowed address fail with aiohttp.ClientConnectorError whose `os_error` is a BlockedAddress.
+    host with no allowed address fail with aiohttp.ClientConnectorError whose `os_error` is a BlockedAddress; a
+    URL naming an address that is not allowed (aiohttp connects to an IP literal without asking the resolver)
+    fails with BlockedURL before anything is sent.
     """
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(networks, resolver), limit=limit, limit_per_host=0, ttl_dns_cache=10
     )
+    allowed_networks = tuple(networks)
+
+    async def refuse_literals(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        address = literal(params.url.host or "")
+        if address is not None and not allowed(address, allowed_networks):
+            raise BlockedURL(f"{params.url.scheme}://{params.url.host}: not a public address")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(refuse_literals)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout),
         skip_auto_headers=("User-Agent",),
         headers={"User-Agent": user_agent},
+        trace_configs=[trace],
     )
+
+
+class BlockedURL(aiohttp.ClientError):
+    """A request named an IP address outbound requests may not reach (aiohttp does not resolve literals, so the
+    GuardedResolver never sees them): refused before connecting. A ClientError, so callers treat it as a
+    connection failure."""
 
 
 def retry_after(value: str | None, now: datetime) -> float | None:

@@ -221,3 +221,19 @@ def test_past_days_are_left_alone(world: World) -> None:
     enrollments.cancel(world.db, CLI, enrollment, None)
     world.sync()
     assert [i.start.day for i in world.providers[connection].events.values()] == [1]
+
+
+def test_disconnecting_and_reconnecting_between_two_rounds_keeps_every_event_recorded(world: World) -> None:
+    """The old connection's record and the new one's share their key: the new one stays, so cancelling later
+    removes the event from the calendar (it used to stay there, unrecorded)."""
+    session = world.session()
+    world.connect("lena")
+    enrollment = world.enroll("lena", session)
+    world.sync()
+    calendar.disconnect(world.db, CLI, world.people["lena"], keep_events=False)
+    second = world.connect("lena")
+    world.sync()
+    assert len(world.providers[second].events) == 1
+    enrollments.cancel(world.db, CLI, enrollment, None)
+    world.sync()
+    assert world.providers[second].events == {}

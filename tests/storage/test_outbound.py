@@ -69,7 +69,7 @@ async def _get(url: str, networks: tuple[outbound.IPNetwork, ...]) -> int:
         return r.status
 
 
-async def _serving(networks: tuple[outbound.IPNetwork, ...]) -> tuple[int | str, int]:
+async def _serving(networks: tuple[outbound.IPNetwork, ...], host: str = "localhost") -> tuple[int | str, int]:
     """A real server on 127.0.0.1, asked by host name (`localhost`) through a guarded session; returns the answer
     or the error, and how many requests reached the server (each must name the session's User-Agent)."""
     hits = 0
@@ -89,7 +89,9 @@ async def _serving(networks: tuple[outbound.IPNetwork, ...]) -> tuple[int | str,
     try:
         port = runner.addresses[0][1]
         try:
-            return await _get(f"http://localhost:{port}/", networks), hits
+            return await _get(f"http://{host}:{port}/", networks), hits
+        except outbound.BlockedURL as exc:
+            return str(exc), hits
         except aiohttp.ClientConnectorError as exc:
             assert isinstance(exc.os_error, outbound.BlockedAddress)
             return str(exc.os_error), hits
@@ -103,9 +105,18 @@ def test_a_guarded_session_never_connects_to_a_private_address() -> None:
     assert isinstance(refused, str) and "localhost resolves only to addresses that are not public" in refused
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"])
+def test_a_guarded_session_refuses_an_address_written_in_the_url(host: str) -> None:
+    """aiohttp connects to an IP literal without asking the resolver: the session refuses it before sending."""
+    refused, hits = asyncio.run(_serving((), host))
+    assert hits == 0
+    assert isinstance(refused, str) and "not a public address" in refused
+
+
 def test_a_guarded_session_reaches_allowed_networks() -> None:
     networks = outbound.parse_networks("127.0.0.0/8,::1/128", "COURSEWIRE_ALLOWED_NETWORKS")
     assert asyncio.run(_serving(networks)) == (200, 1)
+    assert asyncio.run(_serving(networks, "127.0.0.1")) == (200, 1)
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,9 @@ from standardwebhooks.webhooks import Webhook
 from support import Api, Clock, World, build_world, error
 
 from connector.settings import Settings
-from storage import apikeys, deliveries
+from storage import apikeys, calendar, deliveries
 from storage.db import Database
+from storage.models import CLI
 from storage.secrets import SecretBox
 from webhooks import payloads
 from webhooks.registry import EVENTS
@@ -37,7 +38,7 @@ def envelope_validator(trigger: str) -> jsonschema.Draft4Validator:
 
 
 def test_every_trigger_fires_on_its_action_with_a_signed_payload_of_its_schema(api: Api, receiver: Receiver) -> None:
-    """All 18 triggers: each action posts its notification, valid against the trigger's schema, signed."""
+    """All 19 triggers: each action posts its notification, valid against the trigger's schema, signed."""
     secrets = {event: subscribe(api, event, f"{receiver.url}/{event}")["Secret"] for event in EVENTS}
     world = build_world(api, max_attendees="1")
     course, session = world.course["Id"], world.session["Id"]
@@ -60,6 +61,20 @@ def test_every_trigger_fires_on_its_action_with_a_signed_payload_of_its_schema(a
     api.ok(
         "POST", f"/odata/v2/Courses({gated})/Enroll", json={"userLoginName": world.login("bob")}, user=world.uid("bob")
     )
+    # A connected calendar whose refresh token stopped working (the calendar worker marks it so).
+    calendar.update_settings(api.db, CLI, {"CalDAVEnabled": True})
+    calendar.connect(
+        api.db,
+        CLI,
+        world.uid("bob"),
+        "CalDAV",
+        account="bob@cal.example",
+        calendar="https://cal.example/",
+        credentials="x",
+    )
+    connection = calendar.active_connection(api.db, world.uid("bob"))
+    assert connection is not None
+    calendar.set_status(api.db, connection.id, "NeedsReauthorization", "invalid_grant: AADSTS700082")
     deliver(make_worker(api))
 
     fired: dict[str, Any] = {}

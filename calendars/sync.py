@@ -61,6 +61,7 @@ class Plan:
     connection: Connection | None
     puts: list[tuple[CalendarItem, ItemRecord | None]] = field(default_factory=list)
     removes: list[tuple[ItemRecord, CalendarItem | None]] = field(default_factory=list)
+    forget: list[ItemRecord] = field(default_factory=list)  # records dropped without a provider call or e-mail
     stale_items: dict[str, CalendarItem] = field(default_factory=dict)
     # The highest SEQUENCE ever used per UID (storage.calendar.last_sequence), kept when an item row goes: a
     # REQUEST after a CANCEL must be newer than the CANCEL, or calendar apps keep the cancellation (RFC 5546
@@ -72,7 +73,7 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not self.puts and not self.removes
+        return not self.puts and not self.removes and not self.forget
 
 
 def plan(
@@ -87,9 +88,10 @@ def plan(
     items = desired.items_for(conn, pair.user_id, pair.session_id)
     by_day = {i.day_id: i for i in items}
     channel: str | None = None
+    mail_possible = mail_configured and bool(recipient.email)
     if calendar.writable(active, settings):
         channel = CALENDAR
-    elif settings["EmailFallbackEnabled"] and mail_configured and recipient.email:
+    elif settings["EmailFallbackEnabled"] and mail_possible:
         channel = MAIL
     wanted = {i.day_id: i for i in desired.upcoming(items, now)} if channel else {}
     result = Plan(pair, recipient, channel, active if channel == CALENDAR else None)
@@ -103,10 +105,11 @@ def plan(
             kept[record.day_id] = record
             continue
         if record.channel == MAIL:
-            if record.day_end > now:
+            if record.day_end <= now or not mail_possible:
+                result.forget.append(record)  # no CANCEL for a day gone by, or with no way to send one
+            elif channel is not None:
                 result.removes.append((record, by_day.get(record.day_id)))
-            else:
-                result.removes.append((record, None))  # forget quietly: no CANCEL for a day gone by
+            # else: e-mail switched off; the entries sent stay, not maintained (as a paused calendar's events)
             continue
         via = _connection(conn, record.connection_id, connections)
         if via is None:
@@ -177,15 +180,15 @@ async def execute(
     """Do the plan's removals, then its writes; never raises for a provider or mail failure (it is in the
     Outcome). `send_mail(method, item, record, recipient, sequence, now)` sends one iMIP message."""
     out = Outcome()
+    out.dropped.extend(p.forget)
     for record, item in p.removes:
         if record.channel == MAIL:
             sequence = p.next_sequence(record.uid, record)
-            if item is not None or record.day_end > now:
-                try:
-                    await send_mail("CANCEL", item or _placeholder(record), record, p.recipient, sequence, now)
-                except ProviderError as exc:
-                    out.failed(exc, None)
-                    continue
+            try:
+                await send_mail("CANCEL", item or _placeholder(record), record, p.recipient, sequence, now)
+            except ProviderError as exc:
+                out.failed(exc, None)
+                continue
             out.dropped.append(_bumped(record, sequence))
             continue
         via = connections.get(record.connection_id or "") if record.connection_id else None

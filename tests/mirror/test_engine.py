@@ -237,3 +237,18 @@ def test_disconnecting_and_reconnecting_between_two_rounds_keeps_every_event_rec
     enrollments.cancel(world.db, CLI, enrollment, None)
     world.sync()
     assert world.providers[second].events == {}
+
+
+def test_switching_email_off_sends_no_cancellations(world: World) -> None:
+    """Turning the fallback off stops e-mails; it does not cancel what people already have (as a paused
+    calendar keeps its events). On again, the entries are kept up to date."""
+    session = world.session()
+    world.enroll("omar", session)
+    world.sync()
+    world.settings(EmailFallbackEnabled=False)
+    sessions.update(world.db, CLI, session, {"Title": "Renamed"})
+    world.sync()
+    assert [m.method for m in world.mails] == ["REQUEST"]
+    world.settings(EmailFallbackEnabled=True)
+    world.sync()
+    assert [(m.method, m.sequence, m.item.subject) for m in world.mails][-1] == ("REQUEST", 1, "First aid: Renamed")

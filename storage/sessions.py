@@ -123,25 +123,29 @@ def _deadline_within(deadline: datetime | None, end: datetime | None, target: st
 
 
 def _write_days(conn: sqlite3.Connection, session_id: str, days: list[tuple[datetime, datetime]]) -> None:
-    """Replace the days, keeping the ids of days whose times did not change (attendance points at them)."""
-    old = {
-        (r["start_at"], r["end_at"]): r["id"]
-        for r in conn.execute("SELECT * FROM session_days WHERE session_id = ?", (session_id,))
-    }
-    keep = set()
-    for start, end in days:
-        key = (iso(start), iso(end))
-        if key in old:
-            keep.add(old[key])
+    """Replace the days, keeping ids: a day whose times did not change keeps its id (attendance points at it),
+    and the remaining new days take the remaining old ids in order of time, so a day moved by an hour is the
+    same day moved (its calendar events are updated, not removed and added) rather than a new one."""
+    rows = conn.execute(
+        "SELECT id, start_at, end_at FROM session_days WHERE session_id = ? ORDER BY start_at, id", (session_id,)
+    ).fetchall()
+    old = {(r["start_at"], r["end_at"]): r["id"] for r in rows}
+    wanted = [(iso(start), iso(end)) for start, end in days]
+    unchanged = {key for key in wanted if key in old}
+    spare = [r["id"] for r in rows if (r["start_at"], r["end_at"]) not in unchanged]
+    for key in wanted:
+        if key in unchanged:
+            continue
+        if spare:
+            conn.execute("UPDATE session_days SET start_at = ?, end_at = ? WHERE id = ?", (*key, spare.pop(0)))
         else:
             conn.execute(
                 "INSERT INTO session_days (id, session_id, start_at, end_at) VALUES (?, ?, ?, ?)",
                 (new_id(), session_id, *key),
             )
-    for day_id in old.values():
-        if day_id not in keep:
-            conn.execute("DELETE FROM attendance WHERE day_id = ?", (day_id,))
-            conn.execute("DELETE FROM session_days WHERE id = ?", (day_id,))
+    for day_id in spare:
+        conn.execute("DELETE FROM attendance WHERE day_id = ?", (day_id,))
+        conn.execute("DELETE FROM session_days WHERE id = ?", (day_id,))
     conn.execute(
         "UPDATE course_sessions SET start_at = ?, end_at = ? WHERE id = ?",
         (iso(days[0][0]), iso(days[-1][1]), session_id),

@@ -252,3 +252,23 @@ def test_switching_email_off_sends_no_cancellations(world: World) -> None:
     world.settings(EmailFallbackEnabled=True)
     world.sync()
     assert [(m.method, m.sequence, m.item.subject) for m in world.mails][-1] == ("REQUEST", 1, "First aid: Renamed")
+
+
+def test_moving_a_day_updates_its_event_and_invitation_in_place(world: World) -> None:
+    """A day moved by an hour is the same day moved: the calendar's event is updated (no delete, no second
+    event) and the e-mailed entry gets an update with the same UID, not a CANCEL and a new invitation."""
+    session = world.session(days=2)
+    connection = world.connect("lena")
+    world.enroll("lena", session)
+    world.enroll("omar", session)
+    world.sync()
+    provider = world.providers[connection]
+    keys, writes = set(provider.events), provider.writes
+    later = [{"StartDate": f"2027-03-0{d}T10:00:00", "EndDate": f"2027-03-0{d}T13:00:00"} for d in (1, 2)]
+    sessions.update(
+        world.db, CLI, session, {"Days": later, "StartDate": later[0]["StartDate"], "EndDate": later[1]["EndDate"]}
+    )
+    world.sync()
+    assert set(provider.events) == keys and provider.writes - writes == 2
+    assert sorted(i.start.hour for i in provider.events.values()) == [9, 9]
+    assert [(m.method, m.sequence) for m in world.mails] == [("REQUEST", 0)] * 2 + [("REQUEST", 1)] * 2

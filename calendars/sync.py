@@ -254,6 +254,9 @@ def _record(
         sequence=sequence if sequence is not None else (0 if previous is None else previous.sequence + 1),
         digest=item.digest(),
         day_end=item.end,
+        day_start=item.start,
+        time_zone=item.time_zone,
+        subject=item.subject,
     )
 
 
@@ -262,15 +265,16 @@ def _bumped(record: ItemRecord, sequence: int) -> ItemRecord:
 
 
 def _placeholder(record: ItemRecord) -> CalendarItem:
-    """A CANCEL for a day whose session is gone: the UID and SEQUENCE are what matter (RFC 5546 §3.2.5)."""
+    """What a CANCEL says about a day no longer on offer to the person: the day as it was last sent (its
+    subject, times and zone); the UID and SEQUENCE are what calendar apps match (RFC 5546 §3.2.5)."""
     return CalendarItem(
         user_id=record.user_id,
         session_id=record.session_id,
         day_id=record.day_id,
-        subject="Cancelled session",
-        start=record.day_end - timedelta(hours=1),
+        subject=record.subject or "Cancelled session",
+        start=record.day_start or record.day_end - timedelta(hours=1),
         end=record.day_end,
-        time_zone="UTC",
+        time_zone=record.time_zone or "UTC",
         body_text="This session was removed from your calendar.",
         body_html="<p>This session was removed from your calendar.</p>",
     )

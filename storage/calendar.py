@@ -401,12 +401,18 @@ class ItemRecord:
     sequence: int
     digest: str
     day_end: datetime
+    day_start: datetime | None = None
+    time_zone: str | None = None
+    subject: str | None = None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> ItemRecord:
         end = parse_iso(row["day_end"])
         assert end is not None
         return cls(
+            day_start=parse_iso(row["day_start"]),
+            time_zone=row["time_zone"],
+            subject=row["subject"],
             user_id=row["user_id"],
             session_id=row["session_id"],
             day_id=row["day_id"],
@@ -440,7 +446,8 @@ def save_item(conn: sqlite3.Connection, item: ItemRecord, now: datetime) -> None
     """Record what was written (insert or replace) and remember its SEQUENCE for the UID."""
     conn.execute(
         "INSERT OR REPLACE INTO calendar_items (user_id, session_id, day_id, channel, connection_id, provider_id,"
-        " etag, uid, sequence, digest, day_end, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " etag, uid, sequence, digest, day_end, written_at, day_start, time_zone, subject)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             item.user_id,
             item.session_id,
@@ -454,6 +461,9 @@ def save_item(conn: sqlite3.Connection, item: ItemRecord, now: datetime) -> None
             item.digest,
             iso(item.day_end),
             iso(now),
+            iso(item.day_start),
+            item.time_zone,
+            clip(item.subject, 1000),
         ),
     )
     remember_sequence(conn, item.uid, item.sequence)

@@ -602,7 +602,8 @@ CREATE UNIQUE INDEX calendar_connections_user ON calendar_connections(user_id) W
 CREATE INDEX calendar_connections_status ON calendar_connections(status, provider);
 CREATE INDEX calendar_connections_removing ON calendar_connections(state) WHERE state = 'removing';
 -- What was last written for a person and session day, per channel: a connection's calendar, or e-mail
--- (connection_id NULL). digest: CalendarItem.digest() of what was written; sequence: iCalendar SEQUENCE.
+-- (connection_id NULL). digest: CalendarItem.digest() of what was written; sequence: iCalendar SEQUENCE;
+-- day_start, time_zone and subject as written, so a CANCEL for a day that is gone still names it.
 CREATE TABLE calendar_items (
     user_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -614,7 +615,10 @@ CREATE TABLE calendar_items (
     uid TEXT NOT NULL,
     sequence INTEGER NOT NULL DEFAULT 0,
     digest TEXT NOT NULL,
+    day_start TEXT,
     day_end TEXT NOT NULL,
+    time_zone TEXT,
+    subject TEXT,
     written_at TEXT NOT NULL,
     PRIMARY KEY (user_id, session_id, day_id, channel)
 );

@@ -111,6 +111,12 @@ def test_people_without_a_calendar_get_request_then_cancel_with_rising_sequence(
     world.sync()
     assert [(m.method, m.sequence) for m in world.mails] == [("REQUEST", 0), ("REQUEST", 1), ("CANCEL", 2)]
     assert len({m.uid for m in world.mails}) == 1
+    cancel = world.mails[-1].item  # the day as last sent: its title and times, not a placeholder
+    assert (cancel.subject, cancel.start, cancel.time_zone) == (
+        "First aid: Session",
+        datetime(2027, 3, 1, 8, 0, tzinfo=UTC),
+        "Europe/Berlin",
+    )
     assert world.mailbox_events("omar") == []
 
 

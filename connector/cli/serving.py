@@ -115,6 +115,10 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, demo: b
             limit_concurrency=settings.max_connections + 1,
             # Idle keep-alive connections are closed 5 s after their last response (uvicorn's default, kept).
             timeout_keep_alive=5,
+            # A new server process answers uvicorn's health check only once it has imported the app, which
+            # took 12-24 s on a loaded two-core machine; uvicorn's 5 s default replaced it again and again and
+            # the port never opened.
+            timeout_worker_healthcheck=60,
             # Connections the kernel has accepted and the workers have not yet (uvicorn's default; the kernel
             # caps it at net.core.somaxconn). They cost no descriptor in a worker, only kernel memory.
             backlog=2048,

@@ -102,6 +102,13 @@ class CalendarWorker:
             log.warning(
                 "took back %d calendar pairs leased by workers of this host that are no longer running", released
             )
+        queued = calendar.note_mail_configured(self.db, self._mail_ready())
+        if queued:
+            log.info(
+                "e-mail %s since the last start: %d sessions to bring up to date",
+                "on" if self._mail_ready() else "off",
+                queued,
+            )
         if self._session is None and self._provider_for is None:
             self._session = outbound.guarded_session(self.config.allowed_networks, user_agent="coursewire-calendars/1")
 

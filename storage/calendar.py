@@ -560,6 +560,22 @@ def retry(conn: sqlite3.Connection, owner: str, pair: DirtyPair, due: datetime, 
     )
 
 
+def note_mail_configured(db: Database, configured: bool) -> int:
+    """Record whether e-mail can be sent now; when that changed since the last worker started (SMTP set up or
+    removed), queue everyone's sessions, so people registered meanwhile get their invitations without waiting
+    for the next change. Returns how many pairs were queued."""
+    value = "on" if configured else "off"
+    with db.write() as conn:
+        row = conn.execute("SELECT value FROM calendar_state WHERE key = 'mail'").fetchone()
+        if (row[0] if row else "off") == value:
+            return 0
+        conn.execute(
+            "INSERT INTO calendar_state (key, value) VALUES ('mail', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+            (value, value),
+        )
+        return mark_dirty(conn, pairs_of_provider(conn, None), db.clock())
+
+
 def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> int:
     """Give back pairs leased by workers of this host that are no longer running (storage.leases)."""
     with db.write() as conn:

@@ -671,6 +671,11 @@ CREATE TABLE calendar_oauth_states (
     expires_at TEXT NOT NULL
 );
 CREATE INDEX calendar_oauth_states_expiry ON calendar_oauth_states(expires_at);
+-- What the last worker started with (key 'mail': 'on' when SMTP was configured), to notice a change.
+CREATE TABLE calendar_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 

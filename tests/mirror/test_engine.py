@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -278,3 +279,21 @@ def test_moving_a_day_updates_its_event_and_invitation_in_place(world: World) ->
     assert set(provider.events) == keys and provider.writes - writes == 2
     assert sorted(i.start.hour for i in provider.events.values()) == [9, 9]
     assert [(m.method, m.sequence) for m in world.mails] == [("REQUEST", 0)] * 2 + [("REQUEST", 1)] * 2
+
+
+def test_people_registered_before_smtp_was_configured_get_their_invitations_when_it_is(world: World) -> None:
+    session = world.session()
+    world.enroll("omar", session)
+
+    async def rounds(send_mail: bool) -> None:
+        worker = world.worker()
+        if not send_mail:
+            worker._send_mail = None  # as a server without COURSEWIRE_SMTP_URL
+        async with worker:
+            while await worker.run_once(world.now[0]):
+                pass
+
+    asyncio.run(rounds(send_mail=False))
+    assert world.mails == []
+    asyncio.run(rounds(send_mail=True))  # restarted with SMTP configured
+    assert [m.method for m in world.mails] == ["REQUEST"]

@@ -89,7 +89,7 @@ def test_what_is_not_configured_cannot_be_enabled(
     assert result.exit_code == 1
     assert (
         result.output.strip()
-        == f"Error: --enable {option}: {variable} is not set; set it in coursewire's environment first"
+        == f"Error: --enable {option}: {variable} is not set in this command's environment; set it here as for the server"
     )
     assert _stored(tmp_path)["CalDAVEnabled"] is False
 

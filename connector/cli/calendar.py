@@ -58,7 +58,7 @@ def settings_command(ctx: click.Context, enable: tuple[str, ...], disable: tuple
             option = next(o for o, (name, _) in SWITCHES.items() if name == exc.target)
             missing = settings.calendar.missing(REQUIREMENTS[exc.target or ""])
             raise click.ClickException(
-                f"--enable {option}: {missing} is not set; set it in coursewire's environment first"
+                f"--enable {option}: {missing} is not set in this command's environment; set it here as for the server"
             ) from None
         shown = calendar_store.update_settings(db, CLI, changes)
     else:

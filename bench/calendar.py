@@ -74,6 +74,7 @@ from multiprocessing.connection import Connection as Pipe  # noqa: E402
 from typing import Any  # noqa: E402
 
 from machine import describe, publish  # noqa: E402
+from noise import _busy_seconds  # noqa: E402
 
 from calendars import desired  # noqa: E402
 from calendars.model import CalendarItem, Written  # noqa: E402
@@ -298,6 +299,22 @@ class Worker:
         self.process.join(10)
 
 
+class Others:
+    """Cores other processes of the machine kept busy while a phase ran: the machine's busy CPU time
+    (bench/noise.py) minus this bench's three processes', per second of wall time."""
+
+    def __init__(self, fake: Fake, worker: Worker) -> None:
+        self.pids = [os.getpid(), fake.process.pid, worker.process.pid]
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        return time.monotonic(), _busy_seconds(), sum(_cpu_seconds(pid) for pid in self.pids)
+
+    def cores(self) -> float:
+        (t0, busy0, mine0), (t1, busy1, mine1) = self.start, self._sample()
+        return max(0.0, (busy1 - busy0) - (mine1 - mine0)) / (t1 - t0)
+
+
 def _cpu_seconds(pid: int | None) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -422,6 +439,7 @@ class Burst:
     duplicates_seen: int = 0
     worker_cpu: float = 0.0
     converged: bool = False
+    others: float = 0.0  # cores other processes of the machine took meanwhile
 
     @property
     def writes(self) -> int:
@@ -499,7 +517,7 @@ def converge(
 
 def burst(world: World, fake: Fake, worker: Worker, kind: str, bodies: list[dict[str, Any]], timeout: float) -> Burst:
     result = Burst(kind, len(bodies))
-    before, cpu = fake.counters(), worker.cpu()
+    before, cpu, others = fake.counters(), worker.cpu(), Others(fake, worker)
     start = time.monotonic()
     for body in bodies:
         sessions.update(world.db, CLI, world.burst_session, body)
@@ -509,7 +527,7 @@ def burst(world: World, fake: Fake, worker: Worker, kind: str, bodies: list[dict
         world, fake, world.burst_people, world.burst_session, timeout
     )
     result.seconds, result.seconds_90 = time.monotonic() - start, most - start
-    result.worker_cpu = worker.cpu() - cpu
+    result.worker_cpu, result.others = worker.cpu() - cpu, others.cores()
     result.counts = fake.counters() - before
     result.duplicates_end = state["duplicates"]
     if not result.converged:
@@ -530,6 +548,7 @@ class LatencyRun:
     counts: Counter[str] = field(default_factory=Counter)
     worker_cpu: float = 0.0
     late_starts: int = 0  # registrations that began more than 50 ms after their scheduled time
+    others: float = 0.0  # cores other processes of the machine took meanwhile
 
 
 def latency_run(
@@ -541,7 +560,7 @@ def latency_run(
     assert len(people) == n, "not enough people prepared for this run"
     session_id = world.latency_sessions[mode]
     committed: dict[str, float] = {}
-    before, cpu = fake.counters(), worker.cpu()
+    before, cpu, others = fake.counters(), worker.cpu(), Others(fake, worker)
     start = time.monotonic()
     for i, login in enumerate(people):
         due = start + i / rate
@@ -571,7 +590,7 @@ def latency_run(
             continue
         run.duplicates += len(times) - 1
         run.latencies.append(min(times) - at)
-    run.worker_cpu = worker.cpu() - cpu
+    run.worker_cpu, run.others = worker.cpu() - cpu, others.cores()
     run.counts = fake.counters() - before
     return run
 
@@ -681,8 +700,8 @@ def report(
         "Each run:",
         "",
         "| run | burst | time, s | 90 %, s | HTTP requests | writes (POST / PATCH / DELETE) | 429s out / in"
-        " | duplicates end (seen) | worker CPU, s | converged |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        " | duplicates end (seen) | worker CPU, s | others, cores | converged |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for i, b in enumerate(bursts):
         lines.append(
@@ -691,7 +710,7 @@ def report(
             f" | {b.requests:,}"
             f" | {b.writes:,} ({b.counts['done POST']:,} / {b.counts['done PATCH']:,} / {b.counts['done DELETE']:,})"
             f" | {b.counts['429 outside']} / {b.counts['429 inside']} | {b.duplicates_end} ({b.duplicates_seen})"
-            f" | {fmt(b.worker_cpu)} | {'yes' if b.converged else 'NO'} |"
+            f" | {fmt(b.worker_cpu)} | {fmt(b.others)} | {'yes' if b.converged else 'NO'} |"
         )
     lines += [
         "",
@@ -722,7 +741,8 @@ def report(
         "Each run (p50 / p99, ms): "
         + "; ".join(
             f"{r.mode} {fmt(quantile(r.latencies, 0.5) * 1000, 0)} / {fmt(quantile(r.latencies, 0.99) * 1000, 0)}"
-            + (f" ({r.late_starts} registrations started late)" if r.late_starts else "")
+            + f" (others {fmt(r.others)} cores"
+            + (f", {r.late_starts} registrations started late)" if r.late_starts else ")")
             for r in runs
         )
         + ". Graph runs' 429s outside / inside $batch: "

@@ -207,6 +207,7 @@ class Fake:
         self.pipe, theirs = context.Pipe()
         self.process = context.Process(target=fake_main, args=(theirs, options), name="graph-fake", daemon=True)
         self.process.start()
+        theirs.close()  # so that recv() raises EOFError, not waits forever, if the fake's process dies
         self.url: str = self.call()
 
     def call(self, *message: Any) -> Any:
@@ -282,6 +283,7 @@ class Worker:
         self.pipe, theirs = context.Pipe()
         self.process = context.Process(target=worker_main, args=(theirs, str(db_path), graph_url), name="worker")
         self.process.start()
+        theirs.close()  # so that recv() raises EOFError, not waits forever, if the worker's process dies
         assert self.pipe.recv() == "running"
 
     def cpu(self) -> float:

@@ -211,8 +211,8 @@ async def execute(
             continue
         out.dropped.append(record)
         out.synced.add(via.id)
-    if out.lost or out.rejected or (out.error and p.channel == MAIL):
-        return out  # hand-over order: nothing new is written while an old copy could not be taken away
+    if out.lost or out.rejected or out.error:
+        return out  # order: nothing new is written while an old copy could not be taken away (no two at once)
     if p.channel == CALENDAR and p.connection is not None and p.puts:
         batch = [(item, Written(r.provider_id, r.etag) if r and r.provider_id else None) for item, r in p.puts]
         results = await provider_for(p.connection).put_many(batch)

@@ -146,22 +146,29 @@ class CalendarWorker:
                 calendar.forget_connection(self.db, connection.id)
                 self._drop_provider(connection.id)
                 continue
-            with self.db.write() as conn:
+            with self.db.read() as conn:
                 queued = {
                     (r[0], r[1])
                     for r in conn.execute(
                         "SELECT user_id, session_id FROM calendar_dirty WHERE user_id = ?", (connection.user_id,)
                     )
                 }
-                calendar.mark_dirty(conn, {(i.user_id, i.session_id) for i in items} - queued, now)
+            missing = {(i.user_id, i.session_id) for i in items} - queued
+            if missing:
+                with self.db.write() as conn:
+                    calendar.mark_dirty(conn, missing, now)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One round (module docstring); returns how many pairs were worked on. `now` defaults to the
         database's clock, which tests inject."""
         now = now or self.db.clock()
-        while self.consume(now):
-            pass
+        # Read-only probes first, as the webhook worker does: an idle round takes no write lock.
+        if consumer.backlog(self.db, CONSUMER):
+            while self.consume(now):
+                pass
         self._removals(now)
+        if not calendar.has_due(self.db, now):
+            return 0
         pairs = calendar.claim(self.db, self.owner, self.batch, LEASE, now)
         if not pairs:
             return 0
@@ -191,7 +198,7 @@ class CalendarWorker:
         for connection_id in {**outcome.lost, **outcome.rejected}:
             self._drop_provider(connection_id)
 
-    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+    async def run(self, stop: asyncio.Event, interval: float = 0.25) -> None:
         """Rounds until `stop` is set: at once again while there was work, else every `interval` seconds."""
         last: str | None = None
         while not stop.is_set():

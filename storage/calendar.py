@@ -582,6 +582,22 @@ def release_abandoned(db: Database, host: str, alive: Callable[[int], bool]) -> 
         return leases.release_abandoned(conn, "calendar_dirty", host, alive)
 
 
+def has_due(db: Database, now: datetime) -> bool:
+    """Whether a pair is due or its lease ran out (two indexed probes in a read transaction)."""
+    with db.read() as conn:
+        due = conn.execute(
+            "SELECT 1 FROM calendar_dirty INDEXED BY calendar_dirty_due WHERE owner IS NULL AND due_at <= ? LIMIT 1",
+            (iso(now),),
+        ).fetchone()
+        if due is None:
+            due = conn.execute(
+                "SELECT 1 FROM calendar_dirty INDEXED BY calendar_dirty_leased"
+                " WHERE owner IS NOT NULL AND lease_until <= ? LIMIT 1",
+                (iso(now),),
+            ).fetchone()
+    return due is not None
+
+
 def pending(db: Database) -> int:
     """Pairs waiting for the worker (for status output and tests)."""
     with db.read() as conn:

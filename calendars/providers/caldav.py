@@ -18,9 +18,13 @@ Speaks the few verbs itself with aiohttp: the `caldav` package (2.1+) replaces u
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NoReturn
@@ -42,7 +46,8 @@ from calendars.model import (
     Written,
     put_each,
 )
-from storage import outbound
+from storage import names, outbound
+from storage.errors import Invalid
 
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
@@ -393,14 +398,94 @@ PROPFIND_CALENDARS = (
 )
 
 
+# Discovery's bounds: a server the person names (perhaps their own, written to attack coursewire) can neither
+# hold a thread of the API for long, nor make coursewire follow, keep or store an unbounded list.
+DISCOVERY_DEADLINE = 20.0  # seconds for the whole discovery: every request, redirect and DNS lookup
+MAX_HOMES = 5  # calendar homes followed (RFC 4791 §6.2.1 allows several; servers name one or two)
+MAX_CALENDARS = 100  # event calendars examined and offered, in the server's order; the rest are ignored
+MAX_NAME = 200  # characters of a calendar's display name kept
+MAX_CALENDAR_URL = 512  # characters of a calendar's URL; a calendar at a longer one is not offered
+# Discoveries one server process runs at once, and per person: one.
+DISCOVERIES_PER_PROCESS = 4
+DISCOVERY_RETRY_AFTER = 5  # seconds a refused discovery is told to wait (Retry-After)
+
+_slots = threading.BoundedSemaphore(DISCOVERIES_PER_PROCESS)
+_running: set[str] = set()
+_running_lock = threading.Lock()
+
+
+class DiscoveryBusy(Exception):
+    """No discovery may start now: `yours` when this person's own discovery is still running, else every one
+    of the process's DISCOVERIES_PER_PROCESS slots is taken (try again after `retry_after` seconds)."""
+
+    def __init__(self, message: str, *, yours: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.yours = yours
+        self.retry_after = DISCOVERY_RETRY_AFTER
+
+
+@contextmanager
+def discovery_slot(person: str) -> Iterator[None]:
+    """Hold one of the process's discovery slots for `person` (a user id) while the block runs.
+
+    Never waits: raises DiscoveryBusy(yours=True) when `person` already holds one (a second form sent, a
+    script), DiscoveryBusy(yours=False) when all DISCOVERIES_PER_PROCESS are taken. Thread-safe: the API runs
+    discoveries on its worker threads, the calendar page on the event loop.
+    """
+    with _running_lock:
+        if person in _running:
+            raise DiscoveryBusy("a calendar search for this person is already in progress", yours=True)
+        if not _slots.acquire(blocking=False):
+            raise DiscoveryBusy(
+                f"{DISCOVERIES_PER_PROCESS} calendar searches are already running on this server", yours=False
+            )
+        _running.add(person)
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.discard(person)
+            _slots.release()
+
+
+def check_credentials(username: Any, password: Any) -> tuple[str, str]:
+    """`(username, password)` as given, once both can be sent in HTTP Basic auth (RFC 7617 §2) and stored.
+
+    Raises Invalid naming `Username` when it is empty, holds a `:` (Basic auth cannot carry one in a user name)
+    or a character storage.names.refused turns away (controls, format characters such as U+202E, other
+    invisible ones: the user name is stored and shown as the account); Invalid naming `Password` when it is
+    empty or holds a control character (Cc) or a lone surrogate (not UTF-8). Messages never quote the password.
+    """
+    if not isinstance(username, str) or not username:
+        raise Invalid("Username must not be empty", target="Username")
+    if not isinstance(password, str) or not password:
+        raise Invalid("Password must not be empty", target="Password")
+    names.check(username, "Username")
+    if ":" in username:
+        raise Invalid(
+            "Username must not contain ':' (HTTP Basic authentication cannot send one, RFC 7617 §2)",
+            target="Username",
+        )
+    for index, char in enumerate(password):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise Invalid(
+                f"Password contains a control character at character {index + 1}: remove it", target="Password"
+            )
+    return username, password
+
+
 async def discover(
     session: aiohttp.ClientSession,
     url: str,
     username: str,
     password: str,
     *,
+    networks: Sequence[outbound.IPNetwork] = (),
+    resolve: outbound.Resolve = outbound.resolve,
     timeout: float = TIMEOUT,
     max_body: int = MAX_BODY,
+    deadline: float | None = None,
 ) -> list[CalendarInfo]:
     """The calendars of the account that can hold events, in the server's order.
 
@@ -410,14 +495,43 @@ async def discover(
     CALDAV:calendar-home-set (RFC 4791 §6.2.1); PROPFIND Depth 1 on each home, keeping collections whose
     DAV:resourcetype has CALDAV:calendar and whose CALDAV:supported-calendar-component-set includes VEVENT
     (absent means every component, RFC 4791 §5.2.3).
+
+    Bounds: the whole discovery takes at most `deadline` seconds (DISCOVERY_DEADLINE when None), each request
+    at most `timeout`; at most MAX_HOMES homes are followed and MAX_CALENDARS calendars examined. Names are
+    cut to MAX_NAME characters, without control or format characters.
+
+    Every calendar returned is where coursewire will later write the person's events with their credentials,
+    so it is not the server's to choose freely: a calendar URL on the origin of `url` (scheme, host and port)
+    is kept; one elsewhere only when storage.outbound.check_url accepts it (`networks`: the operator's allowed
+    networks, `resolve`: the DNS lookup in use); others, and URLs over MAX_CALENDAR_URL characters, are dropped.
+    When every calendar found was dropped, Rejected says so.
+
     Raises AuthorizationLost (401/403: wrong user name or app password), Throttled, Unavailable (no
-    connection, 5xx) or Rejected (not a CalDAV server, an href leaving https, an answer over `max_body`
-    bytes or with a DTD, an address the session's SSRF guard refuses, or another 4xx). The caller checks the
-    URL a person typed first (storage.outbound.check_url: https, public addresses).
+    connection, 5xx, past the deadline) or Rejected (not a CalDAV server, an href leaving https, an answer over
+    `max_body` bytes or with a DTD, an address the session's SSRF guard refuses, or another 4xx). The caller
+    checks the URL a person typed first (storage.outbound.check_url: https, public addresses).
     """
     http = _Http(
         session, username, password, entry=url, timeout=timeout, max_body=max_body, clock=lambda: datetime.now(UTC)
     )
+    limit = DISCOVERY_DEADLINE if deadline is None else deadline
+    gate = _Gate(url, networks, resolve)
+    try:
+        async with asyncio.timeout(limit):
+            found = await _find(http, url)
+            kept = [c for c in found if await gate.allows(c.url)]
+    except TimeoutError:
+        raise Unavailable(f"{url}: the calendar search took longer than {limit:g} s") from None
+    if found and not kept:
+        raise Rejected(
+            f"{url}: the server lists its calendars only at addresses coursewire does not write to"
+            f" ({gate.refused[0]}); give the address of a calendar on this server"
+        )
+    return kept
+
+
+async def _find(http: _Http, url: str) -> list[CalendarInfo]:
+    """The event calendars discovery finds (at most MAX_CALENDARS), before `_Gate` judges their URLs."""
     responses = await _propfind(http, url, 0, PROPFIND_CONTEXT, tolerate=True)
     context = responses[0] if responses else None
     if context is not None and _is_event_calendar(context.props):
@@ -439,12 +553,58 @@ async def discover(
     if not homes:
         raise Rejected(f"{principal_url}: the account has no CALDAV:calendar-home-set")
     found: dict[str, CalendarInfo] = {}
-    for home in homes:
+    for home in list(dict.fromkeys(homes))[:MAX_HOMES]:
         for response in await _propfind(http, _join(principal_url, home), 1, PROPFIND_CALENDARS):
             if _is_event_calendar(response.props):
                 info = CalendarInfo(_collection(response.href), _name(response))
                 found.setdefault(info.url, info)
+                if len(found) >= MAX_CALENDARS:
+                    return list(found.values())
     return list(found.values())
+
+
+class _Gate:
+    """Which calendar URLs discovery may return (see `discover`): same origin as the entry URL, or accepted by
+    storage.outbound.check_url; DNS answers are remembered for the discovery, so a list naming the same host
+    a hundred times costs one lookup."""
+
+    def __init__(self, entry: str, networks: Sequence[outbound.IPNetwork], resolve: outbound.Resolve) -> None:
+        self.origin = _origin(entry)
+        self.networks = tuple(networks)
+        self.resolve = resolve
+        self.answers: dict[str, list[str]] = {}
+        self.refused: list[str] = []
+
+    def _lookup(self, host: str) -> list[str]:
+        if host not in self.answers:
+            self.answers[host] = self.resolve(host)
+        return self.answers[host]
+
+    async def allows(self, url: str) -> bool:
+        try:
+            if len(url) > MAX_CALENDAR_URL:
+                raise Invalid(f"the URL is longer than {MAX_CALENDAR_URL} characters")
+            if self.origin is not None and _origin(url) == self.origin:
+                names.web_url(url, "calendar")
+            else:
+                await asyncio.to_thread(outbound.check_url, url, self.networks, self._lookup, field="calendar")
+        except Invalid as exc:
+            self.refused.append(exc.message)
+            return False
+        return True
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, the port made explicit (RFC 6454 §4); None when it has none."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        return None
+    if port is None or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port
 
 
 @dataclass(frozen=True)
@@ -520,10 +680,13 @@ def _is_event_calendar(props: dict[str, ET.Element]) -> bool:
 
 
 def _name(response: _DavResponse) -> str:
+    """The calendar's DAV:displayname, else the last segment of its path: without control or format characters
+    (a name is shown on the calendar page), at most MAX_NAME characters."""
     shown = _text(response.props.get(f"{{{DAV}}}displayname"))
-    if shown:
-        return shown
-    return unquote(urlsplit(response.href).path.rstrip("/").rsplit("/", 1)[-1])
+    if not shown:
+        shown = unquote(urlsplit(response.href).path.rstrip("/").rsplit("/", 1)[-1])
+    visible = "".join(c for c in shown if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    return " ".join(visible.split())[:MAX_NAME]
 
 
 def _text(prop: ET.Element | None) -> str:

@@ -4,9 +4,11 @@ discovery from a server URL, and a hostile server's answers refused)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -14,12 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 from contract import ProviderContract, item, put
+from dav_hostile import account, dav_server
 from icalendar import Calendar
 from radicale_support import CalDAVEnv, free_port
+from support import fake_resolve
 
 from calendars.model import AuthorizationLost, Rejected, Unavailable, Written
+from calendars.providers import caldav
 from calendars.providers.caldav import MAX_BODY, CalDAVProvider, CalendarInfo, discover
 from storage import outbound
+from storage.errors import Invalid
 
 
 class TestCalDAVContract(ProviderContract):
@@ -396,3 +402,135 @@ def test_a_server_pointing_to_an_address_is_not_followed(address: str) -> None:
     with hostile(redirect) as server, pytest.raises(Rejected, match="does not follow"):
         asyncio.run(discover_in(server.url, "someone", "secret"))
     assert server.sent == 1
+
+
+# --- what a hostile server cannot make discovery do ------------------------------------------------------------
+
+LOCAL = outbound.parse_networks("127.0.0.0/8")  # the operator allowed the test servers' network
+
+
+def test_calendars_listed_elsewhere_are_kept_only_where_outbound_requests_may_go() -> None:
+    """The calendars a server lists are where the worker will PUT events with the person's credentials: one on
+    the server's own origin is kept, one elsewhere only when it passes the outbound check (public, or in the
+    allowed networks, https unless allowed); a documentation address, a name resolving to a private address
+    and plain http to a public host are dropped, and nothing is sent to any of them."""
+    other_port = free_port()
+    listed = [
+        ("http://192.0.2.2:35837/steal/", "Steal"),
+        ("https://internal.example/dav/cal/", "Internal"),
+        ("http://public.example/cal/", "Plain http"),
+        ("/cal/mine/", "Mine"),
+        (f"http://127.0.0.1:{other_port}/allowed/", "Allowed network"),
+        ("https://public.example/cal/", "Public"),
+    ]
+    with dav_server(account({"/cal/": listed})) as server:
+        found = asyncio.run(discover_in(server.url, "someone", "secret", networks=LOCAL, resolve=fake_resolve))
+        assert found == [
+            CalendarInfo(server.url + "cal/mine/", "Mine"),
+            CalendarInfo(f"http://127.0.0.1:{other_port}/allowed/", "Allowed network"),
+            CalendarInfo("https://public.example/cal/", "Public"),
+        ]
+        assert [path for _, path in server.requests()] == ["/", "/p/", "/cal/"]
+
+
+def test_a_server_listing_calendars_only_elsewhere_is_refused_with_the_reason() -> None:
+    """When every calendar listed was dropped, discovery says why instead of finding nothing."""
+    steal = account({"/cal/": [("http://192.0.2.2:35837/steal/", "Steal")]})
+    with dav_server(steal) as server, pytest.raises(Rejected, match="does not write to .*192.0.2.2.*not a public"):
+        asyncio.run(discover_in(server.url, "someone", "secret", networks=LOCAL, resolve=fake_resolve))
+
+
+def test_a_calendar_url_that_is_itself_elsewhere_is_dropped() -> None:
+    """A URL that answers as a calendar but names another host as its href is not taken at its word."""
+    body = (
+        b'<?xml version="1.0"?><D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:response>'
+        b"<D:href>http://192.0.2.2:35837/steal/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/>"
+        b"<C:calendar/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+        b"</D:multistatus>"
+    )
+    with dav_server({"/cal/": body}) as server, pytest.raises(Rejected, match="does not write to"):
+        asyncio.run(discover_in(server.url + "cal/", "someone", "secret", networks=LOCAL, resolve=fake_resolve))
+
+
+def test_discovery_follows_at_most_five_homes() -> None:
+    """A principal naming many calendar homes gets MAX_HOMES of them followed, in its order."""
+    homes = {f"/home{n}/": [(f"/home{n}/cal/", f"Calendar {n}")] for n in range(8)}
+    with dav_server(account(homes)) as server:
+        found = asyncio.run(discover_in(server.url, "someone", "secret", networks=LOCAL, resolve=fake_resolve))
+        assert [c.name for c in found] == [f"Calendar {n}" for n in range(caldav.MAX_HOMES)]
+        assert [path for _, path in server.requests()] == ["/", "/p/", *[f"/home{n}/" for n in range(5)]]
+
+
+def test_discovery_lists_at_most_100_calendars_with_short_clean_names() -> None:
+    """A home listing thousands of calendars yields the first MAX_CALENDARS; names lose control and format
+    characters (a right-to-left override would reorder what the page shows) and are cut to MAX_NAME characters;
+    a calendar at an overlong URL is not offered."""
+    long_url = "/cal/" + "x" * caldav.MAX_CALENDAR_URL + "/"
+    listed = [(long_url, "Too long"), ("/cal/odd/", "Evil\u202egnp.exe" + "y" * 1000)]
+    listed += [(f"/cal/{n}/", f"Calendar {n}") for n in range(300)]
+    with dav_server(account({"/cal/": listed})) as server:
+        found = asyncio.run(discover_in(server.url, "someone", "secret", networks=LOCAL, resolve=fake_resolve))
+    assert len(found) == caldav.MAX_CALENDARS - 1  # 100 examined, the overlong one dropped
+    assert found[0].name == ("Evilgnp.exe" + "y" * 1000)[: caldav.MAX_NAME]
+    assert found[-1].name == "Calendar 97"
+    assert all(len(c.url) <= caldav.MAX_CALENDAR_URL for c in found)
+
+
+def test_the_whole_discovery_has_a_deadline() -> None:
+    """A server that accepts a request and never answers holds discovery for `deadline` seconds in all, not for
+    each request's own timeout (30 s): the calendar page and the API answer within the deadline."""
+    with dav_server(account({"/cal/": [("/cal/a/", "A")]}), stall=["/p/"]) as server:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="longer than 0.5 s"):
+            asyncio.run(discover_in(server.url, "someone", "secret", networks=LOCAL, deadline=0.5))
+        assert time.monotonic() - started < 5
+        assert [path for _, path in server.requests()] == ["/", "/p/"]
+
+
+def test_discoveries_are_limited_per_process_and_per_person() -> None:
+    """At most DISCOVERIES_PER_PROCESS run at once, and one per person; a refusal never waits, and a finished
+    discovery frees its slot."""
+    with ExitStack() as running:
+        running.enter_context(caldav.discovery_slot("ann"))
+        with pytest.raises(caldav.DiscoveryBusy) as own:
+            running.enter_context(caldav.discovery_slot("ann"))
+        assert own.value.yours
+        for n in range(caldav.DISCOVERIES_PER_PROCESS - 1):
+            running.enter_context(caldav.discovery_slot(f"person-{n}"))
+        with pytest.raises(caldav.DiscoveryBusy) as full:
+            running.enter_context(caldav.discovery_slot("bob"))
+        assert not full.value.yours and full.value.retry_after > 0
+    with caldav.discovery_slot("bob"), caldav.discovery_slot("ann"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "target", "said"),
+    [
+        ("", "secret", "Username", "must not be empty"),
+        ("ann", "", "Password", "must not be empty"),
+        ("ann:admin", "secret", "Username", "must not contain ':'"),
+        ("ann\x00", "secret", "Username", "U+0000"),
+        ("ann\r\nX-Injected: 1", "secret", "Username", "U+000D"),
+        ("ann\u202egnp", "secret", "Username", "U+202E"),
+        ("ann\u200b", "secret", "Username", "U+200B"),
+        ("ann", "sec\nret", "Password", "control character at character 4"),
+        ("ann", "sec\x7fret", "Password", "control character"),
+        ("ann", "sec\ud800ret", "Password", "control character"),
+    ],
+)
+def test_credentials_are_checked_before_use(username: str, password: str, target: str, said: str) -> None:
+    """Basic auth cannot carry a ':' in the user name (RFC 7617 §2); an empty value or invisible characters
+    would be stored and shown as the account. The message names the field and never quotes the password."""
+    with pytest.raises(Invalid, match=re.escape(said)) as caught:
+        caldav.check_credentials(username, password)
+    assert caught.value.target == target
+    assert "sec" not in caught.value.message
+
+
+def test_ordinary_credentials_pass() -> None:
+    """Spaces, accents and symbols in a password, and an e-mail address as the user name, are fine."""
+    assert caldav.check_credentials("zoë@example.com", "abcd-efgh ijkl:mnop ☃") == (
+        "zoë@example.com",
+        "abcd-efgh ijkl:mnop ☃",
+    )

@@ -13,15 +13,16 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from calendars.config import CalendarConfig, IPNetwork
-from calendars.model import AuthorizationLost, ProviderError
+from calendars.model import AuthorizationLost, ProviderError, Rejected
 from calendars.providers import caldav
 from connector import context, shaping
+from connector.errors import HttpError
 from connector.handlers import key, options
 from storage import access, calendar
 from storage.db import iso
-from storage.errors import Conflict, Invalid
+from storage.errors import Conflict, Invalid, clip
 from storage.models import Actor
-from storage.outbound import GuardedResolver, check_url
+from storage.outbound import GuardedResolver, Resolve, check_url
 
 # Each switch of CalendarSettings -> what CalendarConfig.missing() calls it (CalDAV needs no variable).
 REQUIREMENTS = {
@@ -30,8 +31,8 @@ REQUIREMENTS = {
     "CalDAVEnabled": "CalDAV",
     "EmailFallbackEnabled": "Email",
 }
-# How long CalDAV discovery may take before the server counts as unreachable, in seconds.
-DISCOVERY_TIMEOUT = 20.0
+# How long CalDAV discovery may take in all before the server counts as unreachable, in seconds.
+DISCOVERY_TIMEOUT = caldav.DISCOVERY_DEADLINE
 
 
 def refuse_unconfigured(config: CalendarConfig, changes: Mapping[str, bool]) -> None:
@@ -99,8 +100,14 @@ def get_calendar_connection(Id: str) -> dict[str, Any]:
 
 def connect_calendar(Id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Connect a CalDAV calendar: check who acts, that CalDAV is on and nothing is connected yet (before any
-    network), the URL (storage.outbound's SSRF guard), then discover the calendar on the server and store the
-    credentials sealed. The password goes nowhere else: not into a response, an event or a log."""
+    network), the credentials (caldav.check_credentials: 400 naming Username or Password) and the URL
+    (storage.outbound's SSRF guard), then discover the calendar on the server and store the credentials sealed.
+    The password goes nowhere else: not into a response, an event or a log.
+
+    Discovery runs on this API thread, bounded: DISCOVERY_TIMEOUT seconds in all, at most
+    caldav.DISCOVERIES_PER_PROCESS at once in this process (503 with Retry-After past that) and one per person
+    (409 while theirs runs). The calendar URL stored passes check_url too (400 naming Url): it is where the
+    worker will send the person's credentials."""
     services = context.services()
     actor = context.actor()
     user_id = key(Id)
@@ -123,9 +130,21 @@ def connect_calendar(Id: str, body: dict[str, Any]) -> dict[str, Any]:
             target="Provider",
         )
     config = services.settings.calendar
+    username, password = caldav.check_credentials(body["Username"], body["Password"])
     url = check_url(body["Url"], config.allowed_networks, services.resolve, field="Url")
-    username, password = body["Username"], body["Password"]
-    found = asyncio.run(_discover(url, username, password, config.allowed_networks))
+    try:
+        with caldav.discovery_slot(user_id):
+            found = asyncio.run(_discover(url, username, password, config.allowed_networks, services.resolve))
+    except caldav.DiscoveryBusy as exc:
+        if exc.yours:
+            raise Conflict(
+                f"{exc.message}; wait for it to finish (at most {DISCOVERY_TIMEOUT:g} s), then try again",
+                target="Url",
+            ) from None
+        raise HttpError(
+            503, f"{exc.message}; try again in a few seconds", headers={"Retry-After": str(exc.retry_after)}
+        ) from None
+    found = check_url(found, config.allowed_networks, services.resolve, field="Url")
     sealed = services.box.seal(json.dumps({"username": username, "password": password}))
     connected = calendar.connect(
         services.db, actor, user_id, "CalDAV", account=username, calendar=found, credentials=sealed
@@ -133,21 +152,29 @@ def connect_calendar(Id: str, body: dict[str, Any]) -> dict[str, Any]:
     return _connection(user_id, connected)
 
 
-async def _discover(url: str, username: str, password: str, networks: Sequence[IPNetwork]) -> str:
+async def _discover(url: str, username: str, password: str, networks: Sequence[IPNetwork], resolve: Resolve) -> str:
     """The URL of the calendar to write to: the first calendar discovery finds that holds events (VEVENT), or
     `url` itself when it is one. Raises Invalid naming Password when the server refuses the credentials
-    (401), Url when it cannot be reached or holds no calendar for events."""
+    (401), Url when it cannot be reached, takes longer than DISCOVERY_TIMEOUT, lists calendars only where
+    coursewire does not write, or holds no calendar for events."""
     origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(networks))
     timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            calendars = await caldav.discover(session, url, username, password)
+            calendars = await caldav.discover(
+                session, url, username, password, networks=networks, resolve=resolve, deadline=DISCOVERY_TIMEOUT
+            )
     except AuthorizationLost:
         raise Invalid(
             f"the CalDAV server at {origin} refused the user name or password; check them (many servers, such as"
             " iCloud, want an app password rather than the account's own)",
             target="Password",
+        ) from None
+    except Rejected as exc:
+        raise Invalid(
+            f"the CalDAV server at {origin} cannot be connected: {clip(str(exc), 300)}",
+            target="Url",
         ) from None
     except (ProviderError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise Invalid(
@@ -185,5 +212,7 @@ def delete_calendar_connection(Id: str, KeepEvents: bool = False) -> tuple[None,
 
 
 def get_calendar_connections(**kwargs: Any) -> dict[str, Any]:
-    access.require_reads_all(context.actor(), "list calendar connections")
+    """Every person's connected calendar: administrators only (a Read Only key is refused, whatever it reads:
+    the list names every person's calendar account)."""
+    access.require_admin(context.actor(), "list calendar connections")
     return shaping.many("CalendarConnections", options(kwargs))

@@ -8,16 +8,20 @@ import importlib.util
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Api, error, relative
+from support import Api, error, fake_resolve, relative
 
 from calendars.config import CalendarConfig
+from calendars.providers import caldav
 from connector.app import create_app
+from connector.handlers import calendars as calendar_handlers
 from connector.settings import Settings
 from storage import apikeys, calendar, events
 from storage.db import Database
@@ -28,6 +32,7 @@ from webhooks import payloads
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "mirror"))  # the calendar tests' real servers
 import radicale_support
+from dav_hostile import account, dav_server
 from radicale_support import RadicaleServer, free_port, mkcalendar_body
 
 radicale = radicale_support.radicale
@@ -380,10 +385,16 @@ def test_the_list_pages_with_skiptoken(api: Api, people: dict[str, str], clock: 
 
 
 def test_only_administrators_list_connections(api: Api, read_api: Api, people: dict[str, str]) -> None:
-    """A learner gets 403; a Read Only key reads the list; an unknown property in $filter is a 400 naming it."""
+    """A learner gets 403, and so does a Read Only key (the list names every person's calendar account: issue 10
+    has administrators list connections), with the usual wording; the settings stay readable by the key; an
+    unknown property in $filter is a 400 naming it."""
+    _connect(api.db, people["ann"])
     refused = api.get("/odata/v2/CalendarConnections", user=people["ann"])
     assert (refused.status_code, error(refused)["code"]) == (403, "Forbidden")
-    assert read_api.ok("GET", "/odata/v2/CalendarConnections")["value"] == []
+    read_only = read_api.get("/odata/v2/CalendarConnections")
+    assert (read_only.status_code, error(read_only)["code"]) == (403, "Forbidden")
+    assert "Read Only" in error(read_only)["message"] and "ann@dav.example" not in read_only.text
+    assert read_api.ok("GET", "/odata/v2/CalendarSettings")["CalDAVEnabled"] is True
     bad = api.get("/odata/v2/CalendarConnections?$filter=Password eq 'x'")
     assert (bad.status_code, error(bad)["target"]) == (400, "$filter")
 
@@ -456,7 +467,7 @@ def local_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def local_api(local_settings: Settings, db: Database) -> Iterator[Api]:
-    app = create_app(local_settings, db=db, validate_responses=True)
+    app = create_app(local_settings, db=db, validate_responses=True, resolve=fake_resolve)
     with app.test_client() as client:
         yield Api(client, apikeys.create(db, "local", "full").secret, db, local_settings)
 
@@ -493,3 +504,91 @@ def test_caldav_connects_through_the_api(
         "username": name,
         "password": password,
     }
+
+
+# --- a hostile CalDAV server (tests/mirror/dav_hostile.py on 127.0.0.1, an allowed network) --------------------
+
+
+def _put_caldav(api: Api, user: str, url: str, **changes: str) -> Any:
+    body = {"Provider": "CalDAV", "Url": url, "Username": "ann", "Password": PASSWORD, **changes}
+    return api.request("PUT", CONNECTION.format(user), user=user, json=body)
+
+
+def test_a_calendar_listed_at_another_address_is_not_stored(local_api: Api, people: dict[str, str]) -> None:
+    """A server on an allowed network that lists a calendar at http://192.0.2.2:35837/steal/ (or any address the
+    outbound check refuses) would have the worker PUT events there with the person's credentials: that calendar
+    is dropped; with nothing else listed the PUT is a 400 naming Url, with one on the server that one is used."""
+    local_api.ok("PATCH", "/odata/v2/CalendarSettings", json={"CalDAVEnabled": True})
+    steal = ("http://192.0.2.2:35837/steal/", "Team")
+    with dav_server(account({"/cal/": [steal]})) as server:
+        refused = _put_caldav(local_api, people["ann"], server.url)
+        assert (refused.status_code, error(refused)["target"]) == (400, "Url"), refused.text
+        assert "192.0.2.2" in error(refused)["message"] and PASSWORD not in refused.text
+    assert calendar.active_connection(local_api.db, people["ann"]) is None
+    with dav_server(account({"/cal/": [steal, ("/cal/mine/", "Mine")]})) as server:
+        connected = local_api.ok("PUT", CONNECTION.format(people["ann"]), user=people["ann"], json=_caldav(server.url))
+        assert connected["Status"] == "Connected"
+    active = calendar.active_connection(local_api.db, people["ann"])
+    assert active is not None and active.calendar == server.url + "cal/mine/"
+
+
+def test_discovery_gives_up_after_its_deadline(
+    local_api: Api, people: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that never answers holds the API thread for the whole discovery's deadline (20 s, here 0.5 s),
+    not each request's 30 s: the PUT is then a 400 naming Url."""
+    monkeypatch.setattr(calendar_handlers, "DISCOVERY_TIMEOUT", 0.5)
+    local_api.ok("PATCH", "/odata/v2/CalendarSettings", json={"CalDAVEnabled": True})
+    with dav_server(account({"/cal/": [("/cal/a/", "A")]}), stall=["/p/"]) as server:
+        started = time.monotonic()
+        refused = _put_caldav(local_api, people["ann"], server.url)
+        assert time.monotonic() - started < 5
+    assert (refused.status_code, error(refused)["target"]) == (400, "Url"), refused.text
+
+
+def test_discoveries_in_flight_are_limited(local_api: Api, people: dict[str, str]) -> None:
+    """While the process runs caldav.DISCOVERIES_PER_PROCESS discoveries another PUT is refused at once with 503
+    and Retry-After, in the OData error shape; while the person's own is running, 409. Nothing reaches the
+    server; once the others end, the PUT connects."""
+    local_api.ok("PATCH", "/odata/v2/CalendarSettings", json={"CalDAVEnabled": True})
+    with dav_server(account({"/cal/": [("/cal/mine/", "Mine")]})) as server:
+        with ExitStack() as running:
+            for n in range(caldav.DISCOVERIES_PER_PROCESS):
+                running.enter_context(caldav.discovery_slot(f"someone-{n}"))
+            busy = _put_caldav(local_api, people["ann"], server.url)
+            assert (busy.status_code, error(busy)["code"]) == (503, "ServiceUnavailable"), busy.text
+            assert busy.headers["Retry-After"] == str(caldav.DISCOVERY_RETRY_AFTER)
+            assert "try again" in error(busy)["message"]
+        with caldav.discovery_slot(people["ann"]):
+            own = _put_caldav(local_api, people["ann"], server.url)
+            assert (own.status_code, error(own)["code"], error(own)["target"]) == (409, "Conflict", "Url"), own.text
+            assert "in progress" in error(own)["message"]
+        assert server.requests() == []
+        assert local_api.ok("PUT", CONNECTION.format(people["ann"]), user=people["ann"], json=_caldav(server.url))
+
+
+@pytest.mark.parametrize(
+    ("change", "target", "said"),
+    [
+        ({"Username": "ann:admin"}, "Username", "must not contain ':'"),
+        ({"Username": ""}, "Username", "must not be empty"),
+        ({"Username": "ann\u0000"}, "Username", "U+0000"),
+        ({"Username": "ann\r\nX-Evil: 1"}, "Username", "U+000D"),
+        ({"Username": "ann\u202egnp.exe"}, "Username", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ({"Password": ""}, "Password", "must not be empty"),
+        ({"Password": "app\npassword"}, "Password", "control character"),
+    ],
+)
+def test_credentials_that_cannot_be_sent_or_shown_are_refused(
+    local_api: Api, people: dict[str, str], change: dict[str, str], target: str, said: str
+) -> None:
+    """A ':' in the user name (HTTP Basic cannot carry it, RFC 7617 §2; it was a 500), an empty value, and
+    control or format characters (stored and shown as the Account) are a 400 naming the field, before any
+    request to the server."""
+    local_api.ok("PATCH", "/odata/v2/CalendarSettings", json={"CalDAVEnabled": True})
+    with dav_server(account({"/cal/": [("/cal/mine/", "Mine")]})) as server:
+        refused = _put_caldav(local_api, people["ann"], server.url, **change)
+        assert server.requests() == []
+    assert (refused.status_code, error(refused)["target"]) == (400, target), refused.text
+    assert said in error(refused)["message"] and PASSWORD not in refused.text
+    assert calendar.active_connection(local_api.db, people["ann"]) is None

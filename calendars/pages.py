@@ -437,19 +437,37 @@ class CalendarPages:
         url, username, password = form.get("url", "").strip(), form.get("username", "").strip(), form.get("password")
         values = {"url": url[:2048], "username": username[:256]}
 
-        async def again(problem: str) -> Response:
-            return await self._status_page(request, base, caldav_problem=problem, caldav_values=values, status_code=400)
+        async def again(problem: str, status_code: int = 400) -> Response:
+            response = await self._status_page(
+                request, base, caldav_problem=problem, caldav_values=values, status_code=status_code
+            )
+            if status_code == 503:
+                response.headers["Retry-After"] = str(caldav.DISCOVERY_RETRY_AFTER)
+            return response
 
         if not url or not username or not password:
             return await again("Fill in the server URL, your user name and an app password.")
         if len(username) > 256 or len(password) > 256:
             return await again("The user name and the app password are each at most 256 characters.")
         try:
+            caldav.check_credentials(username, password)
             url = await asyncio.to_thread(self._checked_url, url)
         except Invalid as exc:
-            return await again(f"{exc.message}.")
+            return await again(f"{_field_words(exc.message)}.")
         try:
-            found = await self._discovered(url, username, password)
+            with caldav.discovery_slot(session.user_id):
+                found = await self._discovered(url, username, password)
+        except caldav.DiscoveryBusy as exc:
+            if exc.yours:
+                return await again(
+                    "coursewire is still looking for your calendars on a server (from another form you sent). Wait"
+                    " a moment, then try again.",
+                    status_code=409,
+                )
+            return await again(
+                "coursewire is busy looking for other people's calendars right now. Try again in a few seconds.",
+                status_code=503,
+            )
         except AuthorizationLost:
             return await again(
                 "The server refused this user name and app password. Check them; iCloud and most providers need an"
@@ -459,11 +477,16 @@ class CalendarPages:
             return await again(f"This does not look like a CalDAV calendar server ({exc}).")
         except ProviderError as exc:
             return await again(f"The calendar server could not be reached or failed ({exc}). Try again later.")
-        calendars = [{"url": c.url, "name": c.name} for c in found]
+        # Only what the choice needs, bounded: caldav.discover returns at most MAX_CALENDARS, with URLs of at most
+        # MAX_CALENDAR_URL and names of at most MAX_NAME characters (the sealed state stays a few tens of KB).
+        calendars = [{"url": c.url, "name": c.name[: caldav.MAX_NAME]} for c in found[: caldav.MAX_CALENDARS]]
         if not calendars:
             return await again("The server has no calendar that can hold events for this account.")
         if len(calendars) == 1:
-            await asyncio.to_thread(self._store_caldav, session, username, password, calendars[0]["url"], url, base)
+            try:
+                await asyncio.to_thread(self._store_caldav, session, username, password, calendars[0]["url"], base)
+            except Invalid as exc:
+                return await again(f"{_field_words(exc.message)}.")
             return _redirect(f"{base}{PREFIX}/?done=connected")
         choice = calendar_links.new_token()
         pending = {"url": url, "username": username, "password": password, "calendars": calendars}
@@ -474,7 +497,7 @@ class CalendarPages:
             session.token,
             session.user_id,
             "CalDAV",
-            self.box.seal(json.dumps(pending)),
+            self.box.seal(json.dumps(pending, ensure_ascii=False, separators=(",", ":"))),
             STATE_TTL,
         )
         return self._render(
@@ -509,9 +532,17 @@ class CalendarPages:
                 "Go back to your calendar page and connect CalDAV again.",
                 back=back,
             )
-        await asyncio.to_thread(
-            self._store_caldav, session, kept["username"], kept["password"], chosen, kept["url"], base
-        )
+        try:
+            await asyncio.to_thread(self._store_caldav, session, kept["username"], kept["password"], chosen, base)
+        except Invalid as exc:
+            raise PageError(
+                400,
+                "This calendar cannot be used",
+                f"{_field_words(exc.message)}.",
+                "Go back to your calendar page and connect CalDAV again with the address of a calendar on your"
+                " server.",
+                back=back,
+            ) from None
         return _redirect(f"{back}?done=connected")
 
     async def _disconnect(self, request: Request, base: str) -> Response:
@@ -624,7 +655,10 @@ class CalendarPages:
             return
         self._connect(session, provider, grant.account, None, grant.sealed(self.box), base)
 
-    def _store_caldav(self, session: Session, username: str, password: str, chosen: str, url: str, base: str) -> None:
+    def _store_caldav(self, session: Session, username: str, password: str, chosen: str, base: str) -> None:
+        """Connect the calendar at `chosen`, once it passes the SSRF check (Invalid naming Calendar URL
+        otherwise): the worker will send the person's credentials there."""
+        chosen = outbound.check_url(chosen, self.config.allowed_networks, self.resolve, field="Calendar URL")
         sealed = self.box.seal(json.dumps({"username": username, "password": password}))
         self._connect(session, "CalDAV", username, chosen, sealed, base)
 
@@ -652,7 +686,15 @@ class CalendarPages:
 
     async def _discovered(self, url: str, username: str, password: str) -> list[caldav.CalendarInfo]:
         async with outbound.guarded_session(self.config.allowed_networks, user_agent=USER_AGENT) as http:
-            return await caldav.discover(http, url, username, password)
+            return await caldav.discover(
+                http,
+                url,
+                username,
+                password,
+                networks=self.config.allowed_networks,
+                resolve=self.resolve,
+                deadline=caldav.DISCOVERY_DEADLINE,
+            )
 
     # -- rendering ----------------------------------------------------------------------------------------
 
@@ -761,6 +803,14 @@ def _as_connection(shape: Mapping[str, Any]) -> calendar.Connection:
         last_sync_at=None,
         last_error=None,
     )
+
+
+def _field_words(message: str) -> str:
+    """An API message as the form says it: the field names the form shows instead of the API's."""
+    for api_name, label in (("Username", "User name"), ("Password", "App password")):
+        if message.startswith(api_name + " "):
+            return label + message[len(api_name) :]
+    return message
 
 
 def _sentence(text: str) -> str:

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from dav_hostile import account, dav_server
 from fakes.identity import GOOGLE, MICROSOFT, FakeIdentity
 from pages_support import Forms, consent, enable, identity, make_user, new_link, query_of
 from radicale_support import CalDAVEnv
 from starlette.testclient import TestClient
 from support import Clock, fake_resolve
 
+from calendars.providers import caldav
 from connector.app import create_app
 from connector.settings import Settings
 from storage import calendar, calendar_links
@@ -706,3 +710,111 @@ def test_caldav_form_needs_every_field(person: Person) -> None:
     answer = caldav_form(person, "https://caldav.example.com/", "alice", "")
     assert answer.status_code == 400
     assert "Fill in the server URL, your user name and an app password" in text(answer)
+
+
+# -- CalDAV against a hostile server (tests/mirror/dav_hostile.py) ------------------------------------------------
+
+
+def test_caldav_drops_calendars_listed_at_other_addresses(person: Person) -> None:
+    """A server that lists calendars on a documentation address or a host resolving to a private network (where
+    the worker would send events with the person's app password) has those dropped: the one calendar left on the
+    server itself is connected without asking."""
+    listed = [
+        ("http://192.0.2.2:35837/steal/", "Team"),
+        ("https://internal.example/dav/cal/", "Internal"),
+        ("/cal/mine/", "Mine"),
+    ]
+    with dav_server(account({"/cal/": listed})) as server:
+        answer = caldav_form(person, server.url, "alice", "app-password")
+        assert answer.status_code == 303, text(answer)
+    connection = person.connection()
+    assert connection is not None and connection.calendar == server.url + "cal/mine/"
+
+
+def test_caldav_refuses_a_server_whose_calendars_are_all_elsewhere(person: Person) -> None:
+    """Nothing usable listed: the form is shown again saying why, and nothing is connected."""
+    with dav_server(account({"/cal/": [("http://192.0.2.2:35837/steal/", "Team")]})) as server:
+        answer = caldav_form(person, server.url, "alice", "app-password")
+    assert answer.status_code == 400
+    assert "does not write to" in text(answer) and "192.0.2.2" in text(answer)
+    assert person.connection() is None
+
+
+def test_the_choice_of_calendars_is_bounded(person: Person, db: Database) -> None:
+    """A server listing hundreds of calendars with long names: the page offers MAX_CALENDARS, names cut to
+    MAX_NAME characters, and the sealed state kept while the person chooses stays a few tens of KB (it was
+    1.16 MB for 11,605 calendars); the choice still connects."""
+    listed = [(f"/cal/{n:04}/", f"Calendar {n} " + "ł" * 2000) for n in range(400)]
+    with dav_server(account({"/cal/": listed})) as server:
+        choose = caldav_form(person, server.url, "alice", "app-password")
+        assert choose.status_code == 200, text(choose)
+        assert choose.text.count('type="radio"') == caldav.MAX_CALENDARS
+        assert f'<label for="calendar-1">Calendar 0 {"ł" * (caldav.MAX_NAME - 11)}</label>' in choose.text
+        (size,) = db.conn.execute("SELECT max(length(code_verifier)) FROM calendar_oauth_states").fetchone()
+        assert size < 64 * 1024
+        chosen = person.submit("/connect/caldav", page=choose.text, calendar=server.url + "cal/0099/")
+        assert chosen.status_code == 303, text(chosen)
+    connection = person.connection()
+    assert connection is not None and connection.calendar == server.url + "cal/0099/"
+
+
+def test_a_busy_server_asks_to_try_again(person: Person) -> None:
+    """While the process runs its DISCOVERIES_PER_PROCESS discoveries the form comes back at once (503,
+    Retry-After) asking to try again in a few seconds; while the person's own runs, 409; nothing reaches the
+    server."""
+    with dav_server(account({"/cal/": [("/cal/mine/", "Mine")]})) as server:
+        with ExitStack() as running:
+            for n in range(caldav.DISCOVERIES_PER_PROCESS):
+                running.enter_context(caldav.discovery_slot(f"someone-{n}"))
+            busy = caldav_form(person, server.url, "alice", "app-password")
+            assert (busy.status_code, busy.headers["Retry-After"]) == (503, str(caldav.DISCOVERY_RETRY_AFTER))
+            assert "Try again in a few seconds" in text(busy)
+            assert f'value="{server.url}"' in busy.text
+        with caldav.discovery_slot(person.user_id):
+            own = caldav_form(person, server.url, "alice", "app-password")
+            assert own.status_code == 409 and "still looking for your calendars" in text(own)
+        assert server.requests() == []
+        assert caldav_form(person, server.url, "alice", "app-password").status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "said"),
+    [
+        ("alice:admin", "app-password", "User name must not contain ':'"),
+        ("alice\u202egnp.exe", "app-password", "User name contains U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("alice\x00", "app-password", "User name contains U+0000"),
+        ("alice", "app\x00password", "App password contains a control character"),
+    ],
+)
+def test_caldav_credentials_that_cannot_be_used_show_the_form_again(
+    person: Person, username: str, password: str, said: str
+) -> None:
+    """A ':' in the user name (a 500 before: HTTP Basic cannot carry it), or control and format characters that
+    would be stored and shown as the account: the form again with the reason, before any request."""
+    with dav_server(account({"/cal/": [("/cal/mine/", "Mine")]})) as server:
+        answer = caldav_form(person, server.url, username, password)
+        assert server.requests() == []
+    assert answer.status_code == 400, text(answer)
+    assert said in html.unescape(text(answer)) and "app-password" not in answer.text
+    assert person.connection() is None
+
+
+def test_a_person_keeps_only_their_latest_links_and_sessions(db: Database) -> None:
+    """Asking for link after link (the API, a script) keeps LINKS_PER_USER links and SESSIONS_PER_USER page
+    sessions per person: the oldest are forgotten, with the OAuth states of a forgotten session."""
+    user_id = make_user(db)
+    tokens = [calendar_links.create_link(db, user_id, 900)[0] for _ in range(calendar_links.LINKS_PER_USER + 3)]
+    assert db.conn.execute("SELECT count(*) FROM calendar_links").fetchone()[0] == calendar_links.LINKS_PER_USER
+    with pytest.raises(calendar_links.UnknownLink):
+        calendar_links.redeem_link(db, tokens[0])
+    assert calendar_links.redeem_link(db, tokens[-1]) == user_id
+    sessions = [calendar_links.start_session(db, user_id, 600)[0] for _ in range(calendar_links.SESSIONS_PER_USER)]
+    calendar_links.save_state(db, "state-newest", sessions[-1], user_id, "Google", "sealed", 600)
+    calendar_links.save_state(db, "state-oldest", sessions[0], user_id, "Google", "sealed", 600)
+    calendar_links.start_session(db, user_id, 600)  # one more: the oldest session ends, with its state
+    assert calendar_links.session_user(db, sessions[0]) is None
+    assert calendar_links.session_user(db, sessions[1]) is not None
+    count = db.conn.execute("SELECT count(*) FROM calendar_page_sessions").fetchone()[0]
+    assert count == calendar_links.SESSIONS_PER_USER
+    assert states(db) == 1
+    assert calendar_links.take_state(db, "state-newest", sessions[-1]).provider == "Google"

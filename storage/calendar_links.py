@@ -31,6 +31,10 @@ LINK_MEMORY = timedelta(days=7)
 # An expired OAuth state is kept this long, so a callback that comes too late says so ("start again") instead
 # of looking forged.
 STATE_MEMORY = timedelta(hours=1)
+# Links one person may have (used, expired or not), and page sessions one person may have open: creating one
+# more drops the oldest, so however often links are asked for (the API, a script), a person's rows stay few.
+LINKS_PER_USER = 10
+SESSIONS_PER_USER = 10
 # OAuth states one page session may have outstanding; older ones are dropped (a person clicking Connect again
 # and again, or a script doing it, keeps at most this many rows alive).
 STATES_PER_SESSION = 5
@@ -112,9 +116,10 @@ def _later(now: datetime, seconds: float) -> datetime:
 def create_link(db: Database, user_id: str, ttl_seconds: float) -> tuple[str, datetime]:
     """A new single-use link token to `user_id`'s calendar page, valid `ttl_seconds` from the db clock.
 
-    Returns `(token, expires_at)`; the token is shown once (only its SHA-256 is stored). The caller checks who
-    may ask for it and builds the URL (calendars.pages.link_url). Raises ValueError for a lifetime <= 0 and
-    sqlite3.IntegrityError for a user id that does not exist.
+    Returns `(token, expires_at)`; the token is shown once (only its SHA-256 is stored). The person keeps at
+    most LINKS_PER_USER links: the oldest beyond that are forgotten (opening one then says it is not valid).
+    The caller checks who may ask for it and builds the URL (calendars.pages.link_url). Raises ValueError for a
+    lifetime <= 0 and sqlite3.IntegrityError for a user id that does not exist.
     """
     now = db.clock()
     expires_at = _later(now, ttl_seconds)
@@ -124,6 +129,11 @@ def create_link(db: Database, user_id: str, ttl_seconds: float) -> tuple[str, da
         conn.execute(
             "INSERT INTO calendar_links (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
             (digest(token), user_id, iso(now), iso(expires_at)),
+        )
+        conn.execute(
+            "DELETE FROM calendar_links WHERE user_id = ? AND token_hash NOT IN (SELECT token_hash FROM"
+            " calendar_links WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+            (user_id, user_id, LINKS_PER_USER),
         )
     return token, expires_at
 
@@ -159,7 +169,8 @@ def start_session(db: Database, user_id: str, ttl_seconds: float) -> tuple[str, 
     """A new page session for `user_id`, valid `ttl_seconds` from the db clock.
 
     Returns `(session_token, csrf_token)`: the first goes in the page's cookie (only its SHA-256 is stored), the
-    second in its forms. Raises ValueError for a lifetime <= 0.
+    second in its forms. The person keeps at most SESSIONS_PER_USER sessions: the oldest beyond that end, with
+    their OAuth states. Raises ValueError for a lifetime <= 0.
     """
     now = db.clock()
     expires_at = _later(now, ttl_seconds)
@@ -171,6 +182,17 @@ def start_session(db: Database, user_id: str, ttl_seconds: float) -> tuple[str, 
             " VALUES (?, ?, ?, ?, ?)",
             (digest(session_token), user_id, csrf_token, iso(now), iso(expires_at)),
         )
+        extra = [
+            row[0]
+            for row in conn.execute(
+                "SELECT session_hash FROM calendar_page_sessions WHERE user_id = ?"
+                " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?",
+                (user_id, SESSIONS_PER_USER),
+            )
+        ]
+        for hashed in extra:
+            conn.execute("DELETE FROM calendar_oauth_states WHERE session_hash = ?", (hashed,))
+            conn.execute("DELETE FROM calendar_page_sessions WHERE session_hash = ?", (hashed,))
     return session_token, csrf_token
 
 

@@ -653,6 +653,7 @@ CREATE TABLE calendar_links (
     used_at TEXT
 );
 CREATE INDEX calendar_links_expiry ON calendar_links(expires_at);
+CREATE INDEX calendar_links_user ON calendar_links(user_id, created_at);
 CREATE TABLE calendar_page_sessions (
     session_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id),
@@ -661,6 +662,7 @@ CREATE TABLE calendar_page_sessions (
     expires_at TEXT NOT NULL
 );
 CREATE INDEX calendar_page_sessions_expiry ON calendar_page_sessions(expires_at);
+CREATE INDEX calendar_page_sessions_user ON calendar_page_sessions(user_id, created_at);
 CREATE TABLE calendar_oauth_states (
     state_hash TEXT PRIMARY KEY,
     session_hash TEXT NOT NULL,
@@ -671,6 +673,7 @@ CREATE TABLE calendar_oauth_states (
     expires_at TEXT NOT NULL
 );
 CREATE INDEX calendar_oauth_states_expiry ON calendar_oauth_states(expires_at);
+CREATE INDEX calendar_oauth_states_session ON calendar_oauth_states(session_hash);
 -- What the last worker started with (key 'mail': 'on' when SMTP was configured), to notice a change.
 CREATE TABLE calendar_state (
     key TEXT PRIMARY KEY,

@@ -13,7 +13,8 @@ Routes (everything else under /calendar is a 404 page):
 
 | route | what it does |
 |---|---|
-| GET /calendar/link/{token} | uses up the link, starts a page session (cookie), 303 to /calendar/ |
+| GET /calendar/link/{token} | checks the link without using it up; a page with one Continue button |
+| POST /calendar/link/{token} | uses up the link, starts a page session (cookie), 303 to /calendar/ |
 | GET /calendar/ | status: provider, account, state, sync, last error; connect forms for the enabled providers |
 | POST /calendar/connect/{microsoft,google} | 303 to the provider's authorization page |
 | GET /calendar/oauth/{microsoft,google} | the provider's redirect: state, code exchange, connect, 303 to /calendar/ |
@@ -105,7 +106,8 @@ LINK_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,100}")
 
 ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"/calendar/?"), "GET", "status"),
-    (re.compile(r"/calendar/link/([^/]*)"), "GET", "link"),
+    (re.compile(r"/calendar/link/([^/]*)"), "GET", "link_page"),
+    (re.compile(r"/calendar/link/([^/]*)"), "POST", "link"),
     (re.compile(r"/calendar/connect/(microsoft|google)"), "POST", "connect_oauth"),
     (re.compile(r"/calendar/oauth/(microsoft|google)"), "GET", "callback"),
     (re.compile(r"/calendar/connect/caldav"), "POST", "connect_caldav"),
@@ -257,6 +259,17 @@ class CalendarPages:
         )
 
     # -- routes -------------------------------------------------------------------------------------------
+
+    async def _link_page(self, request: Request, base: str, token: str) -> Response:
+        """The link as a page with a Continue button: a GET never uses the link up, because mail scanners (Safe
+        Links, gateways) fetch every link of an e-mail before the person clicks it."""
+        if not LINK_TOKEN.fullmatch(token):
+            raise _link_error(calendar_links.UnknownLink("malformed"))
+        try:
+            await asyncio.to_thread(calendar_links.check_link, self.db, token)
+        except calendar_links.LinkRefused as exc:
+            raise _link_error(exc) from None
+        return self._render("link.html", title="Your calendar settings", action=f"{base}{PREFIX}/link/{token}")
 
     async def _link(self, request: Request, base: str, token: str) -> Response:
         if not LINK_TOKEN.fullmatch(token):

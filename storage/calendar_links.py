@@ -138,6 +138,28 @@ def create_link(db: Database, user_id: str, ttl_seconds: float) -> tuple[str, da
     return token, expires_at
 
 
+def _usable(conn: sqlite3.Connection, hashed: str, now: datetime) -> str:
+    row = conn.execute(
+        "SELECT l.token_hash, l.user_id, l.expires_at, l.used_at, u.is_deleted FROM calendar_links l"
+        " JOIN users u ON u.id = l.user_id WHERE l.token_hash = ?",
+        (hashed,),
+    ).fetchone()
+    if row is None or not hmac.compare_digest(row["token_hash"], hashed) or row["is_deleted"]:
+        raise UnknownLink("this calendar link is not known")
+    if row["used_at"] is not None:
+        raise UsedLink("this calendar link was already opened; each link opens the page once")
+    if (parse_iso(row["expires_at"]) or now) <= now:
+        raise ExpiredLink("this calendar link has expired")
+    return str(row["user_id"])
+
+
+def check_link(db: Database, token: str) -> str:
+    """The user id the link `token` would open the page of, without using it up (what a GET of the link does:
+    mail scanners such as Safe Links fetch links before the person clicks). Raises as redeem_link."""
+    with db.read() as conn:
+        return _usable(conn, digest(token), db.clock())
+
+
 def redeem_link(db: Database, token: str) -> str:
     """Use up the link `token`; return the user id it opens the page of.
 
@@ -147,19 +169,9 @@ def redeem_link(db: Database, token: str) -> str:
     now = db.clock()
     hashed = digest(token)
     with db.write() as conn:
-        row = conn.execute(
-            "SELECT l.token_hash, l.user_id, l.expires_at, l.used_at, u.is_deleted FROM calendar_links l"
-            " JOIN users u ON u.id = l.user_id WHERE l.token_hash = ?",
-            (hashed,),
-        ).fetchone()
-        if row is None or not hmac.compare_digest(row["token_hash"], hashed) or row["is_deleted"]:
-            raise UnknownLink("this calendar link is not known")
-        if row["used_at"] is not None:
-            raise UsedLink("this calendar link was already opened; each link opens the page once")
-        if (parse_iso(row["expires_at"]) or now) <= now:
-            raise ExpiredLink("this calendar link has expired")
+        user_id = _usable(conn, hashed, now)
         conn.execute("UPDATE calendar_links SET used_at = ? WHERE token_hash = ?", (iso(now), hashed))
-        return str(row["user_id"])
+        return user_id
 
 
 # --- page sessions -----------------------------------------------------------------------------------------

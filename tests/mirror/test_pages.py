@@ -42,8 +42,13 @@ class Person:
     db: Database
 
     def open(self, path: str | None = None, **kw: Any) -> Any:
-        """Open a calendar link (a new one unless `path` is given); returns the answer, not followed."""
-        return self.client.get(path or new_link(self.db, self.user_id), follow_redirects=False, **kw)
+        """Open a calendar link (a new one unless `path` is given) and press Continue, as a person does; returns
+        the answer to the link (an error page) or to Continue, not followed."""
+        path = path or new_link(self.db, self.user_id)
+        shown = self.client.get(path, follow_redirects=False, **kw)
+        if shown.status_code != 200:
+            return shown
+        return self.client.post(Forms(shown.text).action(path)["action"], follow_redirects=False, **kw)
 
     def page(self, path: str = "/calendar/") -> Any:
         return self.client.get(path, follow_redirects=False)
@@ -123,14 +128,14 @@ def test_the_cookie_is_secure_behind_https(settings: Settings, db: Database, ide
     user_id = make_user(db)
     public = Settings(data_dir=settings.data_dir, rate_limit=None, public_url="https://lms.contoso.example/lms")
     with create_app(replace(public, calendar=identity.config()), db=db, resolve=fake_resolve).test_client() as c:
-        answer = c.get(new_link(db, user_id), follow_redirects=False)
+        answer = c.post(new_link(db, user_id), follow_redirects=False)
     assert answer.headers["location"] == "https://lms.contoso.example/lms/calendar/"
     assert {"secure", "path=/lms/calendar"} <= {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
 
     app = create_app(replace(settings, calendar=identity.config()), db=db, resolve=fake_resolve)
     for peer, secure in (("127.0.0.1", True), ("203.0.113.9", False)):
         with app.test_client(client=(peer, 40000)) as c:
-            answer = c.get(new_link(db, user_id), headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+            answer = c.post(new_link(db, user_id), headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
         attributes = {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
         assert ("secure" in attributes) is secure, peer
         assert answer.headers["location"].startswith("https://" if secure else "http://")
@@ -145,6 +150,21 @@ def test_a_link_opens_the_page_once(person: Person) -> None:
     assert "already used" in text(again)
     assert "ask for a new link" in text(again)
     assert person.page().status_code == 200
+
+
+def test_opening_a_link_does_not_use_it_up(client: TestClient, db: Database) -> None:
+    """Mail scanners (Safe Links) fetch every link of an e-mail before the person clicks: a GET shows a Continue
+    button and starts no session; the link still works for the person afterwards."""
+    alice = Person(client, make_user(db), db)
+    link = new_link(db, alice.user_id)
+    for _ in range(3):
+        scanned = client.get(link, follow_redirects=False)
+        assert scanned.status_code == 200 and "Continue" in text(scanned)
+        assert "set-cookie" not in scanned.headers
+    answer = alice.open(link)
+    assert answer.status_code == 303 and "set-cookie" in answer.headers
+    assert alice.page().status_code == 200
+    assert client.get(link, follow_redirects=False).status_code == 410  # used now
 
 
 def test_an_expired_link_says_so(client: TestClient, db: Database, clock: Clock) -> None:

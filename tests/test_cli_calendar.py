@@ -88,8 +88,8 @@ def test_what_is_not_configured_cannot_be_enabled(
     result = run("calendar", "settings", "--enable", "caldav", "--enable", option, env=env, ok=False)
     assert result.exit_code == 1
     assert (
-        result.output.strip()
-        == f"Error: --enable {option}: {variable} is not set in this command's environment; set it here as for the server"
+        result.output.strip() == f"Error: --enable {option}: {variable} is not set in this command's environment;"
+        " set it here as for the server"
     )
     assert _stored(tmp_path)["CalDAVEnabled"] is False
 

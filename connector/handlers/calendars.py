@@ -60,7 +60,9 @@ def get_calendar_settings() -> dict[str, Any]:
 def update_calendar_settings(body: dict[str, Any]) -> dict[str, Any]:
     services = context.services()
     access.require_admin(context.actor(), "change the calendar settings")
-    refuse_unconfigured(services.settings.calendar, body)
+    current = calendar.get_settings(services.db)
+    # Only a switch going from off to on needs its variables: a body read by GET and sent back as it was passes.
+    refuse_unconfigured(services.settings.calendar, {k: v for k, v in body.items() if v and not current.get(k)})
     return calendar.update_settings(services.db, context.actor(), body)
 
 

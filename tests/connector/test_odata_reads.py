@@ -180,7 +180,7 @@ def test_upgrade_stores_links_relative_to_the_base_url(tmp_path: Any) -> None:
         )
         conn.execute(course, ("k-2", "c-lms", "Two", "https://x.example/lms/catalogs/academy/two", None, t0, t0))
         conn.execute(course, ("k-3", "c-old", "Three", "https://sites.example/three", None, t0, t0))
-    assert db.migrate() == ["0008_links_relative_to_base_url"]
+    assert db.migrate()[0] == "0008_links_relative_to_base_url"
     stored = {r[0]: tuple(r[1:]) for r in db.conn.execute("SELECT id, url, site_url, site_url_key FROM courses")}
     assert stored == {
         "k-1": ("catalogs/academy/one", "catalogs/academy/one-2", "catalogs/academy/one-2"),

@@ -575,6 +575,13 @@ def test_each_role_may_do_what_the_design_allows_and_nothing_more(stage: Stage, 
 # Write operations whose rights other tests cover: the platform's own calls, the delivery log (Full
 # Control keys and administrators, tests/webhooks) and file uploads (tests of FileUpload).
 OUTSIDE_THE_TABLE = {
+    # The calendar operations' rights (the person, an administrator, nobody else; Read Only keys never write)
+    # are tested operation by operation, with their own bodies, in tests/connector/test_calendar_api.py.
+    "UpdateCalendarSettings",
+    "CreateCalendarConnectionLink",
+    "ConnectCalendar",
+    "UpdateCalendarConnection",
+    "DeleteCalendarConnection",
     "HttpRequest",
     "HttpRequest_v2",
     "DeleteWebhookSubscription",

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from support import Api, World, build_world
 
+from storage import calendar
+from storage.models import CLI
+
 SPEC = json.loads((Path(__file__).resolve().parents[2] / "openapi" / "apiDefinition.swagger.json").read_text())
 # Properties a PATCH may not change at all once set, sent back as read: the server must take them unchanged.
 CHANGED_BY_EVERY_WRITE = {"ModifiedAt"}
@@ -104,8 +107,28 @@ def full_world(api: Api) -> tuple[World, dict[str, str]]:
 
 
 def test_the_patch_operations_are_found() -> None:
-    """The three PATCH operations of the document are under test (so the loop below cannot test nothing)."""
-    assert set(PATCHES) == {"UpdateCourse", "UpdateCourseSession", "UpdateUser"}
+    """The PATCH operations of the document are under test (so the loops below cannot test nothing)."""
+    assert set(PATCHES) == {
+        "UpdateCourse",
+        "UpdateCourseSession",
+        "UpdateUser",
+        "UpdateCalendarSettings",
+        "UpdateCalendarConnection",
+    }
+
+
+def test_the_calendar_patches_take_back_what_their_get_returned(api: Api) -> None:
+    """CalendarSettings and a person's CalendarConnection, read and sent back whole (read-only members such as
+    Status, Provider and ModifiedAt included): 200, nothing changed."""
+    calendar.update_settings(api.db, CLI, {"CalDAVEnabled": True})
+    user = api.ok("POST", "/odata/v2/Users", json={"LoginName": "cal@x.example"})["Id"]
+    calendar.connect(api.db, CLI, user, "CalDAV", account="cal", calendar="https://dav.example/cal/", credentials="-")
+    for path in ("/odata/v2/CalendarSettings", f"/odata/v2/Users({user})/CalendarConnection"):
+        before = api.ok("GET", path)
+        api.ok("PATCH", path, json={k: v for k, v in before.items() if not k.startswith("@")})
+        after = api.ok("GET", path)
+        before.pop("ModifiedAt", None), after.pop("ModifiedAt", None)
+        assert after == before, path
 
 
 @pytest.mark.parametrize("which", ["full", "sparse"])

@@ -14,8 +14,10 @@ import pytest
 from odata_query.grammar import ODataLexer
 
 from connector.odata import ExpandItem, next_link, page_window, parse_options
+from storage import calendar
 from storage.db import Database
 from storage.errors import Invalid
+from storage.models import CLI
 from storage.odata import MODEL, ReadContext, compiler, fields, grammar, reading
 from storage.odata.compiler import Filter, Order
 from storage.odata.fields import EntityMap
@@ -213,8 +215,28 @@ def database(tmp_path: Path) -> Iterator[Database]:
             status="Attended",
             recorded_at=T0,
         )
+    _calendars(db)
     yield db
     db.close()
+
+
+def _calendars(db: Database) -> None:
+    """Calendar connections: John's CalDAV calendar, synced and then failing; Ann's Google calendar without an
+    account, its sync switched off (Paused); the Boss's CalDAV calendar, just connected. (A disconnected one
+    waiting for its events to be removed has no key; the API's lists leave it out, `keys` here would not.)"""
+    calendar.update_settings(db, CLI, {"CalDAVEnabled": True, "GoogleEnabled": True})
+    for user, provider, account in (
+        ("u-john", "CalDAV", "John@Dav.example"),
+        ("u-ann", "Google", None),
+        ("u-boss", "CalDAV", "boss@dav.example"),
+    ):
+        calendar.connect(db, CLI, user, provider, account=account, calendar="https://dav.example/c/", credentials="s")
+    john = calendar.active_connection(db, "u-john")
+    assert john is not None
+    with db.write() as conn:
+        calendar.synced(conn, john.id, datetime(2030, 1, 1, tzinfo=UTC))
+    calendar.set_status(db, john.id, "Error", "403 Forbidden")
+    calendar.set_sync_enabled(db, CLI, "u-ann", False)
 
 
 def keys(db: Database, entity_set: str, expr: str | None) -> set[str]:

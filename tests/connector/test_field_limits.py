@@ -4,19 +4,29 @@ one item past its maxItems, and values at their limits read back and notified wi
 from __future__ import annotations
 
 import copy
+import json
 import re
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import Api, World, build_world
 
 import certification
-from storage import events
+from connector.settings import Settings
+from storage import calendar, events
+from storage.models import CLI
+from storage.outbound import parse_networks
+from storage.secrets import SecretBox
 from webhooks import payloads
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "mirror"))  # the calendar tests' CalDAV server
+from dav_hostile import DavServer, account, dav_server, multistatus, response
 
 DOCUMENT = certification.load_json(certification.DEFINITION_PATH)
 # How a refusal for length reads (jsonschema's own words, coursewire's, storage's).
@@ -97,6 +107,19 @@ def _resolve_parameter(param: dict[str, Any]) -> dict[str, Any]:
 BODY_OPERATIONS = _body_operations()
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """CalDAV servers on 127.0.0.1 may be connected (the test's own, tests/mirror/dav_hostile.py)."""
+    return replace(settings, calendar=replace(settings.calendar, allowed_networks=parse_networks("127.0.0.0/8")))
+
+
+@pytest.fixture
+def dav() -> Iterator[DavServer]:
+    """A CalDAV server on 127.0.0.1 whose account has one calendar for events, /cal/mine/."""
+    with dav_server(account({"/cal/": [("/cal/mine/", "Mine")]})) as server:
+        yield server
+
+
 # --------------------------------------------------------------------------------------------- the scene
 
 
@@ -109,10 +132,12 @@ class Request:
 
 class Scene:
     """build_world plus what bodies refer to: a category, a tag, an enrollment registered in the session,
-    users with logins of a given length, and fresh users and enrollments on demand."""
+    users with logins of a given length, fresh users and enrollments on demand, and (given `dav`) a CalDAV
+    server to connect calendars to."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, dav: DavServer | None = None) -> None:
         self.api = api
+        self.dav = dav
         self.world: World = build_world(api, max_attendees="50")
         self.serial = 0
         self._long_logins: dict[int, str] = {}
@@ -171,6 +196,33 @@ class Scene:
             self._approval_course = str(course["Id"])
         learner = learner or self.user()
         return str(self.enroll(learner["LoginName"], self._approval_course, user=learner["Id"])["Id"])
+
+    def caldav_user(self) -> str:
+        """A fresh user to connect a CalDAV calendar for, CalDAV turned on."""
+        calendar.update_settings(self.api.db, CLI, {"CalDAVEnabled": True})
+        return str(self.user()["Id"])
+
+    def caldav_url(self, length: int = 0) -> str:
+        """An address on the CalDAV server, `length` characters long (its root when 0), that names the account's
+        principal, so discovery goes on from it to the calendar /cal/mine/."""
+        assert self.dav is not None, "ConnectCalendar needs the dav fixture"
+        if not length:
+            return str(self.dav.url)
+        url = _text(length, self.dav.url + "x/", "/")
+        path = url[len(self.dav.url) - 1 :]
+        self.dav.pages[path] = multistatus(
+            response(path, "<D:current-user-principal><D:href>/p/</D:href></D:current-user-principal>")
+        )
+        return url
+
+    def connected_user(self) -> str:
+        """A fresh user with a CalDAV calendar connected (as the calendar page leaves it)."""
+        user_id = self.caldav_user()
+        sealed = SecretBox.for_database(self.api.db.path).seal(json.dumps({"username": "u", "password": "p"}))
+        calendar.connect(
+            self.api.db, CLI, user_id, "CalDAV", account="u", calendar="https://dav.example/cal/", credentials=sealed
+        )
+        return user_id
 
     def reference(self, case: Case) -> str | None:
         """A real value for a field that names something, when it has the field's exact length."""
@@ -283,6 +335,11 @@ def _ann(scene: Scene) -> Request:
     return Request("PATCH", f"/odata/v2/Users({scene.world.uid('ann')})", body)
 
 
+def _connect_calendar(scene: Scene) -> Request:
+    body = {"Provider": "CalDAV", "Url": scene.caldav_url(), "Username": "ann", "Password": "app-password"}
+    return Request("PUT", f"/odata/v2/Users({scene.caldav_user()})/CalendarConnection", body)
+
+
 def _subscribe(event: str) -> Callable[[Scene], Request]:
     return lambda scene: Request("POST", f"/webhooks/subscribe/{event}", {"WebHookUri": "https://hooks.example/f"})
 
@@ -345,6 +402,16 @@ REQUESTS: dict[str, Callable[[Scene], Request]] = {
     "UpdateUser": _ann,
     "HttpRequest": lambda s: Request("POST", "/httprequest", _http_body("Courses?$top=1")),
     "HttpRequest_v2": lambda s: Request("POST", "/v2/httprequest", _http_body("odata/v2/Courses?$top=1")),
+    # Turning a provider on needs its OAuth client or the mail server configured (not here); CalDAV needs nothing.
+    "UpdateCalendarSettings": lambda s: Request(
+        "PATCH",
+        "/odata/v2/CalendarSettings",
+        {"Microsoft365Enabled": False, "GoogleEnabled": False, "CalDAVEnabled": True, "EmailFallbackEnabled": False},
+    ),
+    "ConnectCalendar": _connect_calendar,
+    "UpdateCalendarConnection": lambda s: Request(
+        "PATCH", f"/odata/v2/Users({s.connected_user()})/CalendarConnection", {"SyncEnabled": False}
+    ),
     **{
         op_id: _subscribe(op_id)
         for op_id, cases in BODY_OPERATIONS.items()
@@ -375,6 +442,8 @@ def at_limit(scene: Scene, case: Case, base: str) -> str:
         return scene.long_login(n)
     if "Email" in name:
         return _text(n, f"e{scene.next()}-", "@x.example")
+    if scene.dav is not None and name == "Url" and base.startswith(scene.dav.url):
+        return scene.caldav_url(n)
     if name in URL_NAMES:
         return _text(n, "https://hooks.example/")
     if re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", base):
@@ -459,6 +528,7 @@ REFUSED_AT_LIMIT = {
     ("HttpRequest_v2", "uri"): 404,
     ("UpdateCourse", "CourseType"): 400,  # TrainingPlan, the longest type, but a course keeps its type
     ("UpdateCourse", "Url"): 400,  # another Url, and a course keeps its Url
+    ("ConnectCalendar", "Provider"): 400,  # Microsoft365 is connected on the calendar page, with consent
 }
 
 
@@ -501,15 +571,18 @@ def test_every_json_body_operation_is_covered() -> None:
     """Each operation that takes a JSON body has a request here, so a new one cannot go untested."""
     assert set(REQUESTS) == set(BODY_OPERATIONS)
     kinds = Counter(case.kind for cases in BODY_OPERATIONS.values() for case in cases)
-    assert (len(BODY_OPERATIONS), len(SUBSCRIBE), kinds) == (34, 18, {"string": 166, "array": 22, "object": 2})
+    assert (len(BODY_OPERATIONS), len(SUBSCRIBE), kinds) == (38, 19, {"string": 171, "array": 22, "object": 2})
 
 
 @pytest.mark.parametrize("op_id", OTHERS)
-def test_strings_at_their_limit_pass_and_one_character_more_is_a_400_naming_them(api: Api, op_id: str) -> None:
+def test_strings_at_their_limit_pass_and_one_character_more_is_a_400_naming_them(
+    api: Api, dav: DavServer, op_id: str
+) -> None:
     """Starting from a body with every property written and accepted, each string of maxLength characters is
     accepted (or refused for what it means, as REFUSED_AT_LIMIT lists), and one more character is a 400 whose
-    target is the string's path and whose message says it is too long."""
-    failures = _strings(Scene(api), op_id)
+    target is the string's path and whose message says it is too long. ConnectCalendar connects for real, to a
+    CalDAV server on 127.0.0.1: a Url of 2,048 characters on it is discovered and connected."""
+    failures = _strings(Scene(api, dav), op_id)
     assert failures == [], "\n".join(failures)
 
 
@@ -569,11 +642,13 @@ def _person(scene: Scene, dense: bool = True) -> dict[str, Any]:
     return dict(scene.api.ok("POST", "/odata/v2/Users", json=body))
 
 
-def test_values_at_their_limits_come_back_and_notify_within_the_declared_limits(api: Api) -> None:
+def test_values_at_their_limits_come_back_and_notify_within_the_declared_limits(api: Api, dav: DavServer) -> None:
     """Entities whose every text is at its limit, written in characters JSON escapes, read back within the
     response limits (responses are validated) and give notifications their trigger schemas accept: a value
-    the server keeps can always be answered and notified."""
-    scene = Scene(api)
+    the server keeps can always be answered and notified. Calendars: a CalDAV one connected through the API
+    (Username and Url at their limits) and a Google one as its consent page leaves it (an account of 320
+    characters), both losing their authorization with an error longer than is kept."""
+    scene = Scene(api, dav)
     learner = _person(scene)
     fields = [{"FieldTitle": f"{i:03d} " + _text(251), "Value": _dense(1000)} for i in range(100)]
     api.ok("PATCH", f"/odata/v2/Users({learner['Id']})", json={"UserFieldValues": fields})
@@ -642,6 +717,34 @@ def test_values_at_their_limits_come_back_and_notify_within_the_declared_limits(
         f"/odata/v2/CourseSessions({session['Id']})/Attendance",
         json={"Attendance": [{"EnrollmentId": enrollment["Id"], "Status": "Attended"}]},
     )
+    api.ok("PATCH", "/odata/v2/CalendarSettings", json={"CalDAVEnabled": True})
+    calendar.update_settings(api.db, CLI, {"GoogleEnabled": True})  # its OAuth client is not configured here
+    caldav = {
+        "Provider": "CalDAV",
+        "Url": scene.caldav_url(2048),
+        "Username": _dense(256, controls=False),
+        "Password": _dense(1024, controls=False),  # a control character is refused
+    }
+    api.ok("PUT", f"/odata/v2/Users({learner['Id']})/CalendarConnection", json=caldav)
+    sealed = SecretBox.for_database(api.db.path).seal(json.dumps({"refresh_token": "r"}))
+    google = api.ok("GET", "/odata/v2/Users", params={"$filter": f"LoginName eq '{after[0]}'"})
+    google_id = google["value"][0]["Id"]
+    calendar.connect(
+        api.db,
+        CLI,
+        google_id,
+        "Google",
+        account=_text(320, "g-", "@x.example"),
+        calendar="https://www.googleapis.com/calendar/v3/calendars/primary",
+        credentials=sealed,
+    )
+    for user_id in (learner["Id"], google_id):
+        connection = calendar.active_connection(api.db, user_id)
+        assert connection is not None
+        calendar.set_status(api.db, connection.id, "NeedsReauthorization", _dense(10000, "invalid_grant "))
+        api.ok("GET", f"/odata/v2/Users({user_id})/CalendarConnection")
+        api.ok("POST", f"/odata/v2/Users({user_id})/CalendarConnectionLink")
+    assert len(api.ok("GET", "/odata/v2/CalendarConnections", params={"$top": 1000})["value"]) == 2
     expand = {
         f"/odata/v2/CourseCatalogs({catalog['Id']})": "Courses,Admins",
         f"/odata/v2/Courses({course['Id']})": (

@@ -14,7 +14,8 @@ from receiver import Receiver, receiving
 from support import Api, World, build_world, error
 
 from connector import app as app_module
-from storage import ids
+from storage import calendar, ids
+from storage.models import CLI
 from storage.secrets import SecretBox
 from webhooks.worker import Worker
 
@@ -68,6 +69,7 @@ def _read_paths(world: World, enrollment_id: str, subscription_id: str, delivery
         ("/odata/v2/CourseSessions({})", world.session["Id"]),
         ("/odata/v2/Enrollments({})", enrollment_id),
         ("/odata/v2/Users({})", world.uid("ann")),
+        ("/odata/v2/Users({})/CalendarConnection", world.uid("ann")),
         ("/webhooks/subscriptions({})", subscription_id),
         ("/webhooks/deliveries({})", delivery_id),
     ]
@@ -88,6 +90,15 @@ def _delivery(api: Api, receiver: Receiver) -> tuple[str, str]:
     return subscription["Id"], delivery["Id"]
 
 
+def _connect_calendar(api: Api, user_id: str) -> None:
+    """A CalDAV calendar connected for the user, as the calendar page leaves it."""
+    calendar.update_settings(api.db, CLI, {"CalDAVEnabled": True})
+    sealed = SecretBox.for_database(api.db.path).seal(json.dumps({"username": "ann", "password": "p"}))
+    calendar.connect(
+        api.db, CLI, user_id, "CalDAV", account="ann@dav.example", calendar="https://dav.example/c/", credentials=sealed
+    )
+
+
 def test_every_key_in_every_path_is_read_in_any_spelling(api: Api, receiver: Receiver) -> None:
     """Every read by key answers the same for every spelling of the key: upper case, braces, OData quotes and
     the OData v2 `guid'...'` literal; a key that is no GUID at all is still the 404 it was."""
@@ -96,6 +107,7 @@ def test_every_key_in_every_path_is_read_in_any_spelling(api: Api, receiver: Rec
         "POST", f"/odata/v2/Courses({world.course['Id']})/Enroll", json={"userLoginName": world.login("ann")}
     )
     subscription_id, delivery_id = _delivery(api, receiver)
+    _connect_calendar(api, world.uid("ann"))
     paths = _read_paths(world, enrollment["Id"], subscription_id, delivery_id)
     templates = {template for template, _ in paths}
     documented = {
@@ -146,6 +158,20 @@ def test_writes_by_key_take_any_spelling_and_links_show_the_stored_one(api: Api)
         )
     page = api.ok("GET", f"/odata/v2/Courses({{{world.course['Id'].upper()}}})/CourseSessions")
     assert world.course["Id"] in page["@odata.nextLink"] and world.course["Id"].upper() not in page["@odata.nextLink"]
+
+
+def test_a_persons_calendar_is_written_by_any_spelling_of_their_key(api: Api) -> None:
+    """Users({Id})/CalendarConnection and /CalendarConnectionLink in upper case, braces or quotes act on the
+    person's own calendar and answer with their Id as stored."""
+    ann = build_world(api).uid("ann")
+    _connect_calendar(api, ann)
+    path = "/odata/v2/Users({})/CalendarConnection"
+    paused = api.ok("PATCH", path.format("{" + ann.upper() + "}"), json={"SyncEnabled": False})
+    assert (paused["UserId"], paused["SyncEnabled"]) == (ann, False)
+    assert api.ok("GET", path.format(ann))["SyncEnabled"] is False
+    assert api.ok("POST", f"/odata/v2/Users('{ann.upper()}')/CalendarConnectionLink")["Url"]
+    api.ok("DELETE", path.format(f"guid'{ann.upper()}'"), 204)
+    assert api.ok("GET", path.format(ann))["Status"] == "NotConnected"
 
 
 def test_ids_in_bodies_are_read_in_any_spelling_and_stored_in_one(api: Api) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 from support import Api, build_world, error
-from test_field_limits import REQUESTS, Request, Scene, send
+from test_field_limits import (  # noqa: F401 (fixtures: CalDAV on 127.0.0.1)
+    REQUESTS,
+    Request,
+    Scene,
+    dav,
+    send,
+    settings,
+)
 
 from connector import app as app_module
 from connector import bodies
@@ -108,11 +115,13 @@ def _node(body: Any, path: tuple[str | int, ...]) -> Any:
 
 
 @pytest.mark.parametrize("op_id", sorted(REQUESTS))
-def test_every_operation_refuses_an_unknown_property_at_every_level(api: Api, op_id: str) -> None:
+def test_every_operation_refuses_an_unknown_property_at_every_level(
+    api: Api, request: pytest.FixtureRequest, op_id: str
+) -> None:
     """For every operation with a JSON body, a property it does not define is a 400 naming it by its path
     (`Unexpected`, `Room.Unexpected`, `Days[0].Unexpected`), wherever in the body it is; the body without it
-    is accepted (tests/connector/test_field_limits.py)."""
-    scene = Scene(api)
+    is accepted (tests/connector/test_field_limits.py; ConnectCalendar against a CalDAV server on 127.0.0.1)."""
+    scene = Scene(api, request.getfixturevalue("dav"))
     base = REQUESTS[op_id](scene).body
     places = [path for path, _ in _objects(base)]
     assert places, op_id

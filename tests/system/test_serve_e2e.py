@@ -220,7 +220,10 @@ def test_flow_like_scenario(server: Server, receiver: Receiver, tmp_path: Path) 
     def fired() -> set[str]:
         return {r.path.strip("/") for r in receiver.received}
 
-    assert wait_for(lambda: fired() >= set(EVENTS), timeout=30), f"never fired: {set(EVENTS) - fired()}"
+    # A connected calendar losing its authorization needs a calendar server refusing the worker; that trigger is
+    # fired by a real worker in tests/webhooks/test_delivery.py and end to end in tests/mirror/test_engine.py.
+    expected = set(EVENTS) - {"CalendarConnectionNeedsReauthorization"}
+    assert wait_for(lambda: fired() >= expected, timeout=30), f"never fired: {expected - fired()}"
     notified = [p for r in list(receiver.received) for p in wirecheck.check_notification(r.path.strip("/"), r.body)]
     assert [*s.problems(), *notified] == []
     rooms = [n["Room"] for r in receiver.received if r.path == "/CourseSessionCreated" for n in r.body["Notifications"]]

@@ -20,13 +20,12 @@ OAuth clients and endpoints (overridable so tests point them at local fakes):
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from storage.outbound import IPNetwork, parse_networks
 
 
 class CalendarConfigError(ValueError):
@@ -122,15 +121,12 @@ class CalendarConfig:
                     f"COURSEWIRE_CALENDAR_LINK_TTL={text!r}: expected seconds from 10 to 604800 (7 days)"
                 )
             kwargs["link_ttl"] = ttl
-        networks = []
+        networks: list[IPNetwork] = []
         for name in ("COURSEWIRE_ALLOWED_NETWORKS", "COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS"):
-            for part in (p.strip() for p in env.get(name, "").split(",")):
-                if not part:
-                    continue
-                try:
-                    networks.append(ipaddress.ip_network(part, strict=False))
-                except ValueError:
-                    raise CalendarConfigError(f"{name}: {part!r} is not a network in CIDR form") from None
+            try:
+                networks.extend(parse_networks(env.get(name, ""), name))
+            except ValueError as exc:
+                raise CalendarConfigError(str(exc)) from None
         kwargs["allowed_networks"] = tuple(dict.fromkeys(networks))
         return cls(**kwargs)  # type: ignore[arg-type]
 

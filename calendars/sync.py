@@ -62,7 +62,6 @@ class Plan:
     puts: list[tuple[CalendarItem, ItemRecord | None]] = field(default_factory=list)
     removes: list[tuple[ItemRecord, CalendarItem | None]] = field(default_factory=list)
     forget: list[ItemRecord] = field(default_factory=list)  # records dropped without a provider call or e-mail
-    stale_items: dict[str, CalendarItem] = field(default_factory=dict)
     # The highest SEQUENCE ever used per UID (storage.calendar.last_sequence), kept when an item row goes: a
     # REQUEST after a CANCEL must be newer than the CANCEL, or calendar apps keep the cancellation (RFC 5546
     # §2.1.5, the highest SEQUENCE wins).
@@ -70,10 +69,6 @@ class Plan:
 
     def next_sequence(self, uid: str, last: ItemRecord | None) -> int:
         return max(self.sequences.get(uid, -1), last.sequence if last else -1) + 1
-
-    @property
-    def empty(self) -> bool:
-        return not self.puts and not self.removes and not self.forget
 
 
 def plan(

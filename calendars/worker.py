@@ -17,7 +17,6 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import aiohttp
 
@@ -250,8 +249,3 @@ class CalendarWorker:
 
             self._send_mail = MailSender(self.db, self.config, self.public_url)
         await self._send_mail(method, item, record, to, sequence, now)
-
-
-def status(db: Database) -> dict[str, Any]:
-    """Pairs waiting and the next due time, for `coursewire calendar status` and tests."""
-    return {"pending": calendar.pending(db), "next_due": calendar.next_due(db)}

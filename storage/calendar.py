@@ -11,7 +11,7 @@ rows (bumping `version`), and the worker drops a row only when its version did n
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,6 @@ SETTINGS = {
     "CalDAVEnabled": "caldav_enabled",
     "EmailFallbackEnabled": "email_fallback_enabled",
 }
-PROVIDER_SETTING = {"Microsoft365": "microsoft365_enabled", "Google": "google_enabled", "CalDAV": "caldav_enabled"}
 PROVIDER_NAMES = {"Microsoft365": "Microsoft 365", "Google": "Google", "CalDAV": "CalDAV"}
 SYSTEM = Actor(kind="system")
 
@@ -668,7 +667,3 @@ def pairs_of_provider(conn: sqlite3.Connection, provider: str | None) -> set[tup
     ).fetchall():
         out |= pairs_of_user(conn, user_id)
     return out
-
-
-def ids(values: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(values))

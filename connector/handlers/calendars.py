@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from calendars.config import CalendarConfig, IPNetwork
+from calendars.config import CalendarConfig
 from calendars.model import AuthorizationLost, ProviderError, Rejected
 from calendars.providers import caldav
 from connector import context, shaping
@@ -22,7 +22,7 @@ from storage import access, calendar
 from storage.db import iso
 from storage.errors import Conflict, Invalid, clip
 from storage.models import Actor
-from storage.outbound import GuardedResolver, Resolve, check_url
+from storage.outbound import GuardedResolver, IPNetwork, Resolve, check_url
 
 # Each switch of CalendarSettings -> what CalendarConfig.missing() calls it (CalDAV needs no variable).
 REQUIREMENTS = {

@@ -120,6 +120,94 @@ class Rejected(ProviderError):
     the same way; the connection is marked Error with the message."""
 
 
+class CursorExpired(ProviderError):
+    """The change cursor is no longer valid: Graph `410 Gone` or `syncStateNotFound` on a delta link, Google
+    `410 fullSyncRequired`, a CalDAV `DAV:valid-sync-token` precondition (RFC 6578 §3.2): list everything again
+    with `changes(None)`."""
+
+
+class CalendarGone(ProviderError):
+    """The calendar itself is gone or no longer shared with the person (404/403/410 on the calendar, not on one
+    event): none of its events were deleted by the person; the connection is marked Error with the message."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One event a provider reports as changed since a cursor.
+
+    provider_id: the provider's id of the event (Graph event id, Google event id, CalDAV resource URL);
+    key: our tag (`CalendarItem.key`) when the answer carried it (deletions usually carry only the id);
+    removed: reported as deleted (Graph `@removed`, Google `status: cancelled`, a CalDAV 404 member). A removed
+    change is only a hint: the engine confirms it with `Provider.get` before acting on it.
+    """
+
+    provider_id: str
+    key: str | None = None
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class Changes:
+    """One answer of `ChangeFeed.changes`.
+
+    changes: changed events, those of coursewire's (tagged) and every removal (which carry no tag);
+    cursor: what to pass next time (Graph deltaLink, Google nextSyncToken, CalDAV sync-token);
+    full: the listing started over (cursor None or expired), so it names every event of ours the calendar holds
+    and no removals -- an event of ours it does not name is a removal to confirm; more: the listing was cut at
+    the provider's page cap, call again with `cursor` (then it is a continuation, not a new listing).
+    """
+
+    changes: list[Change]
+    cursor: str
+    full: bool = False
+    more: bool = False
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A push channel telling coursewire that a calendar changed: a Graph subscription (id) or a Google
+    events.watch channel (id, resource_id). expires_at: aware UTC."""
+
+    id: str
+    expires_at: datetime
+    resource_id: str | None = None
+
+
+class ChangeFeed(Protocol):
+    """What a provider implements to make the mirror two-way (calendar-sync.md §2.1-2.3)."""
+
+    async def changes(self, cursor: str | None) -> Changes:
+        """Events changed since `cursor`, or every event of the calendar when `cursor` is None, at most a
+        provider-chosen number of pages per call (`Changes.more`). Raises CursorExpired, CalendarGone, Throttled,
+        Unavailable, AuthorizationLost or Rejected."""
+        ...
+
+    async def check_calendar(self) -> None:
+        """Return if the connected calendar exists and the credentials reach it. Raises CalendarGone,
+        AuthorizationLost, Throttled, Unavailable or Rejected."""
+        ...
+
+
+class Watchable(Protocol):
+    """What a provider with push notifications implements (Graph subscriptions, Google events.watch)."""
+
+    async def watch(self, address: str, secret: str, expires_at: datetime) -> Watch:
+        """Ask the provider to POST changes of the calendar to `address` (https in production), with `secret`
+        (Graph clientState, at most 128 characters; Google channel token) in each notification, until about
+        `expires_at` (the provider may shorten it: the returned Watch says when it ends). Raises Throttled,
+        Unavailable, AuthorizationLost or Rejected (for instance an address the provider cannot reach)."""
+        ...
+
+    async def renew(self, watch: Watch, address: str, secret: str, expires_at: datetime) -> Watch:
+        """Extend `watch` (Graph PATCH /subscriptions/{id}) or replace it (Google has no renewal: a new channel,
+        then the old one stopped). A watch the provider no longer knows is created again. Raises like `watch`."""
+        ...
+
+    async def unwatch(self, watch: Watch) -> None:
+        """Stop `watch`; one already gone is success. Raises Throttled, Unavailable or AuthorizationLost."""
+        ...
+
+
 class TokenSource(Protocol):
     """Access tokens for one OAuth connection (calendars/oauth.py)."""
 
@@ -156,6 +244,10 @@ class Provider(Protocol):
 
     async def get(self, written: Written) -> RemoteEvent | None:
         """Read the event back; None when it is gone (404/410, Google `status: cancelled`).
+
+        An event the person moved to another of their calendars is found where it is now (Graph keeps its
+        immutable id; Google and CalDAV look for it by id or UID in the person's other calendars) and returned
+        with its new `provider_id`, which put/delete/get accept from then on.
         Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
         ...
 

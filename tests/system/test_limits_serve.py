@@ -25,23 +25,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from start(tmp_path_factory.mktemp("limits") / "data", "--workers", "2")
 
 
-def _port(server: Server) -> int:
-    return int(server.base.rsplit(":", 1)[1])
-
-
-def _workers(server: Server) -> list[int]:
-    """The uvicorn worker processes: children of the `serve` process."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == server.process.pid and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
-            children.append(int(stat.parent.name))  # not multiprocessing's resource tracker
-    return children
-
-
 def _memory(pid: int, field: str) -> int:
     """A /proc/<pid>/status memory figure (VmRSS, VmHWM) in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -76,7 +59,7 @@ def _head(server: Server, path: str, content_type: str, length: int | None) -> b
 
 def _chunked(server: Server, total: int, results: list[tuple[int, int]]) -> None:
     """Send a `total`-byte JSON body in 64 KiB chunks until the server answers; record (status, bytes sent)."""
-    sock = socket.create_connection(("127.0.0.1", _port(server)), timeout=30)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     sock.sendall(_head(server, "/odata/v2/Users", "application/json", None))
     sent, stop = 0, threading.Event()
     chunk = b'{"Title": "' + b"x" * (64 * 1024 - 11)
@@ -107,13 +90,13 @@ def test_hostile_bodies_are_refused_early_without_costing_memory_or_stalling(ser
     for _ in range(20):  # warm the workers up: imports, caches, connection pools
         s.call("GET", "/odata/v2/Users")
         s.call("POST", "/odata/v2/Users", json={"LoginName": f"warm-{time.monotonic_ns()}@x.example"})
-    workers = _workers(s)
+    workers = s.workers()
     assert len(workers) == 2
     baseline = {pid: _memory(pid, "VmHWM") for pid in workers}
     probe = Probe(s.base, errors_are_answers=True)
     probe.start()
 
-    with socket.create_connection(("127.0.0.1", _port(s)), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
         sock.sendall(_head(s, "/odata/v2/Users", "application/json", 300 * MB))
         status, seconds = _status(sock)
     assert status == 413

@@ -41,30 +41,13 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from start(tmp_path_factory.mktemp("crowd") / "data", "--workers", "1", env=env)
 
 
-def _port(server: Server) -> int:
-    return int(server.base.rsplit(":", 1)[1])
-
-
 def _auth(server: Server) -> str:
     assert server.session.auth is not None
     return requests.auth._basic_auth_str(*server.session.auth)  # type: ignore[attr-defined]
 
 
 def _connect(server: Server, timeout: float = 10.0) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", _port(server)), timeout=timeout)
-
-
-def _workers(server: Server) -> list[int]:
-    """The processes that serve HTTP: uvicorn's workers (children of `serve`), or `serve` itself with one worker."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == server.process.pid and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
-                children.append(int(stat.parent.name))  # not multiprocessing's resource tracker
-        except OSError:
-            continue
-    return children or [server.process.pid]
+    return socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
 
 
 def _peak_memory(pid: int) -> int:
@@ -152,7 +135,7 @@ def _endless_header(server: Server, until: float, statuses: list[int | None]) ->
 def test_a_200_kb_header_is_refused_with_431_at_once(served: Server) -> None:
     """A client sending one 200 KB header gets, at once and without the worker's memory growing, a 431 (RFC 6585
     §5) with the OData error naming the header and the setting, and the connection is closed."""
-    workers = _workers(served)
+    workers = served.workers()
     assert len(workers) == 2
     _healthz(served)
     before = {pid: _peak_memory(pid) for pid in workers}
@@ -192,7 +175,7 @@ def test_after_a_431_the_server_reads_on_so_a_client_still_writing_sees_no_reset
 def test_endless_headers_on_eight_connections_neither_stall_nor_grow_the_server(served: Server) -> None:
     """The review's attack (8 connections streaming a header that never ends, reconnecting whenever refused) is
     answered 431 after 64 KiB each time, while the workers' memory stays flat and /healthz keeps answering."""
-    workers = _workers(served)
+    workers = served.workers()
     _healthz(served)
     before = {pid: _peak_memory(pid) for pid in workers}
     probe = Probe(served.base)
@@ -423,7 +406,7 @@ def test_at_max_connections_a_complete_request_displaces_the_longest_stalled_hea
 def test_stalled_connections_past_max_connections_are_closed_within_a_second(crowded: Server) -> None:
     """The review's descriptor exhaustion cannot recur, because past COURSEWIRE_MAX_CONNECTIONS a connection
     gets one second (not the whole header timeout) to send its head, so a flood of half-open requests is shed."""
-    (worker,) = _workers(crowded)
+    (worker,) = crowded.workers()
     descriptors = len(list(Path(f"/proc/{worker}/fd").iterdir()))
     held = _stalled(crowded, MAX_CONNECTIONS)
     try:

@@ -27,7 +27,14 @@ SETTINGS = {
     "GoogleEnabled": "google_enabled",
     "CalDAVEnabled": "caldav_enabled",
     "EmailFallbackEnabled": "email_fallback_enabled",
+    "UnregisterOnCalendarDelete": "unregister_on_delete",
 }
+# Columns from SETTINGS, in code.
+_UPSERT_SETTINGS = (
+    f"INSERT INTO calendar_settings (id, {', '.join(SETTINGS.values())}, modified_at)"  # noqa: S608
+    f" VALUES (1, {', '.join(['?'] * len(SETTINGS))}, ?) ON CONFLICT(id) DO UPDATE SET"
+    f" {', '.join(f'{c} = excluded.{c}' for c in SETTINGS.values())}, modified_at = excluded.modified_at"
+)
 PROVIDER_NAMES = {"Microsoft365": "Microsoft 365", "Google": "Google", "CalDAV": "CalDAV"}
 SYSTEM = Actor(kind="system")
 
@@ -48,6 +55,7 @@ def settings_in(conn: sqlite3.Connection) -> dict[str, Any]:
             "GoogleEnabled": False,
             "CalDAVEnabled": False,
             "EmailFallbackEnabled": True,
+            "UnregisterOnCalendarDelete": True,
         }
     out: dict[str, Any] = {name: bool(row[column]) for name, column in SETTINGS.items()}
     out["ModifiedAt"] = row["modified_at"]
@@ -55,15 +63,17 @@ def settings_in(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 def get_settings(db: Database) -> dict[str, Any]:
-    """`{"Microsoft365Enabled", "GoogleEnabled", "CalDAVEnabled", "EmailFallbackEnabled": bool, "ModifiedAt"?}`."""
+    """`{"Microsoft365Enabled", "GoogleEnabled", "CalDAVEnabled", "EmailFallbackEnabled",
+    "UnregisterOnCalendarDelete": bool, "ModifiedAt"?}`."""
     with db.read() as conn:
         return settings_in(conn)
 
 
 def update_settings(db: Database, actor: Actor, changes: dict[str, bool]) -> dict[str, Any]:
-    """Change some of the four switches (administrators only). Records `CalendarSettingsChanged` with the
-    changes; the mirror then pauses or resumes the connections of a provider switched off or on, and sends
-    e-mails instead or stops them. Raises Forbidden, Invalid (unknown name)."""
+    """Change some of the switches (administrators only). Records `CalendarSettingsChanged` with the changes;
+    the mirror then pauses or resumes the connections of a provider switched off or on, and sends e-mails
+    instead or stops them; UnregisterOnCalendarDelete decides what a learner deleting a session's event from
+    their calendar does (calendars/inbound.py). Raises Forbidden, Invalid (unknown name)."""
     access.require_admin(actor, "change the calendar settings")
     for name in changes:
         if name not in SETTINGS:
@@ -72,14 +82,7 @@ def update_settings(db: Database, actor: Actor, changes: dict[str, bool]) -> dic
     with db.write() as conn:
         before = settings_in(conn)
         after = {**{k: before[k] for k in SETTINGS}, **{k: bool(v) for k, v in changes.items()}}
-        conn.execute(
-            "INSERT INTO calendar_settings (id, microsoft365_enabled, google_enabled, caldav_enabled,"
-            " email_fallback_enabled, modified_at) VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
-            " microsoft365_enabled = excluded.microsoft365_enabled, google_enabled = excluded.google_enabled,"
-            " caldav_enabled = excluded.caldav_enabled, email_fallback_enabled = excluded.email_fallback_enabled,"
-            " modified_at = excluded.modified_at",
-            (*(int(after[k]) for k in SETTINGS), iso(now)),
-        )
+        conn.execute(_UPSERT_SETTINGS, (*(int(after[k]) for k in SETTINGS), iso(now)))
         diff = {k: {"before": before[k], "after": after[k]} for k in SETTINGS if before[k] != after[k]}
         if diff:
             events.record(conn, "CalendarSettingsChanged", actor, now, {"changes": diff})
@@ -379,6 +382,7 @@ def forget_connection(db: Database, connection_id: str) -> None:
     """Drop a removed connection and what was written through it."""
     with db.write() as conn:
         conn.execute("DELETE FROM calendar_items WHERE connection_id = ?", (connection_id,))
+        conn.execute("DELETE FROM calendar_watches WHERE connection_id = ?", (connection_id,))
         conn.execute("DELETE FROM calendar_connections WHERE id = ? AND state = 'removing'", (connection_id,))
 
 
@@ -403,6 +407,7 @@ class ItemRecord:
     day_start: datetime | None = None
     time_zone: str | None = None
     subject: str | None = None
+    deleted_at: datetime | None = None  # the person deleted it from their calendar and it stays deleted
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> ItemRecord:
@@ -423,6 +428,7 @@ class ItemRecord:
             sequence=row["sequence"],
             digest=row["digest"],
             day_end=end,
+            deleted_at=parse_iso(row["deleted_at"]),
         )
 
 

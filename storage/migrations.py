@@ -688,3 +688,47 @@ def calendar_mirror(db: Database) -> None:
     page sessions and OAuth states."""
     for statement in _statements(CALENDAR_MIRROR):
         db.execute(statement)
+
+
+CALENDAR_TWO_WAY = """
+-- Whether a learner who deletes a session's event from their calendar is unregistered (issue 11).
+ALTER TABLE calendar_settings ADD COLUMN unregister_on_delete INTEGER NOT NULL DEFAULT 1;
+-- When the person deleted the event from their calendar (and it was kept deleted: an instructor, a past session,
+-- the setting off). The item is written again only when what it should hold changes (its digest).
+ALTER TABLE calendar_items ADD COLUMN deleted_at TEXT;
+CREATE INDEX calendar_items_provider ON calendar_items(connection_id, provider_id) WHERE connection_id IS NOT NULL;
+-- How the mirror hears about changes in a connected calendar: a push channel (Graph subscription, Google
+-- events.watch channel: channel_id, resource_id, the SHA-256 of the clientState or channel token, expiry) and the
+-- change cursor (Graph deltaLink, Google sync token, CalDAV sync-token; NULL: the next check lists everything).
+-- check_due_at: when the next check is due (a notification makes it due at once; else the sweep or poll
+-- interval); owner/lease_until: the worker checking it.
+CREATE TABLE calendar_watches (
+    connection_id TEXT PRIMARY KEY,
+    channel_id TEXT,
+    resource_id TEXT,
+    secret_hash TEXT,
+    expires_at TEXT,
+    watch_due_at TEXT,
+    watch_error TEXT,
+    cursor TEXT,
+    full_check INTEGER NOT NULL DEFAULT 1,
+    check_due_at TEXT NOT NULL,
+    owner TEXT,
+    lease_until TEXT,
+    last_check_at TEXT,
+    last_check_error TEXT,
+    last_notification_at TEXT,
+    notifications INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX calendar_watches_channel ON calendar_watches(channel_id) WHERE channel_id IS NOT NULL;
+CREATE INDEX calendar_watches_check ON calendar_watches(check_due_at);
+CREATE INDEX calendar_watches_watch ON calendar_watches(watch_due_at) WHERE watch_due_at IS NOT NULL;
+"""
+
+
+@migrations(name="0010_calendar_two_way")
+def calendar_two_way(db: Database) -> None:
+    """The two-way mirror (issue 11): the UnregisterOnCalendarDelete setting, items the person deleted, and each
+    connection's push channel and change cursor."""
+    for statement in _statements(CALENDAR_TWO_WAY):
+        db.execute(statement)

@@ -16,6 +16,8 @@ OAuth clients and endpoints (overridable so tests point them at local fakes):
 | COURSEWIRE_MAIL_FROM | unset: no e-mail fallback |
 | COURSEWIRE_CALENDAR_LINK_TTL | 900 seconds: how long a CalendarConnectionLink can be opened |
 | COURSEWIRE_ALLOWED_NETWORKS | networks outbound requests may reach although not public (CIDR, commas) |
+| COURSEWIRE_CALDAV_POLL_SECONDS | 300: how often a CalDAV calendar is read for changes (sync-collection) |
+| COURSEWIRE_CALENDAR_SWEEP_SECONDS | 900: how often a Microsoft 365 or Google calendar is read without a notification |
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class CalendarConfig:
     mail_from: str | None = None
     link_ttl: float = 900.0
     allowed_networks: tuple[IPNetwork, ...] = ()
+    caldav_poll_seconds: float = 300.0
+    sweep_seconds: float = 900.0
 
     @property
     def microsoft_authorize_url(self) -> str:
@@ -121,6 +125,19 @@ class CalendarConfig:
                     f"COURSEWIRE_CALENDAR_LINK_TTL={text!r}: expected seconds from 10 to 604800 (7 days)"
                 )
             kwargs["link_ttl"] = ttl
+        for name, attr, low, high in (
+            ("COURSEWIRE_CALDAV_POLL_SECONDS", "caldav_poll_seconds", 5, 86400),
+            ("COURSEWIRE_CALENDAR_SWEEP_SECONDS", "sweep_seconds", 60, 7 * 86400),
+        ):
+            text = env.get(name, "").strip()
+            if text:
+                try:
+                    seconds = float(text)
+                except ValueError:
+                    seconds = -1.0
+                if not low <= seconds <= high:
+                    raise CalendarConfigError(f"{name}={text!r}: expected seconds from {low} to {high}")
+                kwargs[attr] = seconds
         networks: list[IPNetwork] = []
         for name in ("COURSEWIRE_ALLOWED_NETWORKS", "COURSEWIRE_WEBHOOK_ALLOWED_NETWORKS"):
             try:

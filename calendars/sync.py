@@ -11,7 +11,8 @@ transaction. The rules (docs/design.md, "Calendar mirror"):
   higher SEQUENCE, before the calendar gets its events), except on a calendar that cannot be written now
   (paused, needs reauthorization): those events stay, not maintained;
 - days that have ended are left as they are, except in a calendar being disconnected, which is emptied;
-- equal digests mean no write, so a burst of edits is one write per event.
+- equal digests mean no write, so a burst of edits is one write per event; an event the person deleted from
+  their calendar and that stays deleted (calendars/inbound.py) is written again only when its digest changes.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def plan(
             elif channel is not None:
                 result.removes.append((record, by_day.get(record.day_id)))
             # else: e-mail switched off; the entries sent stay, not maintained (as a paused calendar's events)
+            continue
+        if record.deleted_at is not None:
+            result.forget.append(record)  # the person deleted it from their calendar: nothing left to remove
             continue
         via = _connection(conn, record.connection_id, connections)
         if via is None:

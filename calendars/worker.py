@@ -3,7 +3,11 @@
 `run_once(now)` does one round: (1) consume events after the `calendars` cursor and mark the (person,
 session) pairs each may change, in the transaction that moves the cursor (storage.consumer); (2) queue the
 pairs of calendars being disconnected, and forget those that are empty; (3) lease due pairs
-(storage.calendar.claim) and bring each to its desired state (calendars.sync), up to `concurrency` at once.
+(storage.calendar.claim) and bring each to its desired state (calendars.sync), up to `concurrency` at once;
+(4) the two-way part (storage.calendar_watch, calendars.inbound): give each maintained connection a watch row,
+create or renew push channels (Graph subscriptions, Google watch channels) that are due, stop those of
+connections no longer maintained, and run the checks that are due (after a notification, or every sweep or
+CalDAV poll interval).
 Leases let several workers share one database; a killed worker's pairs are taken back when their lease runs
 out, or at once by a worker of the same host that sees the process is gone. A crash between a provider
 write and its record repeats the write, which providers make idempotent (calendars/model.py).
@@ -14,16 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import aiohttp
 
-from calendars import sync
+from calendars import inbound, sync
 from calendars.config import CalendarConfig
-from calendars.model import CalendarItem, Provider
-from storage import calendar, consumer, leases, outbound
+from calendars.model import (
+    AuthorizationLost,
+    CalendarGone,
+    CalendarItem,
+    Provider,
+    ProviderError,
+    Rejected,
+    Watch,
+    Watchable,
+)
+from storage import calendar, calendar_watch, consumer, leases, outbound
 from storage.calendar import Connection, DirtyPair, ItemRecord
 from storage.db import Database
 from storage.models import Event
@@ -33,6 +47,16 @@ log = logging.getLogger("coursewire.calendars")
 
 CONSUMER = "calendars"
 LEASE = timedelta(minutes=5)
+# Push channels are asked for this long (Graph caps event subscriptions just under 7 days [MS4]) and renewed
+# a day before they end; a failed attempt is tried again after WATCH_RETRY (or the provider's Retry-After).
+WATCH_FOR = timedelta(days=6)
+RENEW_BEFORE = timedelta(days=1)
+WATCH_RETRY = timedelta(minutes=15)
+CHECK_RETRY = timedelta(minutes=1)
+NOTIFICATION_PATHS = {
+    "Microsoft365": "/calendar/notifications/microsoft365",
+    "Google": "/calendar/notifications/google",
+}
 
 ProviderFactory = Callable[[Connection], Provider]
 SendMail = Callable[[str, CalendarItem, ItemRecord | None, sync.Recipient, int, datetime], Awaitable[None]]
@@ -51,11 +75,15 @@ def pairs_for(conn: sqlite3.Connection, event: Event) -> set[tuple[str, str]]:
         return calendar.pairs_of_course(conn, event.course_id)
     if kind in ("UserUpdated", "UserDeleted") and event.user_id:
         return calendar.pairs_of_user(conn, event.user_id)
+    if kind in ("CalendarEventDeleted", "CalendarEventMoved") and event.user_id and event.session_id:
+        return {(event.user_id, event.session_id)}
     if kind.startswith("Calendar") and kind != "CalendarSettingsChanged" and event.user_id:
         return calendar.pairs_of_user(conn, event.user_id)
     if kind == "CalendarSettingsChanged":
         out: set[tuple[str, str]] = set()
         for name in event.data.get("changes", {}):
+            if not name.endswith("Enabled"):
+                continue  # UnregisterOnCalendarDelete changes nothing anybody's calendar holds
             provider = name.removesuffix("Enabled")
             out |= calendar.pairs_of_provider(conn, None if provider == "EmailFallback" else provider)
         return out
@@ -166,19 +194,161 @@ class CalendarWorker:
             while self.consume(now):
                 pass
         self._removals(now)
-        if not calendar.has_due(self.db, now):
+        worked = 0
+        if calendar.has_due(self.db, now):
+            pairs = calendar.claim(self.db, self.owner, self.batch, LEASE, now)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(pair: DirtyPair) -> None:
+                async with gate:
+                    await self._sync(pair, now)
+
+            await asyncio.gather(*(one(p) for p in pairs))
+            worked += len(pairs)
+        return worked + await self._inbound(now)
+
+    # -- the two-way part ---------------------------------------------------------------------------------
+
+    async def _inbound(self, now: datetime) -> int:
+        """Watch rows, push channels and due checks (module docstring, step 4); returns the checks run."""
+        calendar_watch.ensure(self.db, now)
+        for watch in calendar_watch.unwatched(self.db):
+            await self._stop_watching(watch)
+        for watch in calendar_watch.watches_due(self.db, now):
+            await self._rewatch(watch, now)
+        if not calendar_watch.has_due_checks(self.db, now):
             return 0
-        pairs = calendar.claim(self.db, self.owner, self.batch, LEASE, now)
-        if not pairs:
-            return 0
+        claimed = calendar_watch.claim_checks(self.db, self.owner, self.batch, LEASE, now)
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(pair: DirtyPair) -> None:
+        async def one(watch: calendar_watch.WatchState) -> None:
             async with gate:
-                await self._sync(pair, now)
+                await self._check(watch, now)
 
-        await asyncio.gather(*(one(p) for p in pairs))
-        return len(pairs)
+        await asyncio.gather(*(one(w) for w in claimed))
+        return len(claimed)
+
+    def _interval(self, provider: str) -> timedelta:
+        seconds = self.config.caldav_poll_seconds if provider == "CalDAV" else self.config.sweep_seconds
+        return timedelta(seconds=seconds)
+
+    async def _check(self, watch: calendar_watch.WatchState, now: datetime) -> None:
+        connection = calendar.connection_by_id(self.db, watch.connection_id)
+        if connection is None:
+            return
+        try:
+            result = await inbound.check(self.db, self._provider(connection), watch, now)
+        except CalendarGone as exc:
+            self._lost(connection.id, "Error", f"The calendar is gone or no longer shared: {exc}", watch, now)
+            return
+        except AuthorizationLost as exc:
+            self._lost(connection.id, "NeedsReauthorization", str(exc), watch, now)
+            return
+        except ProviderError as exc:
+            later = timedelta(seconds=exc.retry_after) if exc.retry_after else CHECK_RETRY
+            if isinstance(exc, Rejected):
+                later = max(later, self._interval(watch.provider))
+            calendar_watch.release(self.db, self.owner, watch.connection_id, now + later, str(exc))
+            return
+        except Exception as exc:
+            log.exception("reading the changes of calendar connection %s failed", watch.connection_id)
+            calendar_watch.release(self.db, self.owner, watch.connection_id, now + CHECK_RETRY, repr(exc))
+            return
+        for decision in result.decisions:
+            log.info(
+                "calendar connection %s: event of user %s, session %s, day %s: %s (%s)",
+                watch.connection_id,
+                decision.user_id,
+                decision.session_id,
+                decision.day_id,
+                decision.outcome,
+                decision.reason,
+            )
+        with self.db.write() as conn:
+            calendar_watch.checked(
+                conn,
+                self.owner,
+                watch.connection_id,
+                cursor=result.cursor,
+                next_due=now + self._interval(watch.provider),
+                now=now,
+                started=now,
+            )
+
+    def _lost(
+        self, connection_id: str, status: str, error: str, watch: calendar_watch.WatchState, now: datetime
+    ) -> None:
+        """The calendar cannot be read: mark the connection (nobody is unregistered) and end the check."""
+        with self.db.write() as conn:
+            calendar.set_status_in(conn, connection_id, status, error, now)
+            calendar_watch.checked(
+                conn, self.owner, connection_id, cursor=watch.cursor, next_due=now, now=now, started=now, error=error
+            )
+        self._drop_provider(connection_id)
+
+    async def _rewatch(self, watch: calendar_watch.WatchState, now: datetime) -> None:
+        """Create, renew or recreate the connection's push channel; CalDAV has none (it is polled)."""
+        connection = calendar.connection_by_id(self.db, watch.connection_id)
+        if connection is None:
+            return
+        provider = self._provider(connection)
+        path = NOTIFICATION_PATHS.get(connection.provider)
+        if path is None or not hasattr(provider, "watch"):
+            calendar_watch.set_channel(
+                self.db, watch.connection_id, channel_id=None, resource_id=None, hashed_secret=None,
+                expires_at=None, renew_at=None,
+            )  # fmt: skip
+            return
+        if not self.public_url:
+            calendar_watch.watch_failed(
+                self.db,
+                watch.connection_id,
+                "no push notifications: the server's public address is unknown (set COURSEWIRE_PUBLIC_URL);"
+                " changes are read every sweep",
+                now + WATCH_RETRY,
+            )
+            return
+        watchable: Watchable = provider  # type: ignore[assignment]
+        secret = secrets.token_urlsafe(32)
+        address = self.public_url + path
+        try:
+            if watch.channel_id and watch.expires_at:
+                old = Watch(watch.channel_id, watch.expires_at, watch.resource_id)
+                new = await watchable.renew(old, address, secret, now + WATCH_FOR)
+            else:
+                new = await watchable.watch(address, secret, now + WATCH_FOR)
+        except AuthorizationLost as exc:
+            calendar.set_status(self.db, watch.connection_id, "NeedsReauthorization", str(exc))
+            self._drop_provider(watch.connection_id)
+            return
+        except ProviderError as exc:
+            later = timedelta(seconds=exc.retry_after) if exc.retry_after else WATCH_RETRY
+            calendar_watch.watch_failed(self.db, watch.connection_id, str(exc), now + later)
+            return
+        # A subscription renewed in place keeps the secret it was created with (Graph PATCH changes only the
+        # expiry); a new channel carries the new one.
+        hashed = watch.secret_hash if new.id == watch.channel_id else calendar_watch.secret_hash(secret)
+        renew_at = new.expires_at - min(RENEW_BEFORE, (new.expires_at - now) / 2)
+        calendar_watch.set_channel(
+            self.db,
+            watch.connection_id,
+            channel_id=new.id,
+            resource_id=new.resource_id,
+            hashed_secret=hashed,
+            expires_at=new.expires_at,
+            renew_at=renew_at,
+        )
+
+    async def _stop_watching(self, watch: calendar_watch.WatchState) -> None:
+        """Stop the push channel of a connection no longer maintained and drop its watch row."""
+        connection = calendar.connection_by_id(self.db, watch.connection_id)
+        if watch.channel_id and watch.expires_at and connection is not None:
+            provider = self._provider(connection)
+            if hasattr(provider, "unwatch"):
+                with contextlib.suppress(ProviderError):
+                    await provider.unwatch(Watch(watch.channel_id, watch.expires_at, watch.resource_id))
+        with self.db.write() as conn:
+            calendar_watch.forget(conn, watch.connection_id)
 
     async def _sync(self, pair: DirtyPair, now: datetime) -> None:
         try:

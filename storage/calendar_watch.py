@@ -23,8 +23,12 @@ from datetime import datetime, timedelta
 from storage.db import Database, iso, parse_iso
 from storage.errors import clip
 
-# Connections whose changes are read: active, and writing to the calendar (sync on, a working status).
-_WATCHED = "c.state = 'active' AND c.sync_enabled = 1 AND c.status = 'Connected'"
+# Connections whose changes are read: active and maintained (sync on, a working status, the provider enabled).
+_WATCHED = (
+    "c.state = 'active' AND c.sync_enabled = 1 AND c.status = 'Connected' AND EXISTS (SELECT 1 FROM"
+    " calendar_settings s WHERE s.id = 1 AND CASE c.provider WHEN 'Microsoft365' THEN s.microsoft365_enabled"
+    " WHEN 'Google' THEN s.google_enabled ELSE s.caldav_enabled END = 1)"
+)
 
 
 def secret_hash(secret: str) -> str:
@@ -147,11 +151,12 @@ def set_channel(
     *,
     channel_id: str | None,
     resource_id: str | None,
-    secret: str | None,
+    hashed_secret: str | None,
     expires_at: datetime | None,
     renew_at: datetime | None,
 ) -> None:
-    """Record the connection's push channel (None: it has none) and when to renew it (None: never)."""
+    """Record the connection's push channel (None: it has none), the hash of its secret (`secret_hash`) and
+    when to renew it (None: never)."""
     with db.write() as conn:
         conn.execute(
             "UPDATE calendar_watches SET channel_id = ?, resource_id = ?, secret_hash = ?, expires_at = ?,"
@@ -159,7 +164,7 @@ def set_channel(
             (
                 channel_id,
                 resource_id,
-                None if secret is None else secret_hash(secret),
+                hashed_secret,
                 iso(expires_at) if expires_at else None,
                 iso(renew_at) if renew_at else None,
                 connection_id,
@@ -175,6 +180,16 @@ def watch_failed(db: Database, connection_id: str, error: str, retry_at: datetim
             "UPDATE calendar_watches SET watch_error = ?, watch_due_at = ? WHERE connection_id = ?",
             (clip(error), iso(retry_at), connection_id),
         )
+
+
+def has_due_checks(db: Database, now: datetime) -> bool:
+    """Whether a check is due (read-only: an idle round takes no write lock)."""
+    with db.read() as conn:
+        row = conn.execute(
+            "SELECT 1 FROM calendar_watches WHERE check_due_at <= ? AND (owner IS NULL OR lease_until <= ?) LIMIT 1",
+            (iso(now), iso(now)),
+        ).fetchone()
+    return row is not None
 
 
 def claim_checks(db: Database, owner: str, limit: int, lease: timedelta, now: datetime) -> list[WatchState]:

@@ -1,0 +1,249 @@
+"""The two-way mirror: read what changed in a person's calendar and decide what it means (issue 11).
+
+A check of one connection (`check`) reads the provider's changes after the stored cursor (`ChangeFeed.changes`;
+an expired cursor starts a full listing), turns them into deletion candidates -- events of ours reported removed,
+or, after a full listing, events of ours the calendar no longer lists -- and confirms each with a direct read
+(`Provider.get`) before anything happens (calendar-sync.md §5.1):
+
+- the event is still there: a duplicate or late notification, or our own write; nothing happens;
+- it is somewhere else (Graph keeps the immutable id across calendars; Google and CalDAV find it by id or UID in
+  the person's other calendars): the mirror follows it there (`CalendarEventMoved`);
+- it is gone: the person deleted it (`CalendarEventDeleted`). A learner registered for a session whose day has
+  not ended is unregistered with the person as the actor and a reason naming the calendar and the time, when
+  the account owner left `UnregisterOnCalendarDelete` on: the enrollment is cancelled when this was its only
+  registration (triggers CourseUnenrollment and SessionUnregistration), otherwise the one registration (the
+  waitlist promotes the next person either way), and the mirror removes the session's other days. Otherwise (an
+  instructor, a day that has ended, the setting off) the deletion is recorded on the item, which is written
+  again only when the session changes.
+
+Before the first confirmation the calendar itself is checked (`ChangeFeed.check_calendar`): a calendar deleted
+or unshared as a whole, or credentials that stopped working, raise CalendarGone or AuthorizationLost, which the
+worker turns into the connection's status (Error, NeedsReauthorization) without unregistering anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+from calendars import desired
+from calendars.model import ChangeFeed, CursorExpired, Provider, RemoteEvent, Written
+from storage import calendar, enrollments, events, seats, snapshots
+from storage.calendar import PROVIDER_NAMES, ItemRecord
+from storage.calendar_watch import WatchState
+from storage.db import Database, iso
+from storage.models import Actor
+
+log = logging.getLogger("coursewire.calendars")
+
+# Calls of `changes` in one check (each up to the provider's page cap); a longer backlog goes on next check.
+MAX_CALLS = 20
+# Deletion candidates confirmed in one check; the rest stay candidates (the cursor is not moved past them).
+MAX_CONFIRMATIONS = 200
+
+
+@dataclass
+class Decision:
+    """What was decided about one event of ours: Unregistered, Kept (deletion recorded), Followed (moved)."""
+
+    user_id: str
+    session_id: str
+    day_id: str
+    outcome: str
+    reason: str
+
+
+@dataclass
+class CheckResult:
+    """What one check read and decided. cursor: where the next check starts (None: list everything again)."""
+
+    cursor: str | None
+    changes: int = 0
+    full: bool = False
+    candidates: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def feed(provider: Provider) -> ChangeFeed | None:
+    """The provider's change feed, if it has one (the null provider has none)."""
+    if hasattr(provider, "changes") and hasattr(provider, "check_calendar"):
+        return cast(ChangeFeed, provider)
+    return None
+
+
+async def check(db: Database, provider: Provider, watch: WatchState, now: datetime) -> CheckResult:
+    """Read the changes of `watch`'s calendar since its cursor and act on confirmed deletions and moves (module
+    docstring). Returns what happened; the caller records the cursor. Raises the provider's errors (Throttled,
+    Unavailable, AuthorizationLost, CalendarGone, Rejected) before anything is decided on a failed read."""
+    changes = feed(provider)
+    if changes is None:
+        return CheckResult(cursor=None)
+    cursor = None if watch.full_check else watch.cursor
+    full = cursor is None
+    removed: set[str] = set()
+    listed: set[str] = set()
+    listed_keys: set[str] = set()
+    result = CheckResult(cursor=cursor)
+    for _ in range(MAX_CALLS):
+        try:
+            page = await changes.changes(cursor)
+        except CursorExpired:
+            if cursor is None:
+                raise
+            log.info("connection %s: change cursor expired; listing the calendar again", watch.connection_id)
+            cursor, full = None, True
+            removed.clear()
+            continue
+        for change in page.changes:
+            if change.removed:
+                removed.add(change.provider_id)
+            else:
+                listed.add(change.provider_id)
+                if change.key:
+                    listed_keys.add(change.key)
+        result.changes += len(page.changes)
+        cursor = page.cursor
+        if not page.more:
+            break
+    else:
+        full = False  # cut short: a partial listing says nothing about what it did not reach
+    result.full = full
+
+    candidates = _candidates(db, watch, now, removed, listed if full else None, listed_keys)
+    result.candidates = len(candidates)
+    if candidates:
+        await changes.check_calendar()
+    for record in candidates[:MAX_CONFIRMATIONS]:
+        assert record.provider_id is not None
+        remote = await provider.get(Written(record.provider_id, record.etag))
+        decision = _decide(db, watch, record, remote, now)
+        if decision is not None:
+            result.decisions.append(decision)
+    result.cursor = cursor if len(candidates) <= MAX_CONFIRMATIONS else watch.cursor
+    return result
+
+
+def _candidates(
+    db: Database,
+    watch: WatchState,
+    now: datetime,
+    removed: set[str],
+    listed: set[str] | None,
+    listed_keys: set[str],
+) -> list[ItemRecord]:
+    """Events of ours that may have been deleted: reported removed, or (after a full listing) upcoming and not
+    listed. Items already recorded as deleted are not candidates again."""
+    with db.read() as conn:
+        rows = conn.execute(
+            "SELECT * FROM calendar_items WHERE connection_id = ? AND channel = 'calendar' AND deleted_at IS NULL"
+            " AND provider_id IS NOT NULL",
+            (watch.connection_id,),
+        ).fetchall()
+    known = (listed or set()) | listed_keys
+    out = []
+    for row in rows:
+        record = ItemRecord.of(row)
+        key = f"{record.user_id}.{record.day_id}"
+        if record.provider_id in removed:
+            out.append(record)
+        elif listed is not None and record.day_end > now and not ({record.provider_id, key} & known):
+            out.append(record)  # one written while the listing ran is confirmed present by the read
+    return out
+
+
+def _decide(
+    db: Database, watch: WatchState, record: ItemRecord, remote: RemoteEvent | None, now: datetime
+) -> Decision | None:
+    """Act on one confirmed read in one write transaction; None when nothing was to be done."""
+    if remote is not None and not remote.cancelled and remote.provider_id == record.provider_id:
+        return None  # still there: a duplicate, a late notification, or our own write
+    with db.write() as conn:
+        row = conn.execute(
+            "SELECT * FROM calendar_items WHERE user_id = ? AND session_id = ? AND day_id = ? AND channel = 'calendar'"
+            " AND connection_id = ? AND provider_id IS ? AND deleted_at IS NULL",
+            (record.user_id, record.session_id, record.day_id, watch.connection_id, record.provider_id),
+        ).fetchone()
+        if row is None:
+            return None  # rewritten, removed or decided meanwhile
+        if remote is not None and not remote.cancelled:
+            conn.execute(
+                "UPDATE calendar_items SET provider_id = ?, etag = ? WHERE user_id = ? AND session_id = ?"
+                " AND day_id = ? AND channel = 'calendar'",
+                (remote.provider_id, remote.etag, record.user_id, record.session_id, record.day_id),
+            )
+            decision = Decision(record.user_id, record.session_id, record.day_id, "Followed", "MovedToAnotherCalendar")
+            _log(conn, "CalendarEventMoved", watch, record, decision, now)
+            return decision
+        return _deleted(conn, watch, record, now)
+
+
+def _deleted(conn: sqlite3.Connection, watch: WatchState, record: ItemRecord, now: datetime) -> Decision:
+    settings = calendar.settings_in(conn)
+    role = desired.role_of(conn, record.user_id, record.session_id)
+    registration = conn.execute(
+        "SELECT * FROM session_registrations WHERE session_id = ? AND user_id = ? AND status = 'Registered'",
+        (record.session_id, record.user_id),
+    ).fetchone()
+    if role == "Instructor":
+        reason = "Instructor"
+    elif record.day_end <= now:
+        reason = "DayEnded"
+    elif role != "Learner" or registration is None:
+        reason = "NotRegistered"
+    elif not settings["UnregisterOnCalendarDelete"]:
+        reason = "UnregisterOnCalendarDeleteOff"
+    else:
+        reason = ""
+    if reason:
+        conn.execute(
+            "UPDATE calendar_items SET deleted_at = ? WHERE user_id = ? AND session_id = ? AND day_id = ?"
+            " AND channel = 'calendar'",
+            (iso(now), record.user_id, record.session_id, record.day_id),
+        )
+        decision = Decision(record.user_id, record.session_id, record.day_id, "Kept", reason)
+        _log(conn, "CalendarEventDeleted", watch, record, decision, now)
+        return decision
+    person = Actor(kind="user", user_id=record.user_id)
+    why = (
+        f"The event was deleted from the person's {PROVIDER_NAMES.get(watch.provider, watch.provider)} calendar"
+        f" (noticed {iso(now)})"
+    )
+    decision = Decision(record.user_id, record.session_id, record.day_id, "Unregistered", "DeletedFromCalendar")
+    _log(conn, "CalendarEventDeleted", watch, record, decision, now)
+    others = conn.execute(
+        "SELECT count(*) FROM session_registrations WHERE enrollment_id = ? AND status <> 'Cancelled' AND id <> ?",
+        (registration["enrollment_id"], registration["id"]),
+    ).fetchone()[0]
+    if others:
+        seats.unregister(conn, person, now, registration, why)
+        seats.refresh_enrollment(conn, now, registration["enrollment_id"])
+    else:
+        enrollment = conn.execute("SELECT * FROM enrollments WHERE id = ?", (registration["enrollment_id"],)).fetchone()
+        enrollments.cancel_in(conn, enrollment, person, now, why)
+    return decision
+
+
+def _log(
+    conn: sqlite3.Connection, kind: str, watch: WatchState, record: ItemRecord, decision: Decision, now: datetime
+) -> None:
+    """Record the decision in the event log (`coursewire events`)."""
+    events.record(
+        conn,
+        kind,
+        calendar.SYSTEM if decision.outcome != "Unregistered" else Actor(kind="user", user_id=record.user_id),
+        now,
+        {
+            "Provider": watch.provider,
+            "Decision": decision.outcome,
+            "Reason": decision.reason,
+            "SessionDayId": record.day_id,
+            "DayStart": iso(record.day_start) if record.day_start else None,
+            "Subject": record.subject,
+            "user": snapshots.user(conn, record.user_id),
+        },
+        user_id=record.user_id,
+        session_id=record.session_id,
+    )

@@ -1,0 +1,208 @@
+"""The two-way mirror's engine with in-memory calendars (calendars/inbound.py): what a person deleting or moving a
+session's event in their calendar does to their registration, and what it must not do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from engine_support import World, make_world
+
+from calendars.model import AuthorizationLost, Throttled
+from calendars.providers.null import NullProvider
+from storage import calendar, calendar_watch, events, sessions
+from storage.models import CLI, EnrollmentStatus
+
+POLL = 301  # seconds: just past the default COURSEWIRE_CALDAV_POLL_SECONDS
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = make_world(tmp_path)
+    w.settings(CalDAVEnabled=True)
+    return w
+
+
+def _provider(world: World, person: str) -> NullProvider:
+    connection = calendar.active_connection(world.db, world.people[person])
+    assert connection is not None
+    return world.providers[connection.id]
+
+
+def _status(world: World, enrollment_id: str) -> str:
+    with world.db.read() as conn:
+        (status,) = conn.execute("SELECT status FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
+    return EnrollmentStatus(status).name
+
+
+def _decisions(world: World) -> list[tuple[str, str, str]]:
+    found = events.latest(world.db, types=["CalendarEventDeleted", "CalendarEventMoved"])
+    return [(e.type, e.data["Decision"], e.data["Reason"]) for e in found]
+
+
+def _registered(world: World, person: str, **session: object) -> tuple[str, str, NullProvider]:
+    session_id = world.session(**session)  # type: ignore[arg-type]
+    world.connect(person)
+    enrollment = world.enroll(person, session_id)
+    world.sync()
+    return session_id, enrollment, _provider(world, person)
+
+
+def test_a_learner_deleting_the_event_is_unregistered_and_the_waitlist_moves_up(world: World) -> None:
+    session_id, lena, calendar_of_lena = _registered(world, "lena", days=2, MaxAttendees="1")
+    world.connect("omar")
+    omar = world.enroll("omar", session_id)
+    world.sync()
+    assert _status(world, omar) == "Waitlisted"
+    first_day = min(calendar_of_lena.events, key=lambda pid: calendar_of_lena.events[pid].start)
+
+    calendar_of_lena.person_deletes(first_day)
+    world.advance(seconds=POLL)
+    world.sync()
+
+    assert _status(world, lena) == "Cancelled"
+    cancelled = events.latest(world.db, types=["EnrollmentCancelled"])[0]
+    assert cancelled.actor == {"kind": "user", "api_key_id": None, "user_id": world.people["lena"]}
+    assert "deleted from the person's CalDAV calendar" in cancelled.data["Message"]
+    assert [e.type for e in events.latest(world.db, types=["SessionUnregistered"])] == ["SessionUnregistered"]
+    assert _decisions(world) == [("CalendarEventDeleted", "Unregistered", "DeletedFromCalendar")]
+    assert world.calendar_of("lena") == []  # the second day went too
+    assert _status(world, omar) != "Waitlisted"
+    assert len(world.calendar_of("omar")) == 2
+
+
+def test_a_notification_arriving_twice_or_for_our_own_write_unregisters_nobody(world: World) -> None:
+    session_id, lena, provider = _registered(world, "lena")
+    (event_id,) = provider.events
+    provider.log.append((event_id, True))  # a removal reported although the event is still there
+    provider.log.append((event_id, True))
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert _decisions(world) == []
+    sessions.update(world.db, CLI, session_id, {"Title": "Renamed"})
+    world.sync()
+    assert [i.subject for i in world.calendar_of("lena")] == ["First aid: Renamed"]
+
+
+def test_an_event_moved_to_another_calendar_is_followed_not_taken_for_a_deletion(world: World) -> None:
+    session_id, lena, provider = _registered(world, "lena")
+    (event_id,) = provider.events
+    new_id = provider.person_moves(event_id)
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert _decisions(world) == [("CalendarEventMoved", "Followed", "MovedToAnotherCalendar")]
+    sessions.update(world.db, CLI, session_id, {"Title": "Renamed"})
+    world.sync()
+    assert list(provider.events) == [new_id]  # updated where the person put it, not written a second time
+    assert provider.events[new_id].subject == "First aid: Renamed"
+
+
+def test_an_instructor_deleting_the_event_is_recorded_and_the_event_comes_back_with_the_next_change(
+    world: World,
+) -> None:
+    session_id = world.session(InstructorLogins=["ivan@example.org"])
+    world.connect("ivan")
+    world.sync()
+    provider = _provider(world, "ivan")
+    (event_id,) = provider.events
+    provider.person_deletes(event_id)
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _decisions(world) == [("CalendarEventDeleted", "Kept", "Instructor")]
+    assert provider.events == {}
+    world.advance(seconds=POLL)
+    world.sync()  # not written again by the next check, nor by an unrelated round
+    assert provider.events == {}
+    sessions.update(world.db, CLI, session_id, {"Title": "Renamed"})
+    world.sync()
+    assert [i.subject for i in world.calendar_of("ivan")] == ["First aid: Renamed"]
+
+
+def test_with_unregister_on_calendar_delete_off_the_learner_stays_registered(world: World) -> None:
+    world.settings(UnregisterOnCalendarDelete=False)
+    _, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert _decisions(world) == [("CalendarEventDeleted", "Kept", "UnregisterOnCalendarDeleteOff")]
+
+
+def test_deleting_the_event_of_a_day_that_has_ended_unregisters_nobody(world: World) -> None:
+    _, lena, provider = _registered(world, "lena")
+    world.advance(days=40)  # the session (1 March 2027) is over
+    provider.person_deletes(next(iter(provider.events)))
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert _decisions(world) == [("CalendarEventDeleted", "Kept", "DayEnded")]
+
+
+def test_a_deleted_calendar_marks_the_connection_and_unregisters_nobody(world: World) -> None:
+    _, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    provider.gone = True
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    shown = calendar.get_connection(world.db, CLI, world.people["lena"])
+    assert shown["Status"] == "Error"
+    assert "gone or no longer shared" in shown["LastError"]
+
+
+def test_a_revoked_token_marks_the_connection_and_unregisters_nobody(world: World) -> None:
+    _, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    provider.fail.append(AuthorizationLost("invalid_grant: AADSTS50173"))
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert calendar.get_connection(world.db, CLI, world.people["lena"])["Status"] == "NeedsReauthorization"
+
+
+def test_an_expired_cursor_lists_the_calendar_again_and_still_finds_the_deletion(world: World) -> None:
+    _, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    provider.expire_cursors()
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) == "Cancelled"
+
+
+def test_a_throttled_read_is_tried_again_after_retry_after_and_decides_nothing_meanwhile(world: World) -> None:
+    _, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    provider.fail.append(Throttled("429", retry_after=120))
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    world.advance(seconds=60)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"  # still waiting out the Retry-After
+    world.advance(seconds=61)
+    world.sync()
+    assert _status(world, lena) == "Cancelled"
+
+
+def test_a_notification_makes_the_check_due_at_once(world: World) -> None:
+    _, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    world.sync()
+    assert _status(world, lena) != "Cancelled"  # the next poll is minutes away
+    connection = calendar.active_connection(world.db, world.people["lena"])
+    assert connection is not None
+    calendar_watch.notified(world.db, connection.id, world.now[0])
+    world.sync()
+    assert _status(world, lena) == "Cancelled"
+
+
+def test_checks_are_read_only_while_nothing_changes(world: World) -> None:
+    _, _, provider = _registered(world, "lena")
+    reads = provider.reads
+    world.sync()
+    assert provider.reads == reads  # not due: no call
+    world.advance(seconds=POLL)
+    world.sync()
+    assert provider.reads == reads + 1  # one changes() call, no confirmation reads

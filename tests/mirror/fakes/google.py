@@ -11,44 +11,92 @@ Faithful to ../shared/reference/notes/calendar-sync.md §2.2 ([GO1] discovery do
   zone. `If-Match` with another etag is 412 `conditionNotMet`. Patch merges objects, replaces the rest.
 - list filters on `privateExtendedProperty`/`sharedExtendedProperty=name=value` (several must all match: the
   discovery document's reading; Google's guide says they are OR-ed, the notes flag the conflict), `timeMin`,
-  `timeMax`, pages with `maxResults` (default 250, at most 2500) and `pageToken`. No syncToken.
+  `timeMax`, pages with `maxResults` (default 250, at most 2500) and `pageToken`.
+- Incremental sync [GO1][GO3]: each calendar keeps a change log; the last page of a list carries
+  `nextSyncToken` (the log's position when the listing began); a list with `syncToken` returns every event
+  changed since, deletions included as `{"kind", "etag", "id", "status": "cancelled"}` (only the id is
+  promised), and answers 400 `invalid` when combined with `iCalUID`, `orderBy`, `privateExtendedProperty`, `q`,
+  `sharedExtendedProperty`, `timeMin`, `timeMax` or `updatedMin`. `invalidate_sync_tokens` makes every token
+  (and page token) issued before it answer 410 `fullSyncRequired`.
+- `POST …/events/{eventId}/move?destination=` (events.move): the event leaves the calendar (its id reads 404
+  there and shows as cancelled in that calendar's change feed) and enters the destination under the same id.
+- `GET /calendar/v3/calendars/{calendarId}` (calendars.get), `GET /calendar/v3/users/me/calendarList`
+  (`minAccessRole`, `maxResults` default 100 at most 250, `pageToken`): the calendars shared with the account,
+  with `accessRole` and `primary`. A deleted calendar (`delete_calendar`) answers 404 `notFound` to everything.
+  Writing to a calendar the account only reads is 403 `requiredAccessLevel`.
+- Push notifications [GO2]: `POST …/events/watch {id, type: "web_hook", address, token?, params: {ttl}}` answers
+  the Channel `{kind: "api#channel", id, resourceId, resourceUri, token, expiration}` (`expiration`: ms since the
+  epoch as a string, `ttl` capped at 30 days: implementers report 7 to about 30 days [GO2-b]); an id in use is
+  400 `channelIdNotUnique`. The address must be http(s) (Google demands https with a CA-signed certificate;
+  tests receive on plain http on 127.0.0.1) and is only ever posted to when it is on the loopback interface.
+  The channel first POSTs `sync` (message number 1), then `exists` on every change of the calendar's events,
+  made through the API or by the hooks acting as the person (`person_deletes`, `person_edits`, `person_moves`,
+  `delete_calendar`): headers X-Goog-Channel-ID, -Channel-Token, -Channel-Expiration (RFC 1123), -Message-Number
+  (increasing per channel), -Resource-ID, -Resource-State, -Resource-URI, and no body. Expired and stopped
+  channels send nothing. `POST /calendar/v3/channels/stop {id, resourceId}` answers 204, or 404 for a channel
+  it does not know. `drop_next`, `duplicate_next` and `hold_next`/`release` make the next notifications go
+  missing (a gap in message numbers, as when Google drops one), arrive twice, or arrive late and out of order;
+  `pushed` records each POST and its answer, `settle()` waits until everything due has been delivered.
 - Bearer tokens are checked by `authorize(token) -> account or None` (401 `authError` otherwise), which a
   test may replace (e.g. with the shared OAuth token fake); `issue_token`/`revoke` serve tests without one.
 - Per-user rate limit: `rate_limit = N` requests answered per sliding 60 s of `clock` (those refused do not
   count) → 403 `rateLimitExceeded`; `random_throttle(p, seed)` answers `rateLimitExceeded` at random (403 or
   429, as Google does both); `fail_next(status, reason)` scripts the next answers; `lose_answers` carries
-  requests out and closes the connection unanswered; `delete_as_person` cancels an event as the person's
-  calendar app would; `log` keeps every request.
+  requests out and closes the connection unanswered; `person_deletes` (alias `delete_as_person`) cancels an
+  event as the person's calendar app would; `log` keeps every request.
 Error body: `{"error": {"code", "message", "errors": [{"domain", "reason", "message"}], "status"}}`.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import ipaddress
 import json
 import random
 import re
 import socket
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")
-ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)/events(?:/(?P<event>[^/]+))?")
+PREFIX = "/calendar/v3"
+ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)/events(?:/(?P<event>[^/]+)(?P<move>/move)?)?")
+CALENDAR_ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)")
+CALENDAR_LIST = "/calendar/v3/users/me/calendarList"
+CHANNELS_STOP = "/calendar/v3/channels/stop"
+# Parameters Google refuses next to a syncToken [GO3].
+NOT_WITH_SYNC_TOKEN = (
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+)
+ROLES = ("freeBusyReader", "reader", "writer", "owner")
+MAX_TTL = timedelta(days=30)
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
+    410: "GONE",
     412: "FAILED_PRECONDITION",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
@@ -65,6 +113,8 @@ MESSAGES = {
     "quotaExceeded": "Calendar usage limits exceeded.",
     "backendError": "Backend Error",
     "insufficientPermissions": "Request had insufficient authentication scopes.",
+    "fullSyncRequired": "Sync token is no longer valid, a full sync is required.",
+    "requiredAccessLevel": "You need to have writer access to this calendar.",
 }
 # Fields Google sets itself: a client's value on insert/update is ignored.
 READ_ONLY = ("kind", "etag", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID")
@@ -104,7 +154,40 @@ class Logged:
 class Calendar:
     id: str
     time_zone: str = "UTC"
+    summary: str = ""
+    roles: dict[str, str] = field(default_factory=dict)  # account -> accessRole
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id, in insertion order
+    changes: list[str] = field(default_factory=list)  # event ids in the order they changed: the sync log
+    resource_id: str = field(default_factory=lambda: uuid.uuid4().hex[:27])
+
+
+@dataclass
+class Channel:
+    """An events.watch channel [GO2]."""
+
+    id: str
+    calendar_id: str
+    resource_id: str
+    resource_uri: str
+    address: str
+    token: str | None
+    expiration: datetime
+    account: str
+    messages: int = 0  # the last message number used
+    stopped: bool = False
+
+
+@dataclass
+class Pushed:
+    """One notification POSTed (or dropped): `status` is the receiver's answer, 0 when it could not be reached,
+    None when it was dropped or not sent (not a loopback address)."""
+
+    channel_id: str
+    number: int
+    state: str
+    address: str
+    headers: dict[str, str]
+    status: int | None = None
 
 
 class GoogleCalendarFake:
@@ -117,6 +200,8 @@ class GoogleCalendarFake:
         self.authorize: Callable[[str], str | None] = self.tokens.get
         self.rate_limit: int | None = None  # requests per sliding minute per account
         self.log: list[Logged] = []
+        self.channels: dict[str, Channel] = {}
+        self.pushed: list[Pushed] = []
         self.lock = threading.RLock()
         self._script: deque[GoogleError] = deque()
         self._lose = 0
@@ -125,15 +210,34 @@ class GoogleCalendarFake:
         self._throttle_probability = 0.0
         self._etags = 3181161784712000
         self._token_count = 0
+        self._epoch = 0  # sync and page tokens of an older epoch answer 410 fullSyncRequired
+        self._outbox: deque[Pushed] = deque()
+        self._held: list[Pushed] = []
+        self._drop = self._duplicate = self._hold = 0
+        self._in_flight = 0
+        self._delivering = threading.Lock()  # one deliverer at a time, so notifications leave in order
+        self._settled = threading.Condition(self.lock)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # --- the test's side -------------------------------------------------------------------------------
 
-    def add_calendar(self, account: str, time_zone: str = "UTC") -> Calendar:
-        """The account's primary calendar (its id is the account address, as at Google)."""
+    def add_calendar(
+        self,
+        account: str,
+        time_zone: str = "UTC",
+        *,
+        calendar_id: str | None = None,
+        summary: str | None = None,
+        role: str = "owner",
+    ) -> Calendar:
+        """The account's primary calendar (its id is the account address, as at Google), or with `calendar_id`
+        another calendar that the account reaches with `role` (adding an account to an existing one shares it)."""
         with self.lock:
-            return self.calendars.setdefault(account, Calendar(account, time_zone))
+            calendar_id = calendar_id or account
+            calendar = self.calendars.setdefault(calendar_id, Calendar(calendar_id, time_zone, summary or calendar_id))
+            calendar.roles[account] = role
+            return calendar
 
     def issue_token(self, account: str) -> str:
         """A new access token for the account (the default `authorize` accepts it until revoked)."""
@@ -173,12 +277,77 @@ class GoogleCalendarFake:
         with self.lock:
             self._rng, self._throttle_probability = random.Random(seed), probability  # noqa: S311 (a test's dice)
 
-    def delete_as_person(self, calendar_id: str, event_id: str) -> None:
+    def person_deletes(self, calendar_id: str, event_id: str) -> None:
         """What the person's calendar app does on delete: the event stays, cancelled (not a logged request)."""
         with self.lock:
-            event = self.calendars[calendar_id].events[event_id]
+            calendar = self.calendars[calendar_id]
+            event = calendar.events[event_id]
             event["status"] = "cancelled"
             self._touch(event)
+            self._changed(calendar, event_id)
+        self._deliver()
+
+    delete_as_person = person_deletes
+
+    def person_edits(self, calendar_id: str, event_id: str, **fields: Any) -> None:
+        """The person changes fields of the event in their calendar app (e.g. summary="Mine now")."""
+        with self.lock:
+            calendar = self.calendars[calendar_id]
+            event = calendar.events[event_id]
+            event.update(copy.deepcopy(fields))
+            self._touch(event)
+            self._changed(calendar, event_id)
+        self._deliver()
+
+    def person_moves(self, calendar_id: str, event_id: str, destination: str) -> None:
+        """The person moves the event to another of their calendars, as events.move does."""
+        with self.lock:
+            self._move(self.calendars[calendar_id], event_id, self.calendars[destination])
+        self._deliver()
+
+    def delete_calendar(self, calendar_id: str) -> None:
+        """The calendar is deleted as a whole: its channels say so once more (`exists`), then everything about
+        it answers 404."""
+        with self.lock:
+            calendar = self.calendars.pop(calendar_id)
+            self._notify(calendar.id, "exists")
+            for channel in self.channels.values():
+                if channel.calendar_id == calendar.id:
+                    channel.stopped = True
+        self._deliver()
+
+    def invalidate_sync_tokens(self) -> None:
+        """Every sync token and page token issued so far answers 410 fullSyncRequired (Google's tokens expire)."""
+        with self.lock:
+            self._epoch += 1
+
+    def drop_next(self, count: int = 1) -> None:
+        """The next `count` notifications are never sent (their message numbers are spent: a gap)."""
+        with self.lock:
+            self._drop += count
+
+    def duplicate_next(self, count: int = 1) -> None:
+        """The next `count` notifications arrive twice, with the same message number."""
+        with self.lock:
+            self._duplicate += count
+
+    def hold_next(self, count: int = 1) -> None:
+        """The next `count` notifications wait until `release()`, so later ones overtake them."""
+        with self.lock:
+            self._hold += count
+
+    def release(self) -> None:
+        """Send the held notifications now, the last held first."""
+        with self.lock:
+            self._outbox.extend(reversed(self._held))
+            self._held.clear()
+        self._deliver()
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every notification due has been delivered (answers in flight included)."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: not self._outbox and not self._in_flight, timeout):
+                raise TimeoutError("notifications still in flight")
 
     def stored(self, calendar_id: str, *, deleted: bool = False) -> list[dict[str, Any]]:
         """Copies of the events held (cancelled ones only with deleted=True), as Google would answer them."""
@@ -186,6 +355,15 @@ class GoogleCalendarFake:
             calendar = self.calendars[calendar_id]
             return [
                 self._render(calendar, e) for e in calendar.events.values() if deleted or e["status"] != "cancelled"
+            ]
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[Logged]:
+        """The logged requests, those with this method and/or a path ending with `path`."""
+        with self.lock:
+            return [
+                e
+                for e in self.log
+                if (method is None or e.method == method) and (path is None or e.path.endswith(path))
             ]
 
     def start(self) -> GoogleCalendarFake:
@@ -216,12 +394,13 @@ class GoogleCalendarFake:
     def base_url(self) -> str:
         assert self._server is not None, "start() the fake first"
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/calendar/v3"
+        return f"http://{host!s}:{port}{PREFIX}"
 
     # --- the API ---------------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
-        """Answer one request: (status, JSON body or None, extra headers); status 0: answer nothing, close."""
+        """Answer one request: (status, JSON body or None, extra headers); status 0: answer nothing, close.
+        Notifications the request caused are sent by `deliver_after` once the answer is out."""
         parts = urlsplit(target)
         query = parse_qs(parts.query)
         with self.lock:
@@ -245,9 +424,14 @@ class GoogleCalendarFake:
                 return 0, None, {}
             return status, body, {}
 
+    def deliver_after(self) -> None:
+        """Called by the server after each answer: send the notifications that are due."""
+        self._deliver()
+
     def _dispatch(self, entry: Logged, headers: dict[str, str]) -> tuple[int, Any]:
         route = ROUTE.fullmatch(entry.path)
-        if route is None:
+        calendar_route = CALENDAR_ROUTE.fullmatch(entry.path)
+        if route is None and calendar_route is None and entry.path not in (CALENDAR_LIST, CHANNELS_STOP):
             raise GoogleError(404, "notFound")
         authorization = headers.get("authorization", "")
         account = self.authorize(authorization[7:]) if authorization.startswith("Bearer ") else None
@@ -259,15 +443,35 @@ class GoogleCalendarFake:
         self._count(account)
         if self._rng is not None and self._rng.random() < self._throttle_probability:
             raise GoogleError(self._rng.choice((403, 429)), "rateLimitExceeded")
-        calendar_id = unquote(route["calendar"])
-        calendar = self.calendars.get(account if calendar_id == "primary" else calendar_id)
-        if calendar is None or calendar.id != account:
-            raise GoogleError(404, "notFound")
-        event_id = unquote(route["event"]) if route["event"] else None
         method, body, query = entry.method, entry.body, entry.query
+        if entry.path == CALENDAR_LIST:
+            if method != "GET":
+                raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
+            return 200, self._calendar_list(account, query)
+        if entry.path == CHANNELS_STOP:
+            if method != "POST":
+                raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
+            return self._stop(_object(body))
+        calendar_id = unquote((route or calendar_route)["calendar"])  # type: ignore[index]
+        calendar = self._calendar(account, calendar_id)
+        if route is None:
+            if method != "GET":
+                raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
+            return 200, {
+                "kind": "calendar#calendar",
+                "etag": f'"{calendar.resource_id}"',
+                "id": calendar.id,
+                "summary": calendar.summary,
+                "timeZone": calendar.time_zone,
+            }
+        event_id = unquote(route["event"]) if route["event"] else None
         send_updates = query.get("sendUpdates", ["false"])[-1]
         if send_updates not in ("all", "externalOnly", "none", "false"):
             raise GoogleError(400, "invalidParameter", f"Invalid value for: sendUpdates: {send_updates}")
+        if event_id == "watch" and method == "POST" and not route["move"]:  # 'w' is no base32hex: not an id
+            return 200, self._watch(calendar, account, _object(body))
+        if method != "GET":
+            self._require_writer(calendar, account)
         if event_id is None and method == "POST":
             return 200, self._insert(calendar, _object(body))
         if event_id is None and method == "GET":
@@ -280,6 +484,13 @@ class GoogleCalendarFake:
         if_match = headers.get("if-match")
         if if_match and if_match not in ("*", event["etag"]):
             raise GoogleError(412, "conditionNotMet")
+        if route["move"]:
+            if method != "POST":
+                raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
+            destination = self._calendar(account, query.get("destination", [""])[-1])
+            self._require_writer(destination, account)
+            moved = self._move(calendar, event_id, destination)
+            return 200, self._render(destination, moved)
         if method == "GET":
             return 200, self._render(calendar, event)
         if method == "PUT":
@@ -291,8 +502,19 @@ class GoogleCalendarFake:
                 raise GoogleError(410, "deleted")
             event["status"] = "cancelled"
             self._touch(event)
+            self._changed(calendar, event_id)
             return 204, None
         raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
+
+    def _calendar(self, account: str, calendar_id: str) -> Calendar:
+        calendar = self.calendars.get(account if calendar_id == "primary" else calendar_id)
+        if calendar is None or account not in calendar.roles:
+            raise GoogleError(404, "notFound")
+        return calendar
+
+    def _require_writer(self, calendar: Calendar, account: str) -> None:
+        if calendar.roles.get(account) not in ("writer", "owner"):
+            raise GoogleError(403, "requiredAccessLevel")
 
     def _count(self, account: str) -> None:
         if self.rate_limit is None:
@@ -332,6 +554,7 @@ class GoogleCalendarFake:
         event.setdefault("eventType", "default")
         self._touch(event)
         calendar.events[event_id] = event
+        self._changed(calendar, event_id)
         return self._render(calendar, event)
 
     def _update(self, calendar: Calendar, event: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -345,11 +568,25 @@ class GoogleCalendarFake:
         event.clear()
         event.update(fresh, **kept)
         self._touch(event)
+        self._changed(calendar, event["id"])
         return self._render(calendar, event)
 
     def _patch(self, calendar: Calendar, event: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         merged = _merge(copy.deepcopy(event), {k: v for k, v in body.items() if k not in (*READ_ONLY, "id")})
         return self._update(calendar, event, merged)
+
+    def _move(self, source: Calendar, event_id: str, destination: Calendar) -> dict[str, Any]:
+        """events.move: the event leaves `source` (404 there, cancelled in its change feed) for `destination`,
+        under the same id, organized by the destination calendar."""
+        if event_id in destination.events:
+            raise GoogleError(409, "duplicate")
+        event = source.events.pop(event_id)
+        event["organizer"] = {"email": destination.id, "self": True}
+        self._touch(event)
+        destination.events[event_id] = event
+        self._changed(source, event_id)
+        self._changed(destination, event_id)
+        return event
 
     def _validated(self, body: dict[str, Any]) -> dict[str, Any]:
         event = {k: copy.deepcopy(v) for k, v in body.items() if k not in (*READ_ONLY, "id")}
@@ -369,6 +606,43 @@ class GoogleCalendarFake:
         return event
 
     def _list(self, calendar: Calendar, query: dict[str, list[str]]) -> dict[str, Any]:
+        size = min(int(query.get("maxResults", ["250"])[-1]), 2500)
+        sync_token = query.get("syncToken", [None])[-1]
+        page_token = query.get("pageToken", [None])[-1]
+        if sync_token is not None:
+            forbidden = [name for name in NOT_WITH_SYNC_TOKEN if name in query]
+            if forbidden:
+                raise GoogleError(400, "invalid", f"The parameter {forbidden[0]} cannot be used with syncToken.")
+        if page_token is not None:  # carries the listing it continues
+            state = self._token(calendar, page_token, "pageToken")
+            since, until, offset = state["since"], state["until"], state["offset"]
+        else:
+            since = None if sync_token is None else self._token(calendar, sync_token, "syncToken")["at"]
+            until, offset = len(calendar.changes), 0
+        if since is not None:
+            changed = dict.fromkeys(reversed(calendar.changes[since:until]))  # each id once, at its last change
+            items = [
+                self._render(calendar, calendar.events[i]) if i in calendar.events else self._gone(i)
+                for i in reversed(changed)
+            ]
+        else:
+            items = [self._render(calendar, e) for e in self._matching(calendar, query)]
+        page: dict[str, Any] = {
+            "kind": "calendar#events",
+            "summary": calendar.summary,
+            "timeZone": calendar.time_zone,
+            "accessRole": calendar.roles.get(calendar.id, "owner"),
+            "defaultReminders": [],
+            "items": items[offset : offset + size],
+        }
+        if offset + size < len(items):
+            state = {"since": since, "until": until, "offset": offset + size}
+            page["nextPageToken"] = self._mint(calendar, state)
+        else:
+            page["nextSyncToken"] = self._mint(calendar, {"at": until})
+        return page
+
+    def _matching(self, calendar: Calendar, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         wanted = [("private", _pair(p)) for p in query.get("privateExtendedProperty", [])]
         wanted += [("shared", _pair(p)) for p in query.get("sharedExtendedProperty", [])]
         show_deleted = query.get("showDeleted", ["false"])[-1] == "true"
@@ -386,19 +660,151 @@ class GoogleCalendarFake:
             if time_max is not None and event["start"]["_at"] >= time_max:
                 continue
             items.append(event)
-        size = min(int(query.get("maxResults", ["250"])[-1]), 2500)
+        return items
+
+    def _gone(self, event_id: str) -> dict[str, Any]:
+        """A deletion in a change feed: only the id is promised [GO1]."""
+        self._etags += 1
+        return {"kind": "calendar#event", "etag": f'"{self._etags}"', "id": event_id, "status": "cancelled"}
+
+    def _mint(self, calendar: Calendar, state: dict[str, Any]) -> str:
+        data = json.dumps({"c": calendar.id, "e": self._epoch, **state}).encode()
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    def _token(self, calendar: Calendar, token: str, name: str) -> dict[str, Any]:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except ValueError:
+            raise GoogleError(400, "invalid", f"Invalid {name} value.") from None
+        if not isinstance(state, dict) or state.get("c") != calendar.id:
+            raise GoogleError(400, "invalid", f"Invalid {name} value.")
+        if state.get("e") != self._epoch:
+            raise GoogleError(410, "fullSyncRequired")
+        return state
+
+    def _calendar_list(self, account: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        least = query.get("minAccessRole", ["freeBusyReader"])[-1]
+        if least not in ROLES:
+            raise GoogleError(400, "invalidParameter", f"Invalid value for: minAccessRole: {least}")
+        entries = [
+            {
+                "kind": "calendar#calendarListEntry",
+                "id": c.id,
+                "summary": c.summary,
+                "timeZone": c.time_zone,
+                "accessRole": c.roles[account],
+                **({"primary": True} if c.id == account else {}),
+            }
+            for c in self.calendars.values()
+            if ROLES.index(c.roles.get(account, least)) >= ROLES.index(least) and account in c.roles
+        ]
+        size = min(int(query.get("maxResults", ["100"])[-1]), 250)
         offset = int(query.get("pageToken", ["0"])[-1])
-        page: dict[str, Any] = {
-            "kind": "calendar#events",
-            "summary": calendar.id,
-            "timeZone": calendar.time_zone,
-            "accessRole": "owner",
-            "defaultReminders": [],
-            "items": [self._render(calendar, e) for e in items[offset : offset + size]],
-        }
-        if offset + size < len(items):
+        page: dict[str, Any] = {"kind": "calendar#calendarList", "items": entries[offset : offset + size]}
+        if offset + size < len(entries):
             page["nextPageToken"] = str(offset + size)
         return page
+
+    def _watch(self, calendar: Calendar, account: str, body: dict[str, Any]) -> dict[str, Any]:
+        channel_id, address = body.get("id"), body.get("address")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise GoogleError(400, "required", "Required channel id")
+        if channel_id in self.channels:
+            raise GoogleError(400, "channelIdNotUnique", f"Channel id {channel_id} not unique")
+        if body.get("type") not in ("web_hook", "webhook"):
+            raise GoogleError(400, "invalid", "Invalid channel type")
+        if not isinstance(address, str) or urlsplit(address).scheme not in ("http", "https"):
+            raise GoogleError(400, "push.webhookUrlNotHttps", "WebHook callback must be HTTPS")
+        ttl = MAX_TTL
+        with contextlib.suppress(TypeError, ValueError):
+            ttl = min(timedelta(seconds=int((body.get("params") or {})["ttl"])), MAX_TTL)
+        expiration = (self.clock() + ttl).replace(microsecond=0)
+        token = body.get("token")
+        channel = Channel(
+            id=channel_id,
+            calendar_id=calendar.id,
+            resource_id=calendar.resource_id,
+            resource_uri=f"https://www.googleapis.com/calendar/v3/calendars/{calendar.id}/events?alt=json",
+            address=address,
+            token=token if isinstance(token, str) else None,
+            expiration=expiration,
+            account=account,
+        )
+        self.channels[channel_id] = channel
+        self._push(channel, "sync")
+        answer = {
+            "kind": "api#channel",
+            "id": channel.id,
+            "resourceId": channel.resource_id,
+            "resourceUri": channel.resource_uri,
+            "expiration": str(int(expiration.timestamp() * 1000)),
+        }
+        if channel.token is not None:
+            answer["token"] = channel.token
+        return answer
+
+    def _stop(self, body: dict[str, Any]) -> tuple[int, Any]:
+        channel = self.channels.get(str(body.get("id")))
+        if channel is None or channel.stopped or channel.resource_id != body.get("resourceId"):
+            raise GoogleError(404, "notFound", f"Channel '{body.get('id')}' not found for project '1'")
+        channel.stopped = True
+        return 204, None
+
+    # --- notifications ---------------------------------------------------------------------------------
+
+    def _changed(self, calendar: Calendar, event_id: str) -> None:
+        calendar.changes.append(event_id)
+        self._notify(calendar.id, "exists")
+
+    def _notify(self, calendar_id: str, state: str) -> None:
+        now = self.clock()
+        for channel in self.channels.values():
+            if channel.calendar_id == calendar_id and not channel.stopped and channel.expiration > now:
+                self._push(channel, state)
+
+    def _push(self, channel: Channel, state: str) -> None:
+        channel.messages += 1
+        headers = {
+            "X-Goog-Channel-ID": channel.id,
+            "X-Goog-Channel-Expiration": format_datetime(channel.expiration, usegmt=True),
+            "X-Goog-Message-Number": str(channel.messages),
+            "X-Goog-Resource-ID": channel.resource_id,
+            "X-Goog-Resource-State": state,
+            "X-Goog-Resource-URI": channel.resource_uri,
+        }
+        if channel.token is not None:
+            headers["X-Goog-Channel-Token"] = channel.token
+        message = Pushed(channel.id, channel.messages, state, channel.address, headers)
+        if self._drop:
+            self._drop -= 1
+            self.pushed.append(message)
+            return
+        copies = 1
+        if self._duplicate:
+            self._duplicate -= 1
+            copies = 2
+        for _ in range(copies):
+            if self._hold:
+                self._hold -= 1
+                self._held.append(copy.deepcopy(message))
+            else:
+                self._outbox.append(copy.deepcopy(message))
+
+    def _deliver(self) -> None:
+        """POST what is in the outbox, in order, one deliverer at a time."""
+        with self._delivering:
+            while True:
+                with self.lock:
+                    if not self._outbox:
+                        self._settled.notify_all()
+                        return
+                    message = self._outbox.popleft()
+                    self._in_flight += 1
+                message.status = _post(message.address, message.headers)
+                with self.lock:
+                    self.pushed.append(message)
+                    self._in_flight -= 1
+                    self._settled.notify_all()
 
     def _touch(self, event: dict[str, Any]) -> None:
         self._etags += 1
@@ -413,6 +819,25 @@ class GoogleCalendarFake:
                 zone = ZoneInfo(out[end].get("timeZone") or calendar.time_zone)
                 out[end]["dateTime"] = at.astimezone(zone).isoformat(timespec="seconds")
         return out
+
+
+def _post(address: str, headers: dict[str, str]) -> int | None:
+    """POST a notification with no body; only to the loopback interface (tests never reach further)."""
+    host = urlsplit(address).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    request = urllib.request.Request(address, data=b"", headers=headers, method="POST")  # noqa: S310 (http(s) only)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, OSError):
+        return 0
 
 
 class _Server(ThreadingHTTPServer):
@@ -456,6 +881,12 @@ def _handler(fake: GoogleCalendarFake) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, body, extra = fake.handle(self.command, self.path, headers, raw)
+            try:
+                self._answer(status, body, extra)
+            finally:
+                fake.deliver_after()  # the answer is out first, as Google answers watch before its `sync`
+
+        def _answer(self, status: int, body: Any, extra: dict[str, str]) -> None:
             if status == 0:
                 self.close_connection = True
                 return
@@ -468,6 +899,7 @@ def _handler(fake: GoogleCalendarFake) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+            self.wfile.flush()
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

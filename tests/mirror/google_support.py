@@ -69,7 +69,7 @@ class GoogleEnv:
         ]
 
     def delete_as_person(self, provider_id: str) -> None:
-        self.fake.delete_as_person(self.account, provider_id)
+        self.fake.person_deletes(self.account, provider_id)
 
     def fail_next(self, kind: str, count: int = 1) -> None:
         """'throttle': 429 rateLimitExceeded with Retry-After: 7; 'unavailable': 503 backendError; 'auth':

@@ -622,7 +622,7 @@ class GoogleCalendarFake:
         if since is not None:
             changed = dict.fromkeys(reversed(calendar.changes[since:until]))  # each id once, at its last change
             items = [
-                self._render(calendar, calendar.events[i]) if i in calendar.events else self._gone(i)
+                self._render(calendar, calendar.events[i]) if self._live(calendar, i) else self._gone(i)
                 for i in reversed(changed)
             ]
         else:
@@ -661,6 +661,9 @@ class GoogleCalendarFake:
                 continue
             items.append(event)
         return items
+
+    def _live(self, calendar: Calendar, event_id: str) -> bool:
+        return event_id in calendar.events and calendar.events[event_id]["status"] != "cancelled"
 
     def _gone(self, event_id: str) -> dict[str, Any]:
         """A deletion in a change feed: only the id is promised [GO1]."""

@@ -23,6 +23,7 @@ from calendars.model import (
     CursorExpired,
     ProviderError,
     Rejected,
+    Unavailable,
     Watch,
     Written,
 )
@@ -394,3 +395,13 @@ def test_a_moved_event_leaves_the_delta_but_is_found_by_its_id(graph_env: GraphE
     assert again.provider_id == written.provider_id
     stored = graph_fake.event(graph_env.user_id, written.provider_id)
     assert stored is not None and stored.calendar == other
+
+
+def test_an_answer_over_the_size_bound_is_refused(
+    graph_env: GraphEnv, graph_fake: GraphFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider reads no more of an answer than MAX_ANSWER_BYTES: a larger delta page is Unavailable."""
+    for day in ("day1", "day2", "day3"):
+        put(graph_env, item(day))
+    monkeypatch.setattr(graph, "MAX_ANSWER_BYTES", 2_000)
+    assert isinstance(failure(graph_env, lambda p: p.changes(None), clock=lambda: NOW), Unavailable)

@@ -7,6 +7,11 @@ returns the event the first attempt made [MS2-b]; they are tagged with a single-
 name [MS3]; every request sends `Prefer: IdType="ImmutableId"` so stored ids survive the event being moved
 [MS16]; several writes go in one JSON `$batch` of at most 20 requests, each inner request answered (and
 throttled) on its own [MS11]; Outlook allows 4 concurrent requests per mailbox and app [MS11-b].
+
+Two-way (calendars.model.ChangeFeed, Watchable): changes come from `calendarView/delta` over a fixed window, paged
+with `Prefer: odata.maxpagesize`, deletions as `@removed`, an expired token as `410 Gone` or `syncStateNotFound`
+[MS10][MS10-b]; pushes come from a change-notification subscription on the calendar's events, with `clientState`
+(at most 128 characters) and a lifetime of at most 10,080 minutes, renewed with PATCH [MS4][MS5][MS7][MS15].
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,13 +36,18 @@ from calendars.model import (
     GRAPH_PROPERTY_SET,
     TAG,
     AuthorizationLost,
+    CalendarGone,
     CalendarItem,
+    Change,
+    Changes,
+    CursorExpired,
     ProviderError,
     Rejected,
     RemoteEvent,
     Throttled,
     TokenSource,
     Unavailable,
+    Watch,
     Written,
 )
 from calendars.timezones import canonical_zone, iana_zone, windows_zone
@@ -52,6 +62,20 @@ BATCH_LIMIT = 20
 PREFER_IMMUTABLE = 'IdType="ImmutableId"'
 _EXPAND = quote(f"singleValueExtendedProperties($filter=id eq '{PROPERTY_ID}')", safe="()$=',")
 _STEPS = 4  # create, a PATCH after a transactionId answer, a create after that event was deleted, one spare
+# An answer larger than this is refused (a page of 100 events with HTML bodies is well under it).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+# calendarView/delta: events per page (`Prefer: odata.maxpagesize`) and pages per `changes` call [MS10].
+DELTA_PAGE_SIZE = 100
+DELTA_PAGE_CAP = 20
+# The delta window, fixed when a listing starts: from a day ago to three years ahead.
+DELTA_PAST = timedelta(days=1)
+DELTA_YEARS = 3
+# Error codes of an expired delta token besides `410 Gone` [MS10-b].
+EXPIRED_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+# Outlook event subscriptions live at most 10,080 minutes [MS4]; ask a little less so clock skew cannot push a
+# request over the limit (Graph refuses it, it does not shorten it).
+SUBSCRIPTION_LIFETIME = timedelta(minutes=10_070)
+CLIENT_STATE_LIMIT = 128  # [MS5]
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,11 @@ class GraphProvider:
             if calendar is None
             else f"{self._owner}/calendars/{quote(calendar, safe='')}/events"
         )
+        self._calendar = (
+            f"{self._owner}/calendar" if calendar is None else f"{self._owner}/calendars/{quote(calendar, safe='')}"
+        )
+        # calendarView/delta of the default calendar is `/me/calendarView/delta` [MS10].
+        self._view = f"{self._owner}/calendarView" if calendar is None else f"{self._calendar}/calendarView"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._slots = _Slots(MAILBOX_CONCURRENCY)
@@ -187,11 +216,131 @@ class GraphProvider:
             raise self._error(reply)
         return _remote(reply.body)
 
+    # -- the change feed (calendars.model.ChangeFeed) ---------------------------------------------------------
+
+    async def changes(self, cursor: str | None) -> Changes:
+        """The calendar's events changed since `cursor` (a deltaLink or nextLink Graph gave), or every event of
+        the window from a day ago to three years ahead when `cursor` is None, by `calendarView/delta` with
+        `Prefer: odata.maxpagesize=100` [MS10]. At most 20 pages per call: then `more` is set and `cursor` is the
+        nextLink to continue with; else `cursor` is the deltaLink. Each event is a Change by its (immutable) id,
+        keyed when the answer carries our extended property (delta answers usually do not: the engine maps them
+        by id); `@removed` entries are removals. Raises CursorExpired (410 Gone, `syncStateNotFound`, a cursor
+        that is not a link to this Graph), CalendarGone (403/404 on the calendar), Throttled, Unavailable,
+        AuthorizationLost or Rejected."""
+        if cursor is None:
+            now = self._clock().astimezone(UTC)
+            start, end = now - DELTA_PAST, _years_later(now, DELTA_YEARS)
+            path = f"{self._view}/delta?startDateTime={_query_time(start)}&endDateTime={_query_time(end)}"
+        else:
+            relative = self._relative(cursor)
+            if relative is None:
+                raise CursorExpired("Graph: the stored delta link does not point at this Graph endpoint")
+            path = relative
+        found: dict[str, Change] = {}  # by id, in first-seen order; a later page's version of an event wins
+        prefer = f"{PREFER_IMMUTABLE}, odata.maxpagesize={DELTA_PAGE_SIZE}"
+        linked = cursor is not None  # the request follows a link Graph gave, so a 410 is about its token
+        for _ in range(DELTA_PAGE_CAP):
+            reply = await self._call("GET", path, None, prefer=prefer)
+            if reply.status != 200:
+                raise self._feed_error(reply, linked=linked)
+            for entry in reply.body.get("value") or []:
+                change = _change(entry)
+                if change is not None:
+                    found.pop(change.provider_id, None)
+                    found[change.provider_id] = change
+            delta, following = reply.body.get("@odata.deltaLink"), reply.body.get("@odata.nextLink")
+            if isinstance(delta, str) and delta:
+                if self._relative(delta) is None:
+                    raise Unavailable("Graph answered with a delta link to another endpoint")
+                return Changes(list(found.values()), delta, full=cursor is None)
+            if not isinstance(following, str) or not following:
+                raise Unavailable("Graph answered a delta page with neither a nextLink nor a deltaLink")
+            following_path = self._relative(following)
+            if following_path is None:
+                raise Unavailable("Graph answered with a next link to another endpoint")
+            path, linked = following_path, True
+        return Changes(list(found.values()), self._base + path, full=cursor is None, more=True)
+
+    async def check_calendar(self) -> None:
+        """GET the connected calendar: return when it exists and the token reaches it. Raises CalendarGone
+        (403/404/410), AuthorizationLost (401 after a refresh), Throttled, Unavailable or Rejected."""
+        reply = await self._call("GET", self._calendar, None)
+        if reply.status == 200:
+            return
+        if reply.status in (403, 404, 410):
+            code, message = _graph_error(reply.body)
+            raise CalendarGone(f"Graph {reply.status} on the calendar {code}: {message}")
+        raise self._error(reply)
+
+    # -- push (calendars.model.Watchable) -------------------------------------------------------------------
+
+    async def watch(self, address: str, secret: str, expires_at: datetime) -> Watch:
+        """POST /subscriptions for created, updated and deleted events of the calendar, notifications and
+        lifecycle notifications to `address`, `clientState` = `secret`, until `expires_at` or 10,070 minutes
+        from now, whichever is sooner [MS4][MS5][MS7]. Graph first checks `address` with a validation request
+        [MS6]. Returns the Watch with the expiry Graph set (it raises values under 45 minutes to 45 [MS15]).
+        Raises ValueError for a secret over 128 characters; Rejected (Graph's message) when Graph refuses,
+        e.g. the address failed validation; Throttled, Unavailable or AuthorizationLost."""
+        if len(secret) > CLIENT_STATE_LIMIT:
+            raise ValueError(f"a Graph clientState holds at most {CLIENT_STATE_LIMIT} characters")
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": address,
+            "lifecycleNotificationUrl": address,
+            "resource": self._events.lstrip("/"),
+            "expirationDateTime": _graph_instant(self._expiry(expires_at)),
+            "clientState": secret,
+        }
+        reply = await self._call("POST", "/subscriptions", body)
+        if reply.status not in (200, 201):
+            raise self._error(reply)
+        return _watch(reply.body)
+
+    async def renew(self, watch: Watch, address: str, secret: str, expires_at: datetime) -> Watch:
+        """PATCH /subscriptions/{id} with the new expiry (capped as in `watch`) [MS4]; a subscription Graph no
+        longer knows (404) is created again with `watch`. Raises like `watch`."""
+        body = {"expirationDateTime": _graph_instant(self._expiry(expires_at))}
+        reply = await self._call("PATCH", f"/subscriptions/{quote(watch.id, safe='')}", body)
+        if reply.status == 404:
+            return await self.watch(address, secret, expires_at)
+        if reply.status != 200:
+            raise self._error(reply)
+        return _watch(reply.body)
+
+    async def unwatch(self, watch: Watch) -> None:
+        """DELETE /subscriptions/{id}; one already gone (404) is success. Raises Throttled, Unavailable,
+        AuthorizationLost or Rejected."""
+        reply = await self._call("DELETE", f"/subscriptions/{quote(watch.id, safe='')}", None)
+        if reply.status in (200, 202, 204, 404):
+            return
+        raise self._error(reply)
+
     async def close(self) -> None:
         """Nothing to release: the HTTP session belongs to the caller."""
         return None
 
     # -- requests -------------------------------------------------------------------------------------------
+
+    def _expiry(self, expires_at: datetime) -> datetime:
+        return min(expires_at.astimezone(UTC), self._clock().astimezone(UTC) + SUBSCRIPTION_LIFETIME)
+
+    def _relative(self, link: str) -> str | None:
+        """A link Graph gave (absolute, under the version root) as a path after it; None for any other link,
+        so the access token never goes to another host."""
+        if not link.startswith(self._base + "/") or any(c in link for c in "\r\n\x00 "):
+            return None
+        return link[len(self._base) :]
+
+    def _feed_error(self, reply: _Reply, *, linked: bool) -> ProviderError:
+        """A failed delta answer: an expired token [MS10-b], the calendar gone, or what `_error` says."""
+        code, message = _graph_error(reply.body)
+        if 400 <= reply.status < 500 and code.casefold() in EXPIRED_CODES:
+            return CursorExpired(f"Graph {reply.status} {code}: the delta token expired")
+        if reply.status == 410 and linked:
+            return CursorExpired(f"Graph 410 {code}: the delta token expired")
+        if reply.status in (403, 404, 410):
+            return CalendarGone(f"Graph {reply.status} on the calendar {code}: {message}")
+        return self._error(reply)
 
     def _event_path(self, provider_id: str) -> str:
         # Ids are case-sensitive base64 that may hold '/', '+' or '=' [MS16]: every character is escaped.
@@ -224,14 +373,17 @@ class GraphProvider:
             )
         return written
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None, *, slots: int = 1) -> _Reply:
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None, *, slots: int = 1, prefer: str = PREFER_IMMUTABLE
+    ) -> _Reply:
         """One request holding `slots` of the mailbox's limit; a 401 refreshes the token once and sends it
-        again, a second 401 is AuthorizationLost. Raises Unavailable for network errors and unreadable answers."""
+        again, a second 401 is AuthorizationLost. Raises Unavailable for network errors, unreadable answers and
+        answers over MAX_ANSWER_BYTES."""
         token = await self._tokens.access_token()
-        reply = await self._send(method, path, body, token, slots)
+        reply = await self._send(method, path, body, token, slots, prefer)
         if reply.status != 401:
             return reply
-        reply = await self._send(method, path, body, await self._tokens.refresh(), slots)
+        reply = await self._send(method, path, body, await self._tokens.refresh(), slots, prefer)
         if reply.status == 401:
             code, message = _graph_error(reply.body)
             raise AuthorizationLost(f"Graph refused the access token after a refresh (401 {code}: {message})")
@@ -270,15 +422,17 @@ class GraphProvider:
             out[index] = _Reply(status, {str(k).lower(): str(v) for k, v in headers.items()}, inner)
         return out
 
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None, token: str, slots: int) -> _Reply:
-        headers = {"Authorization": f"Bearer {token}", "Prefer": PREFER_IMMUTABLE, "Accept": "application/json"}
+    async def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, token: str, slots: int, prefer: str
+    ) -> _Reply:
+        headers = {"Authorization": f"Bearer {token}", "Prefer": prefer, "Accept": "application/json"}
         url = URL(self._base + path, encoded=True)  # paths and queries are escaped by us, once
         async with self._slots.hold(slots):
             try:
                 async with self._session.request(
                     method, url, json=body, headers=headers, timeout=self._timeout, allow_redirects=False
                 ) as response:
-                    raw = await response.read()
+                    raw = await _bounded(response)
                     status = response.status
                     got = {k.lower(): v for k, v in response.headers.items()}
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -304,6 +458,19 @@ class GraphProvider:
         if reply.status == 401:
             return AuthorizationLost(text)
         return Rejected(f"{code}: {message}")
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, at most MAX_ANSWER_BYTES. Raises Unavailable beyond."""
+    if (response.content_length or 0) > MAX_ANSWER_BYTES:
+        raise Unavailable(f"Graph answered with more than {MAX_ANSWER_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise Unavailable(f"Graph answered with more than {MAX_ANSWER_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # -- the event as Graph takes it --------------------------------------------------------------------------------
@@ -435,6 +602,65 @@ def _remote(event: Mapping[str, Any]) -> RemoteEvent:
         cancelled=bool(event.get("isCancelled")),
         extra=extra,
     )
+
+
+def _change(entry: object) -> Change | None:
+    """One delta entry as a Change: `@removed` entries carry only the id [MS10]; others are events, keyed when
+    they carry our extended property. None for an entry without an id."""
+    if not isinstance(entry, dict):
+        return None
+    event_id = entry.get("id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 1024:
+        return None
+    if "@removed" in entry:
+        return Change(event_id, removed=True)
+    key = None
+    for prop in entry.get("singleValueExtendedProperties") or []:
+        if isinstance(prop, dict) and str(prop.get("id", "")).casefold() == PROPERTY_ID.casefold():
+            key = prop.get("value") if isinstance(prop.get("value"), str) else None
+    return Change(event_id, key=key)
+
+
+def _watch(subscription: Mapping[str, Any]) -> Watch:
+    """The Watch of a subscription answer. Raises Unavailable when it lacks an id or a readable expiry."""
+    sub_id, expiry = subscription.get("id"), subscription.get("expirationDateTime")
+    if not isinstance(sub_id, str) or not sub_id or not isinstance(expiry, str):
+        raise Unavailable("Graph answered a subscription request without an id or expirationDateTime")
+    try:
+        expires_at = _parse_instant(expiry)
+    except ValueError:
+        raise Unavailable(f"Graph answered an unreadable expirationDateTime {expiry[:40]!r}") from None
+    return Watch(sub_id, expires_at)
+
+
+def _parse_instant(text: str) -> datetime:
+    """An aware UTC datetime from Graph's `2030-03-01T08:00:00.1234567Z` (7 fraction digits, `Z` or an
+    offset). Raises ValueError."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    value = re.sub(r"(\.\d{1,6})\d*(?=[+-]\d\d:\d\d$|$)", r"\1", value)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _graph_instant(moment: datetime) -> str:
+    """`2030-03-01T08:00:00.000000Z`: UTC, as Graph's DateTimeOffset properties take it."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _query_time(moment: datetime) -> str:
+    """A calendarView bound for the query string: UTC to the second, `Z`, nothing to escape."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _years_later(moment: datetime, years: int) -> datetime:
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year + years, day=28)
 
 
 def _etag(event: Mapping[str, Any]) -> str | None:

@@ -25,6 +25,33 @@ It does what ../shared/reference/notes/calendar-sync.md §2.1 documents, and not
   gave out, minus those of users `revoke`d. A shared OAuth fake can replace `token_check`.
 - `fail_next(kind)`: 'throttle' (429 + Retry-After), 'unavailable' (503), 'auth' (401), 'lose' (the request
   is carried out and the connection closed without an answer, as when a response is lost).
+- `GET .../calendar` and `.../calendars/{id}`: the calendar, 404 once `delete_calendar` removed it.
+- `GET .../calendarView/delta` (`/me/calendarView/delta` for the default calendar, `.../calendars/{id}/...`)
+  [MS10]: the first request needs `startDateTime` and `endDateTime` and lists the events of that window; pages
+  of `Prefer: odata.maxpagesize` (10 without it) linked by an absolute `@odata.nextLink` (`$skiptoken`), the
+  last page with an absolute `@odata.deltaLink` (`$deltatoken`). A deltaLink lists what changed in the calendar
+  since it was given (each calendar keeps a change log), deletions and moves out as
+  `{"id", "@removed": {"reason": "deleted"}}`. Delta answers carry no extended properties (delta takes no
+  `$expand`). `expire_delta` makes every token given so far fail as Graph's do when its cache dropped them
+  [MS10-b]: `410 Gone` with a `Location` whose `$deltatoken` is empty, or `400 syncStateNotFound`.
+- `/v1.0/subscriptions` (POST, GET, `/{id}` GET, PATCH, DELETE) [MS4][MS5][MS6][MS7][MS15]: a create first
+  POSTs `?validationToken=<token>` (empty body) to `notificationUrl` and to `lifecycleNotificationUrl`, and
+  answers 400 "Subscription validation request failed..." unless each answers 200, `text/plain`, the decoded
+  token, within `validation_timeout` (10 s); `clientState` at most 128 characters; expirations over 10,080
+  minutes ahead are refused, under 45 minutes raised to 45; at most 1,000 per mailbox; an expired one is gone.
+  `https` is required except on 127.0.0.1 and localhost (tests cannot get a certificate).
+- Change notifications [MS5]: every create, update and delete of an event in a subscribed calendar, through the
+  API or by the person's hooks, POSTs `{"value": [{subscriptionId, subscriptionExpirationDateTime, changeType,
+  resource, resourceData {@odata.type, @odata.id, @odata.etag, id}, clientState, tenantId}]}` to the
+  notificationUrl, one change per POST, in order, from the fake's own loop; `flush()` waits until all were
+  sent. The ids are ImmutableIds when the subscription was created with `Prefer: IdType="ImmutableId"`
+  [MS16]. `drop_next`, `duplicate_next`, `hold` and `release(reverse=True)` make delivery lose, repeat or
+  reorder notifications as Graph may; nothing is retried (Graph retries for up to 4 hours; a test sees a
+  failed delivery in `deliveries`). `lifecycle(id, event)` POSTs a lifecycle notification [MS7];
+  `subscriptionRemoved` also removes the subscription. A subscription on `me/events` is, in this fake, one on
+  the default calendar's events; moving an event to another calendar is a `deleted` in the calendar it left and
+  a `created` in the one it reached (the docs do not say what Graph sends). `delete_calendar` sends `deleted`
+  for each of its events unless `notify=False` (the docs do not say either; this is the harder case).
 """
 
 from __future__ import annotations
@@ -36,21 +63,31 @@ import random
 import re
 import secrets
 import threading
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 APP = "*application*"  # token_check's answer for an application token (any mailbox of the tenant)
 BATCH_LIMIT = 20
 MAILBOX_CONCURRENCY = 4
 BATCH_PARALLELISM = 4  # Graph sends at most 4 requests of one batch to Outlook at a time [MS11-b]
+TENANT_ID = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
+SUBSCRIPTION_MAX = timedelta(minutes=10_080)  # Outlook events [MS4]
+SUBSCRIPTION_MIN = timedelta(minutes=45)  # shorter requests are raised to this [MS15]
+SUBSCRIPTIONS_PER_MAILBOX = 1_000  # [MS4-b]
+CLIENT_STATE_MAX = 128  # [MS5]
+DELTA_DEFAULT_PAGE = 10
+DELTA_MAX_PAGE = 1_000
+CHANGE_TYPES = ("created", "updated", "deleted")
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
 WRITABLE = {
     "subject", "body", "start", "end", "location", "locations", "isReminderOn", "reminderMinutesBeforeStart",
@@ -98,6 +135,64 @@ class Mailbox:
     transactions: dict[str, str] = field(default_factory=dict)  # transactionId -> immutable id
     active: int = 0
     peak: int = 0
+    seq: int = 0  # the last change's number, across the mailbox
+    # calendar id -> its change log: (number, immutable id, regular id then, removed from the calendar)
+    log: dict[str, list[tuple[int, str, str, bool]]] = field(default_factory=dict)
+    delta_epoch: int = 0  # delta tokens of an earlier epoch are expired
+    expired_as: tuple[int, str] = (410, "resyncRequired")
+
+
+@dataclass
+class Subscription:
+    id: str
+    user_id: str
+    calendar: str  # the calendar whose events it watches
+    resource: str  # as the app sent it
+    change_types: tuple[str, ...]
+    notification_url: str
+    lifecycle_url: str | None
+    client_state: str | None
+    expires: datetime
+    immutable: bool  # created with Prefer: IdType="ImmutableId": notifications carry ImmutableIds [MS16]
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+            "id": self.id,
+            "resource": self.resource,
+            "applicationId": "24d3b144-21ae-4080-943f-7067b395b913",
+            "changeType": ",".join(self.change_types),
+            "clientState": self.client_state,
+            "notificationUrl": self.notification_url,
+            "lifecycleNotificationUrl": self.lifecycle_url,
+            "expirationDateTime": _zulu(self.expires),
+            "creatorId": self.user_id,
+            "includeResourceData": False,
+            "latestSupportedTlsVersion": "v1_2",
+            "notificationUrlAppId": None,
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One POST the fake made to a receiver: the URL, the JSON body, the status (None: no answer)."""
+
+    url: str
+    body: dict[str, Any]
+    status: int | None
+
+
+@dataclass
+class _DeltaRound:
+    """A delta answer being paged: what it lists, fixed at its first page, and the token it ends with."""
+
+    user_id: str
+    calendar: str
+    entries: list[tuple[str, str, bool]]  # (immutable id, regular id, removed)
+    offset: int
+    upto: int
+    window: tuple[str, str]
+    epoch: int
 
 
 @dataclass
@@ -140,6 +235,19 @@ class GraphFake:
         self._runner: web.AppRunner | None = None
         self._gate: asyncio.Event | None = None  # cleared: requests wait in their mailbox slot (pause())
         self.url = ""
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # subscription expiry is measured by it
+        self.validation_timeout = 10.0  # seconds a receiver has to answer the validation request [MS6]
+        self.subscriptions: dict[str, Subscription] = {}
+        self.validations: list[tuple[str, bool]] = []  # (URL validated, passed)
+        self.deliveries: list[Delivery] = []  # every notification POSTed, in order
+        self.dropped: list[dict[str, Any]] = []  # notifications drop_next swallowed
+        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self._held: list[tuple[str, dict[str, Any]]] = []
+        self._holding = False
+        self._drop = self._duplicate = 0
+        self._sender: asyncio.Task[None] | None = None
+        self._client: ClientSession | None = None
+        self._rounds: dict[str, _DeltaRound] = {}
 
     # -- running ---------------------------------------------------------------------------------------------
 
@@ -166,6 +274,7 @@ class GraphFake:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
+        self._client = ClientSession()
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]
@@ -178,10 +287,18 @@ class GraphFake:
             self.resume()  # a test that failed while paused leaves no request waiting
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._shutdown_client(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
         self._loop = self._thread = None
+
+    async def _shutdown_client(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
 
     def __enter__(self) -> GraphFake:
         return self.start()
@@ -247,26 +364,114 @@ class GraphFake:
             return _find(self.mailboxes[user_id], event_id)
 
     def delete_as_person(self, user_id: str, event_id: str) -> None:
-        """The person deletes the event in Outlook: it leaves the calendar (GET, PATCH and DELETE give 404)."""
+        """The person deletes the event in Outlook: it leaves the calendar (GET, PATCH and DELETE give 404); the
+        calendar's subscriptions hear `deleted` and its delta lists the removal."""
         with self._lock:
             mailbox = self.mailboxes[user_id]
             found = _find(mailbox, event_id)
             if found is not None:
                 del mailbox.events[found.immutable_id]
+                self._changed(mailbox, found, "deleted")
 
     def move_as_person(self, user_id: str, event_id: str, calendar: str) -> None:
-        """The person moves the event to another calendar: its regular id changes, its ImmutableId does not."""
+        """The person moves the event to another calendar: its regular id changes, its ImmutableId does not
+        [MS16]; the calendar it left hears `deleted`, the one it reached `created`."""
         with self._lock:
-            found = _find(self.mailboxes[user_id], event_id)
+            mailbox = self.mailboxes[user_id]
+            found = _find(mailbox, event_id)
             assert found is not None
+            before = replace(found)
             found.calendar, found.regular_id = calendar, _opaque("AAMkAGEv")
+            self._changed(mailbox, before, "deleted")
+            self._changed(mailbox, found, "created")
 
     def edit_as_person(self, user_id: str, event_id: str, **changes: Any) -> None:
+        """The person edits the event's fields (as stored: `subject`, `start`, ...): subscriptions hear
+        `updated`."""
         with self._lock:
-            found = _find(self.mailboxes[user_id], event_id)
+            mailbox = self.mailboxes[user_id]
+            found = _find(mailbox, event_id)
             assert found is not None
             found.fields.update(changes)
             found.change_key = _opaque("")[:16]
+            self._changed(mailbox, found, "updated")
+
+    def delete_calendar(self, user_id: str, calendar: str, *, notify: bool = True) -> None:
+        """The person deletes a whole (non-default) calendar: it and its events are gone (GET on it, its delta
+        and its events give 404); with `notify`, its subscriptions hear `deleted` for each event."""
+        with self._lock:
+            mailbox = self.mailboxes[user_id]
+            assert calendar != mailbox.default_calendar, "the default calendar cannot be deleted"
+            del mailbox.calendars[calendar]
+            for event in [e for e in mailbox.events.values() if e.calendar == calendar]:
+                del mailbox.events[event.immutable_id]
+                if notify:
+                    self._changed(mailbox, event, "deleted")
+            mailbox.log.pop(calendar, None)
+
+    def expire_delta(self, user_id: str, status: int = 410, code: str = "resyncRequired") -> None:
+        """Every delta and skip token given so far for the mailbox fails from now on, as when Graph's token cache
+        dropped them [MS10-b]: `410` answers with a `Location` whose `$deltatoken` is empty, any status with
+        the error `code` (`syncStateNotFound` with 400, as Graph answers some expired tokens)."""
+        with self._lock:
+            mailbox = self.mailboxes[user_id]
+            mailbox.delta_epoch += 1
+            mailbox.expired_as = (status, code)
+
+    # -- notifications, as the test steers them ------------------------------------------------------------
+
+    def drop_next(self, count: int = 1) -> None:
+        """The next `count` change notifications are never sent (Graph drops some [MS5])."""
+        with self._lock:
+            self._drop += count
+
+    def duplicate_next(self, count: int = 1) -> None:
+        """The next `count` change notifications are each sent twice."""
+        with self._lock:
+            self._duplicate += count
+
+    def hold(self) -> None:
+        """Change notifications wait until `release()`."""
+        with self._lock:
+            self._holding = True
+
+    def release(self, *, reverse: bool = False) -> None:
+        """Send the held notifications, last first when `reverse` (out of order), and stop holding."""
+        with self._lock:
+            held, self._held, self._holding = self._held, [], False
+            self._outbox.extend(reversed(held) if reverse else held)
+        self._kick()
+
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until every notification queued so far has been POSTed (and answered, or failed)."""
+        self._on_loop(self._drain, timeout)
+
+    def lifecycle(self, subscription_id: str, event: str) -> None:
+        """POST a lifecycle notification for the subscription to its lifecycleNotificationUrl [MS7];
+        `subscriptionRemoved` also removes the subscription. Waits until it was answered."""
+        if event not in LIFECYCLE_EVENTS:
+            raise ValueError(event)
+        with self._lock:
+            sub = self.subscriptions[subscription_id]
+            if event == "subscriptionRemoved":
+                del self.subscriptions[subscription_id]
+            note = {
+                "subscriptionId": sub.id,
+                "subscriptionExpirationDateTime": _zulu(sub.expires),
+                "tenantId": TENANT_ID,
+                "clientState": sub.client_state,
+                "lifecycleEvent": event,
+            }
+            if sub.lifecycle_url is not None:
+                self._outbox.append((sub.lifecycle_url, {"value": [note]}))
+        self._kick()
+        self.flush()
+
+    def subscriptions_of(self, user_id: str) -> list[Subscription]:
+        """The mailbox's subscriptions that have not expired."""
+        with self._lock:
+            self._expire_subscriptions()
+            return [s for s in self.subscriptions.values() if s.user_id == user_id]
 
     def pause(self) -> None:
         """From now on every request waits, holding its mailbox slot, until resume(): the test can then see
@@ -284,9 +489,99 @@ class GraphFake:
         assert self._gate is not None
         self._gate.set()
 
-    def _on_loop(self, step: Callable[[], Any]) -> None:
+    def _on_loop(self, step: Callable[[], Any], timeout: float = 10) -> None:
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(step(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(step(), self._loop).result(timeout)
+
+    # -- changes: the delta log and the notifications (the lock is held by the caller) ----------------------
+
+    def _changed(self, mailbox: Mailbox, event: Event, change: str) -> None:
+        """Record that `event` (as it is, or as it was just before leaving its calendar) changed: its
+        calendar's change log, and a notification to each subscription on that calendar."""
+        mailbox.seq += 1
+        removed = change == "deleted"
+        mailbox.log.setdefault(event.calendar, []).append((mailbox.seq, event.immutable_id, event.regular_id, removed))
+        self._expire_subscriptions()
+        for sub in self.subscriptions.values():
+            if sub.user_id != mailbox.user_id or sub.calendar != event.calendar or change not in sub.change_types:
+                continue
+            event_id = event.immutable_id if sub.immutable else event.regular_id
+            resource = f"Users/{mailbox.user_id}/Events/{event_id}"
+            note = {
+                "subscriptionId": sub.id,
+                "subscriptionExpirationDateTime": _zulu(sub.expires),
+                "changeType": change,
+                "resource": resource,
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.Event",
+                    "@odata.id": resource,
+                    "@odata.etag": f'W/"{event.change_key}"',
+                    "id": event_id,
+                },
+                "clientState": sub.client_state,
+                "tenantId": TENANT_ID,
+            }
+            self._queue(sub.notification_url, {"value": [note]})
+
+    def _queue(self, url: str, body: dict[str, Any]) -> None:
+        if self._drop:
+            self._drop -= 1
+            self.dropped.append(body)
+            return
+        copies = 1
+        if self._duplicate:
+            self._duplicate -= 1
+            copies = 2
+        for _ in range(copies):
+            (self._held if self._holding else self._outbox).append((url, body))
+        if not self._holding:
+            self._kick()
+
+    def _expire_subscriptions(self) -> None:
+        now = self.clock()
+        for sub_id in [s.id for s in self.subscriptions.values() if s.expires <= now]:
+            del self.subscriptions[sub_id]
+
+    def _kick(self) -> None:
+        """Start the sender on the fake's loop (from any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_sender)
+
+    def _start_sender(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        """POST queued notifications one after another, in order."""
+        while True:
+            with self._lock:
+                if not self._outbox:
+                    return
+                url, body = self._outbox.popleft()
+            status: int | None = None
+            assert self._client is not None
+            try:
+                async with self._client.post(url, json=body, timeout=ClientTimeout(total=10)) as answer:
+                    await answer.read()
+                    status = answer.status
+            except (ClientError, TimeoutError):
+                status = None
+            with self._lock:
+                self.deliveries.append(Delivery(url, body, status))
+
+    async def _drain(self) -> None:
+        while True:
+            self._start_sender_if_queued()
+            sender = self._sender
+            if sender is None or sender.done():
+                return
+            await asyncio.shield(sender)
+
+    def _start_sender_if_queued(self) -> None:
+        with self._lock:
+            queued = bool(self._outbox)
+        if queued:
+            self._start_sender()
 
     def active(self, user_id: str) -> int:
         """How many requests this mailbox has in progress now."""
@@ -347,6 +642,10 @@ class GraphFake:
             if path == "/v1.0/$batch" and request.method == "POST":
                 return await self._batch(principal, body)
             query = request.raw_path.split("?", 1)[1] if "?" in request.raw_path else ""
+            if path == "/v1.0/subscriptions" or path.startswith("/v1.0/subscriptions/"):
+                return await self._subscriptions(
+                    principal, request.method, path[len("/v1.0/subscriptions") :], headers, body
+                )
             return await self._run(principal, request.method, path[len("/v1.0") :], query, headers, body)
         except GraphError as exc:
             return _error(exc)
@@ -412,7 +711,7 @@ class GraphFake:
             if self._gate is not None:
                 await self._gate.wait()
             with self._lock:
-                return self._operate(mailbox, method, rest, dict(parse_qsl(query)), headers, body)
+                return self._operate(mailbox, method, rest, dict(parse_qsl(query)), headers, body, path)
         finally:
             with self._lock:
                 mailbox.active -= 1
@@ -437,7 +736,14 @@ class GraphFake:
         return mailbox, rest
 
     def _operate(
-        self, mailbox: Mailbox, method: str, rest: list[str], query: dict[str, str], headers: dict[str, str], body: Any
+        self,
+        mailbox: Mailbox,
+        method: str,
+        rest: list[str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: Any,
+        path: str = "",
     ) -> _Answer:
         prefer = headers.get("prefer", "")
         immutable = bool(re.search(r'IdType\s*=\s*"ImmutableId"', prefer, re.IGNORECASE))
@@ -455,6 +761,15 @@ class GraphFake:
             calendar, rest = rest[1], rest[2:]
             if calendar not in mailbox.calendars:
                 raise _not_found()
+        if calendar is not None and not rest:
+            if method == "GET":
+                return _Answer(200, _render_calendar(mailbox, calendar))
+            raise GraphError(405, "BadRequest", "Method not allowed.")
+        if rest == ["calendarView", "delta"]:
+            if method != "GET":
+                raise GraphError(405, "BadRequest", "Method not allowed.")
+            link = f"{self.url}/v1.0{path}"
+            return self._delta(mailbox, calendar or mailbox.default_calendar, query, prefer, immutable, link)
         if not rest or rest[0] != "events" or len(rest) > 2:
             raise GraphError(400, "BadRequest", "Resource not found for the segment.")
         if len(rest) == 1:
@@ -476,9 +791,11 @@ class GraphFake:
             _check_times(merged)
             event.fields, event.modified, event.change_key = merged, _now(), _opaque("")[:16]
             event.properties.update(properties)
+            self._changed(mailbox, event, "updated")
             return _Answer(200, view.render(event, written=True))
         if method == "DELETE":
             del mailbox.events[event.immutable_id]
+            self._changed(mailbox, event, "deleted")
             return _Answer(204)
         raise GraphError(405, "BadRequest", "Method not allowed.")
 
@@ -499,7 +816,259 @@ class GraphFake:
         if transaction:
             mailbox.transactions[transaction] = event.immutable_id
         self.counters["created"] += 1
+        self._changed(mailbox, event, "created")
         return _Answer(201, view.render(event, written=True))
+
+    # -- calendarView/delta [MS10] --------------------------------------------------------------------------
+
+    def _delta(
+        self, mailbox: Mailbox, calendar: str, query: dict[str, str], prefer: str, immutable: bool, link: str
+    ) -> _Answer:
+        size = DELTA_DEFAULT_PAGE
+        wanted = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", prefer, re.IGNORECASE)
+        if wanted:
+            size = min(max(int(wanted.group(1)), 1), DELTA_MAX_PAGE)
+        if "$skiptoken" in query:
+            found = self._rounds.get(query["$skiptoken"])
+            if found is None or found.user_id != mailbox.user_id or found.calendar != calendar:
+                raise GraphError(400, "syncStateNotFound", _EXPIRED_MESSAGE)
+            if found.epoch < mailbox.delta_epoch:
+                raise self._expired(mailbox, link, found.window)
+            rnd = found
+        elif query.get("$deltatoken"):
+            try:
+                token = json.loads(base64.urlsafe_b64decode(query["$deltatoken"].encode()))
+                since, window, epoch = int(token["s"]), (str(token["w"][0]), str(token["w"][1])), int(token["e"])
+                same = token["c"] == calendar and token["u"] == mailbox.user_id
+            except (ValueError, KeyError, TypeError, IndexError):
+                raise GraphError(400, "syncStateNotFound", _EXPIRED_MESSAGE) from None
+            if not same:
+                raise GraphError(400, "syncStateNotFound", _EXPIRED_MESSAGE)
+            if epoch < mailbox.delta_epoch:
+                raise self._expired(mailbox, link, window)
+            rnd = self._round(mailbox, calendar, window, since)
+        else:
+            start, end = query.get("startDateTime"), query.get("endDateTime")
+            if not start or not end:
+                raise GraphError(
+                    400,
+                    "ErrorInvalidParameter",
+                    "This request requires a time window specified by the query string parameters StartDateTime "
+                    "and EndDateTime.",
+                )
+            try:
+                _window((start, end))
+            except ValueError:
+                raise GraphError(400, "ErrorInvalidParameter", "Invalid StartDateTime or EndDateTime.") from None
+            rnd = self._round(mailbox, calendar, (start, end), None)
+        page, rest = rnd.entries[rnd.offset : rnd.offset + size], rnd.offset + size < len(rnd.entries)
+        view = _View(mailbox, immutable, _prefer_zone(prefer), None)
+        values: list[dict[str, Any]] = []
+        for immutable_id, regular_id, removed in page:
+            event = mailbox.events.get(immutable_id)
+            if removed or event is None or event.calendar != calendar:
+                values.append(
+                    {
+                        "@odata.type": "#microsoft.graph.event",
+                        "id": immutable_id if immutable else regular_id,
+                        "@removed": {"reason": "deleted"},
+                    }
+                )
+            else:
+                values.append({"@odata.type": "#microsoft.graph.event", **view.render(event, written=False)})
+        out: dict[str, Any] = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(event)"}
+        out["value"] = values
+        if rest:
+            skip = secrets.token_urlsafe(24)
+            self._rounds[skip] = replace(rnd, offset=rnd.offset + size)
+            out["@odata.nextLink"] = f"{link}?$skiptoken={skip}"
+        else:
+            token = {"u": mailbox.user_id, "c": calendar, "s": rnd.upto, "w": list(rnd.window), "e": rnd.epoch}
+            encoded = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+            out["@odata.deltaLink"] = f"{link}?$deltatoken={quote(encoded, safe='')}"
+        return _Answer(200, out)
+
+    def _round(self, mailbox: Mailbox, calendar: str, window: tuple[str, str], since: int | None) -> _DeltaRound:
+        """What a delta request lists: every event of the window (since None), or the calendar's changes after
+        change number `since` (the last state of each event), in change order."""
+        start, end = _window(window)
+
+        def inside(event: Event) -> bool:
+            return instant(event.fields["start"]) < end and instant(event.fields["end"]) > start
+
+        entries: list[tuple[str, str, bool]] = []
+        if since is None:
+            entries = [
+                (e.immutable_id, e.regular_id, False)
+                for e in mailbox.events.values()
+                if e.calendar == calendar and inside(e)
+            ]
+        else:
+            last: dict[str, tuple[str, bool]] = {}
+            for number, immutable_id, regular_id, removed in mailbox.log.get(calendar, []):
+                if number > since:
+                    last.pop(immutable_id, None)
+                    last[immutable_id] = (regular_id, removed)
+            for immutable_id, (regular_id, removed) in last.items():
+                event = mailbox.events.get(immutable_id)
+                gone = removed or event is None or event.calendar != calendar
+                if gone or (event is not None and inside(event)):
+                    entries.append((immutable_id, regular_id, gone))
+        return _DeltaRound(mailbox.user_id, calendar, entries, 0, mailbox.seq, window, mailbox.delta_epoch)
+
+    def _expired(self, mailbox: Mailbox, link: str, window: tuple[str, str]) -> GraphError:
+        status, code = mailbox.expired_as
+        headers = {}
+        if status == 410:
+            start, end = (quote(w, safe="") for w in window)
+            headers["Location"] = f"{link}?startDateTime={start}&endDateTime={end}&$deltatoken="
+        return GraphError(status, code, _EXPIRED_MESSAGE, headers)
+
+    # -- subscriptions [MS4][MS5][MS6][MS7][MS15] -----------------------------------------------------------
+
+    async def _subscriptions(
+        self, principal: str, method: str, tail: str, headers: dict[str, str], body: Any
+    ) -> _Answer:
+        sub_id = unquote(tail.strip("/"))
+        if not sub_id:
+            if method == "POST":
+                return await self._subscribe(principal, headers, body)
+            if method == "GET":
+                with self._lock:
+                    self._expire_subscriptions()
+                    mine = [s.render() for s in self.subscriptions.values() if self._owns(principal, s)]
+                return _Answer(200, {"value": mine})
+            raise GraphError(405, "BadRequest", "Method not allowed.")
+        with self._lock:
+            self._expire_subscriptions()
+            sub = self.subscriptions.get(sub_id)
+            if sub is None or not self._owns(principal, sub):
+                raise GraphError(404, "ResourceNotFound", f"The object was not found. Subscription Id '{sub_id}'.")
+            if method == "GET":
+                return _Answer(200, sub.render())
+            if method == "DELETE":
+                del self.subscriptions[sub_id]
+                return _Answer(204)
+            if method == "PATCH":
+                if not isinstance(body, dict) or "expirationDateTime" not in body:
+                    raise GraphError(400, "InvalidRequest", "expirationDateTime is required.")
+                sub.expires = self._expiration(body["expirationDateTime"])
+                return _Answer(200, sub.render())
+        raise GraphError(405, "BadRequest", "Method not allowed.")
+
+    def _owns(self, principal: str, sub: Subscription) -> bool:
+        return principal in (APP, sub.user_id)
+
+    async def _subscribe(self, principal: str, headers: dict[str, str], body: Any) -> _Answer:
+        if not isinstance(body, dict):
+            raise GraphError(400, "BadRequest", "Empty Payload. JSON content expected.")
+        change_types = tuple(t.strip() for t in str(body.get("changeType") or "").split(","))
+        if not change_types or any(t not in CHANGE_TYPES for t in change_types):
+            raise GraphError(400, "InvalidRequest", f"Invalid changeType {body.get('changeType')!r}.")
+        notification, lifecycle = body.get("notificationUrl"), body.get("lifecycleNotificationUrl")
+        for url in (notification, lifecycle) if lifecycle is not None else (notification,):
+            if not isinstance(url, str) or not _reachable(url):
+                raise GraphError(
+                    400,
+                    "InvalidRequest",
+                    "Subscription validation request failed. Notification endpoint must be https.",
+                )
+        client_state = body.get("clientState")
+        if client_state is not None and (not isinstance(client_state, str) or len(client_state) > CLIENT_STATE_MAX):
+            raise GraphError(400, "InvalidRequest", "clientState must be at most 128 characters.")
+        resource = body.get("resource")
+        if not isinstance(resource, str) or not resource.strip("/"):
+            raise GraphError(400, "InvalidRequest", "resource is required.")
+        mailbox, calendar = self._subscription_target(principal, resource)
+        with self._lock:
+            expires = self._expiration(body.get("expirationDateTime"))
+            self._expire_subscriptions()
+            if sum(s.user_id == mailbox.user_id for s in self.subscriptions.values()) >= SUBSCRIPTIONS_PER_MAILBOX:
+                raise GraphError(
+                    403,
+                    "ExtensionError",
+                    "Operation: Create; Exception: [Status Code: Forbidden; Reason: The maximum number of "
+                    "subscriptions for this mailbox has been reached.]",
+                )
+        assert isinstance(notification, str)
+        for url in (notification, lifecycle):  # both validated, even when they are one URL [MS6]
+            if url is not None and not await self._validate(url):
+                raise GraphError(
+                    400,
+                    "ValidationError",
+                    "Subscription validation request failed. Notification endpoint must respond with 200 OK to "
+                    "validation request.",
+                )
+        prefer = headers.get("prefer", "")
+        sub = Subscription(
+            str(uuid.uuid4()),
+            mailbox.user_id,
+            calendar,
+            resource,
+            change_types,
+            notification,
+            lifecycle,
+            client_state,
+            expires,
+            bool(re.search(r'IdType\s*=\s*"ImmutableId"', prefer, re.IGNORECASE)),
+        )
+        with self._lock:
+            self.subscriptions[sub.id] = sub
+        return _Answer(201, sub.render())
+
+    def _subscription_target(self, principal: str, resource: str) -> tuple[Mailbox, str]:
+        """The mailbox and calendar whose events `resource` names: `me/events` (here: the default calendar),
+        `me/calendar/events`, `me/calendars/{id}/events`, or the same under `users/{id}`."""
+        segments = [unquote(s) for s in resource.strip("/").split("/")]
+        if segments[:1] and segments[0].lower() in ("me", "users"):
+            segments[0] = segments[0].lower()
+        mailbox, rest = self._mailbox(principal, segments)
+        lowered = [s.lower() for s in rest]
+        with self._lock:
+            if lowered in (["events"], ["calendar", "events"]):
+                return mailbox, mailbox.default_calendar
+            if len(rest) == 3 and lowered[0] == "calendars" and lowered[2] == "events":
+                if rest[1] not in mailbox.calendars:
+                    raise _not_found()
+                return mailbox, rest[1]
+        raise GraphError(400, "InvalidRequest", f"The resource '{resource}' is not supported for subscriptions.")
+
+    def _expiration(self, value: Any) -> datetime:
+        """The expiry to store for a requested `expirationDateTime` [MS4][MS15]."""
+        try:
+            wanted = datetime.fromisoformat(_FRACTION_Z.sub(r"\1", str(value)).replace("Z", "+00:00"))
+        except ValueError:
+            raise GraphError(400, "BadRequest", "Invalid expirationDateTime.") from None
+        if wanted.tzinfo is None:
+            wanted = wanted.replace(tzinfo=UTC)
+        now = self.clock()
+        if wanted <= now:
+            raise GraphError(400, "InvalidRequest", "Subscription expiration can only be in the future.")
+        if wanted > now + SUBSCRIPTION_MAX:
+            raise GraphError(400, "InvalidRequest", "Subscription expiration can only be 10080 minutes in the future.")
+        return max(wanted, now + SUBSCRIPTION_MIN)
+
+    async def _validate(self, url: str) -> bool:
+        """The validation request [MS6]: POST `?validationToken=` (URL-encoded) with an empty body; the
+        receiver must answer 200, text/plain, the decoded token, within `validation_timeout`."""
+        token = f"Validation: Testing client application reachability for subscription Request-Id: {uuid.uuid4()}"
+        target = f"{url}{'&' if '?' in url else '?'}validationToken={quote(token, safe='')}"
+        assert self._client is not None
+        passed = False
+        try:
+            async with self._client.post(
+                target,
+                data=b"",
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+                timeout=ClientTimeout(total=self.validation_timeout),
+            ) as answer:
+                text = (await answer.content.read(4096)).decode("utf-8", "replace")
+                passed = answer.status == 200 and answer.content_type == "text/plain" and text == token
+        except (ClientError, TimeoutError):
+            passed = False
+        with self._lock:
+            self.validations.append((url, passed))
+        return passed
 
 
 @dataclass
@@ -567,6 +1136,41 @@ class _View:
         tz = _zone(zone, True)
         assert tz is not None
         return {"dateTime": _graph_datetime(instant(value).astimezone(tz)), "timeZone": zone}
+
+
+_EXPIRED_MESSAGE = (
+    "The sync state generation is not found. The delta token is expired and data must be synchronized again."
+)
+_FRACTION_Z = re.compile(r"(\.\d{1,6})\d*(?=Z|[+-]\d\d:\d\d|$)")
+
+
+def _render_calendar(mailbox: Mailbox, calendar: str) -> dict[str, Any]:
+    return {
+        "id": calendar,
+        "name": mailbox.calendars[calendar],
+        "isDefaultCalendar": calendar == mailbox.default_calendar,
+        "canEdit": True,
+        "owner": {"name": mailbox.address, "address": mailbox.address},
+    }
+
+
+def _window(window: tuple[str, str]) -> tuple[datetime, datetime]:
+    """A calendarView window's bounds as aware datetimes (UTC when the text has no offset). Raises ValueError."""
+    out = []
+    for text in window:
+        moment = datetime.fromisoformat(_FRACTION_Z.sub(r"\1", text).replace("Z", "+00:00"))
+        out.append(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    return out[0], out[1]
+
+
+def _reachable(url: str) -> bool:
+    """Graph takes https notification URLs only; the fake also takes http on 127.0.0.1 and localhost."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"))
+
+
+def _zulu(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
 
 
 def _list(mailbox: Mailbox, calendar: str, query: dict[str, str], view: _View) -> _Answer:

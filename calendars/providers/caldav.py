@@ -311,10 +311,11 @@ class CalDAVProvider:
         found: dict[str, Change] = {}
         more = False
         for response in responses:
+            member = self._member(response.href)
             if self._is_calendar(response.href):
                 more = more or response.status == 507
-            elif self._member(response.href):
-                found[response.href] = Change(response.href, removed=response.status in (404, 410))
+            elif member is not None:
+                found[member] = Change(member, removed=response.status in (404, 410))
         return Changes(list(found.values()), cursor=token, full=cursor is None, more=more)
 
     async def check_calendar(self) -> None:
@@ -329,7 +330,8 @@ class CalDAVProvider:
             raise CalendarGone(f"{what}: {answer.status}: the calendar is gone")
         if answer.status != 207:
             rejected(answer, what)
-        own = [r for r in multistatus(answer, what)[1] if self._is_calendar(r.href)]
+        responses = multistatus(answer, what)[1]
+        own = [r for r in responses if self._is_calendar(r.href)] or responses[:1]
         if not own or not _is_event_calendar(own[0].props):
             raise CalendarGone(f"{what}: the address is no longer a calendar of events")
 
@@ -341,14 +343,17 @@ class CalDAVProvider:
         return origin(url) == origin(self.calendar_url) and not url.endswith("/")
 
     def _is_calendar(self, href: str) -> bool:
-        return origin(href) == origin(self.calendar_url) and _path(href) == _path(self.calendar_url)
+        return _path(href) == _path(self.calendar_url)
 
-    def _member(self, href: str) -> bool:
-        """Whether `href` names a resource directly inside the connected calendar collection."""
-        if origin(href) != origin(self.calendar_url) or href.endswith("/"):
-            return False
+    def _member(self, href: str) -> str | None:
+        """The URL of `href` when it names a resource directly inside the connected calendar collection, else
+        None. Only the path is taken from the server: the URL is rebuilt on the calendar's own origin, so a
+        listing cannot send later requests (get, delete) to another host."""
+        path = urlsplit(href).path
         parent, _, name = _path(href).rpartition("/")
-        return bool(name) and parent == _path(self.calendar_url)
+        if href.endswith("/") or not name or parent != _path(self.calendar_url):
+            return None
+        return urljoin(self.calendar_url, path)
 
     async def _listing(self) -> Changes:
         """Every resource of the calendar by PROPFIND Depth 1 (no sync-collection there): a full Changes whose
@@ -369,8 +374,9 @@ class CalDAVProvider:
         for response in multistatus(answer, what, limit=MAX_MEMBERS)[1]:
             kind = response.props.get(f"{{{DAV}}}resourcetype")
             is_collection = kind is not None and kind.find(f"{{{DAV}}}collection") is not None
-            if self._member(response.href) and not is_collection and response.status in (None, 200):
-                found[response.href] = Change(response.href)
+            member = self._member(response.href)
+            if member is not None and not is_collection and response.status in (None, 200):
+                found[member] = Change(member)
         return Changes(list(found.values()), cursor=LISTING_CURSOR, full=True)
 
     async def _person_calendars(self) -> list[str]:
@@ -390,7 +396,8 @@ class CalDAVProvider:
 
     async def _query_uid(self, calendar: str, uid: str) -> list[str]:
         """The URLs of at most MAX_MATCHES resources of `calendar` whose UID contains `uid` (calendar-query
-        REPORT, RFC 4791 §7.8); [] when the calendar is gone or refuses the query (405/501, 403 precondition)."""
+        REPORT, RFC 4791 §7.8); [] when the calendar is gone or refuses the query (403, 405, 501...): another
+        calendar of the person may be shared with them read-only, which says nothing of the connection."""
         what = f"REPORT calendar-query {calendar}"
         answer = await self._http.send(
             "REPORT",
@@ -399,8 +406,6 @@ class CalDAVProvider:
             data=_calendar_query(uid),
             keep=(403, 501),
         )
-        if answer.status == 403 and not preconditions(answer):
-            raise_for(403, None, answer.body, calendar, self._clock())
         if answer.status != 207:
             return []
         found = [r.href for r in multistatus(answer, what)[1] if r.status in (None, 200) and not r.href.endswith("/")]

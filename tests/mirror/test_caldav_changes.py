@@ -301,14 +301,20 @@ def sync_answer(*responses: str, cursor: str = "https://example.com/sync/2") -> 
 
 def test_a_truncated_answer_says_more() -> None:
     """A 507 on the calendar itself means the server cut the answer (RFC 6578 §3.6): `more`, with the token to
-    continue from; members outside the calendar are ignored."""
+    continue from; members outside the calendar are ignored, and a member named on another host is taken by its
+    path on the calendar's own server (a listing cannot send the worker's later requests elsewhere)."""
     cut = f"<D:response><D:href>{CAL}</D:href><D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>"
     gone = f"<D:response><D:href>{CAL}old.ics</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>"
-    body = sync_answer(response(CAL + "a.ics", EVENT), gone, response("/other/x.ics", EVENT), cut)
+    elsewhere = response("http://192.0.2.9/cal/z.ics", EVENT)
+    body = sync_answer(response(CAL + "a.ics", EVENT), gone, response("/other/x.ics", EVENT), elsewhere, cut)
     with dav_server({}, reports={CAL: (207, body)}) as server:
         found = feed(server.url, "https://example.com/sync/1")
     assert found == Changes(
-        [Change(server.url + "cal/a.ics"), Change(server.url + "cal/old.ics", removed=True)],
+        [
+            Change(server.url + "cal/a.ics"),
+            Change(server.url + "cal/old.ics", removed=True),
+            Change(server.url + "cal/z.ics"),
+        ],
         "https://example.com/sync/2",
         more=True,
     )

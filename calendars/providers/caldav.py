@@ -12,8 +12,13 @@ RFC 4791 §6.2.1, §5.2.3). The HTTP session is given by the caller, so its SSRF
 address connected to, redirects and hrefs named by the server included. Answers are capped in size and XML
 is parsed without DTDs, so a hostile server can neither exhaust memory nor expand entities.
 
-Speaks the few verbs itself with aiohttp: the `caldav` package (2.1+) replaces urllib3 in the environment
-(../shared/reference/notes/calendar-sync.md §3, dependency note).
+`changes` and `check_calendar` make the calendar a change feed (calendars.model.ChangeFeed): CalDAV servers
+push nothing to coursewire, so the worker polls with RFC 6578 sync-collection (a full PROPFIND listing where
+the server has none). `get` follows an event the person moved to another of their calendars by its UID.
+
+Speaks the few verbs itself with aiohttp (calendars/providers/dav.py: requests, bounds, Multi-Status): the
+`caldav` package (2.1+) replaces urllib3 in the environment (../shared/reference/notes/calendar-sync.md §3,
+dependency note).
 """
 
 from __future__ import annotations
@@ -23,44 +28,60 @@ import re
 import threading
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
-from xml.parsers import expat
+from xml.sax.saxutils import escape
 
 import aiohttp
 from icalendar import Calendar
 
 from calendars.ical import KEY_PROPERTY, event_calendar, to_bytes
 from calendars.model import (
-    AuthorizationLost,
+    CalendarGone,
     CalendarItem,
+    Change,
+    Changes,
+    CursorExpired,
     ProviderError,
     Rejected,
     RemoteEvent,
-    Throttled,
     Unavailable,
     Written,
     put_each,
 )
+from calendars.providers.dav import (
+    CALDAV,
+    DAV,
+    MAX_BODY,
+    TIMEOUT,
+    XML,
+    Answer,
+    DavResponse,
+    Http,
+    collection_url,
+    first_href,
+    hrefs,
+    join,
+    multistatus,
+    origin,
+    preconditions,
+    propfind,
+    raise_for,
+    rejected,
+    strong,
+    text_of,
+)
 from storage import names, outbound
 from storage.errors import Invalid
 
-DAV = "DAV:"
-CALDAV = "urn:ietf:params:xml:ns:caldav"
-# The largest answer read from a CalDAV server: a calendar object or a PROPFIND listing of a home with
-# hundreds of calendars stays far below it; anything larger is refused, not read.
-MAX_BODY = 4 * 1024 * 1024
-TIMEOUT = 30.0  # seconds for one request, answer included
-MAX_REDIRECTS = 5  # RFC 6764 §5: /.well-known/caldav redirects to the context path
 # Tries of a read-modify-write when the event keeps changing between our read and our write (412).
 WRITE_ATTEMPTS = 3
 
 ICS = "text/calendar; charset=utf-8"
-XML = "application/xml; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -69,146 +90,6 @@ class CalendarInfo:
 
     url: str
     name: str
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    url: str  # the URL that answered (after redirects)
-
-
-class _Http:
-    """One account's requests: Basic auth, a timeout, a size cap, redirects, and the error mapping of every verb.
-
-    The session's SSRF guard (storage.outbound.GuardedResolver) checks every host name it resolves, but aiohttp
-    never resolves an IP address written in a URL. The URL the person gave was checked when it was accepted
-    (storage.outbound.check_url); any other URL the server names (hrefs, redirects) may therefore change host
-    only to a host *name*, never to a literal address (`entry`: the accepted URL).
-    """
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        username: str,
-        password: str,
-        *,
-        entry: str,
-        timeout: float,
-        max_body: int,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.session = session
-        self.authorization = aiohttp.encode_basic_auth(username, password)
-        self.entry_host = (urlsplit(entry).hostname or "").lower()
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.max_body = max_body
-        self.clock = clock
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
-        redirects: bool = False,
-    ) -> _Answer:
-        """The answer to one request, after at most MAX_REDIRECTS redirects when `redirects` (the method kept,
-        as CalDAV clients do for PROPFIND; never from https to http). 401/403, 429, 5xx and transport failures
-        raise (see `_raise_for`); every other status is returned for the caller to judge."""
-        for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._once(method, url, headers, data)
-            location = answer.headers.get("Location")
-            if not (redirects and answer.status in (301, 302, 303, 307, 308) and location):
-                return answer
-            url = _join(url, location)
-        raise Rejected(f"{url}: more than {MAX_REDIRECTS} redirects")
-
-    def _check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:  # never repeated: it may hold a password
-            raise Rejected(f"{parts.scheme}://{parts.hostname}: put the user name and password in their own fields")
-        host = (parts.hostname or "").lower()
-        if outbound.literal(host) is not None and host != self.entry_host:
-            raise Rejected(f"{url}: the server points to the address {host}, which coursewire does not follow")
-
-    async def _once(self, method: str, url: str, headers: Mapping[str, str] | None, data: bytes | None) -> _Answer:
-        self._check(url)
-        try:
-            async with self.session.request(
-                method,
-                outbound.request_url(url),
-                headers={**(headers or {}), "Authorization": self.authorization},
-                data=data,
-                timeout=self.timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                if status in (401, 403, 429) or status >= 500:
-                    body = await _read(response, 64 * 1024, url, truncate=True)
-                    _raise_for(status, response.headers.get("Retry-After"), body, url, self.clock())
-                return _Answer(status, response.headers, await _read(response, self.max_body, url), url)
-        except ProviderError:
-            raise
-        except (aiohttp.InvalidURL, ValueError) as exc:
-            raise Rejected(f"{url}: not a usable URL ({exc})") from exc
-        except TimeoutError as exc:
-            raise Unavailable(f"{url}: no answer within {self.timeout.total:g} s") from exc
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, outbound.BlockedAddress):  # the session's SSRF guard refused the address
-                raise Rejected(f"{url}: {exc.os_error}") from exc
-            raise Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-
-
-async def _read(response: aiohttp.ClientResponse, limit: int, url: str, *, truncate: bool = False) -> bytes:
-    """The body, at most `limit` bytes (after content decoding). Larger bodies raise Rejected, or with
-    `truncate` are cut (error answers only need an excerpt). The rest is never read."""
-    if not truncate and response.content_length is not None and response.content_length > limit:
-        raise Rejected(f"{url}: the answer is {response.content_length} bytes, more than the {limit} accepted")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > limit:
-            if truncate:
-                break
-            raise Rejected(f"{url}: the answer is larger than the {limit} bytes accepted")
-    return b"".join(chunks)[:limit]
-
-
-def _raise_for(status: int, retry_after_header: str | None, body: bytes, url: str, now: datetime) -> NoReturn:
-    retry_after = outbound.retry_after(retry_after_header, now)
-    said = _excerpt(body)
-    where = f"{url}: {status}" + (f" ({said})" if said else "")
-    if status in (401, 403):
-        raise AuthorizationLost(f"{where}: the server refused the user name or app password")
-    if status == 429 or (status == 503 and retry_after is not None):
-        raise Throttled(where, retry_after=retry_after)
-    raise Unavailable(where, retry_after=retry_after)
-
-
-def _rejected(answer: _Answer, what: str) -> NoReturn:
-    said = _excerpt(answer.body)
-    raise Rejected(f"{what}: {answer.status}" + (f" ({said})" if said else ""))
-
-
-def _excerpt(body: bytes, length: int = 200) -> str:
-    """The server's message in a few words: markup removed, whitespace collapsed, at most `length` characters."""
-    text = re.sub(r"<[^>]*>", " ", body[: length * 20].decode("utf-8", "replace"))
-    text = " ".join(text.split())
-    return text if len(text) <= length else text[: length - 1] + "…"
-
-
-def _strong(etag: str | None) -> str | None:
-    """The ETag when it can be used in If-Match (strong, RFC 9110 §13.1.1), else None."""
-    if not etag or etag.startswith("W/"):
-        return None
-    return etag
 
 
 class CalDAVProvider:
@@ -232,9 +113,10 @@ class CalDAVProvider:
     ) -> None:
         self.calendar_url = calendar_url if calendar_url.endswith("/") else calendar_url + "/"
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._http = _Http(
+        self._http = Http(
             session, username, password, entry=self.calendar_url, timeout=timeout, max_body=max_body, clock=self._clock
         )
+        self._calendars: list[str] | None = None  # the person's calendars on this server, learnt by find_moved
 
     def __repr__(self) -> str:  # never the password
         return f"CalDAVProvider({self.calendar_url!r})"
@@ -246,25 +128,40 @@ class CalDAVProvider:
     async def put(self, item: CalendarItem, written: Written | None) -> Written:
         """Create or replace the item's event; returns its URL and ETag (None if the server has none).
 
-        Without `written`: PUT with `If-None-Match: *`; 412 (it exists: a retry after a crash) continues as an
-        update. With `written`, or after that 412: GET the event (its SEQUENCE and current ETag), then PUT it
-        with SEQUENCE + 1 and `If-Match` on that ETag; a 412 (changed or deleted meanwhile) reads again, a
-        missing event is created again (the person deleted it). `written.etag` is not trusted: an event the
-        person edited since is overwritten all the same, the calendar mirrors the session. The event is always
-        written at `resource_url(item)`; `written` only says whether it should exist already.
+        Without `written`: PUT with `If-None-Match: *` at `resource_url(item)`; 412 (it exists: a retry after a
+        crash) continues as an update. With `written`, or after that 412: GET the event (its SEQUENCE and
+        current ETag), then PUT it with SEQUENCE + 1 and `If-Match` on that ETag; a 412 (changed or deleted
+        meanwhile) reads again. `written.etag` is not trusted: an event the person edited since is overwritten
+        all the same, the calendar mirrors the session.
+
+        Where: at `written.provider_id` when it is a resource of this server (an event the person moved to
+        another of their calendars stays there, `get`), else at `resource_url(item)`. An event missing there is
+        first looked for by its UID in the person's calendars (`find_moved`: moved, and not seen yet), then
+        created again in the connected calendar (the person deleted it).
         Raises AuthorizationLost (401/403), Throttled (429, 503 with Retry-After), Unavailable (no connection,
         timeout, 5xx, or still changing after WRITE_ATTEMPTS reads) or Rejected (any other 4xx, e.g. 409
         no-uid-conflict, 413; an answer over the size cap; an address the session's SSRF guard refuses).
         """
-        url = self.resource_url(item)
+        home = self.resource_url(item)
+        url = home
         if written is None:
-            created = await self._create(item, url)
+            created = await self._create(item, home)
             if created is not None:
                 return created
+        elif self._ours(written.provider_id):
+            url = written.provider_id
+        searched = written is None
         for _ in range(WRITE_ATTEMPTS):
             current = await self._fetch(url)
             if current is None:
-                created = await self._create(item, url)
+                if not searched:
+                    searched = True
+                    found = await self.find_moved(item.uid, gone=url)
+                    if found is not None:
+                        url = found[0]
+                        continue
+                url = home
+                created = await self._create(item, home)
                 if created is not None:
                     return created
                 continue
@@ -277,7 +174,7 @@ class CalDAVProvider:
             if answer.status in (200, 201, 204):
                 return await self._written(url, answer)
             if answer.status != 412:
-                _rejected(answer, f"PUT {url}")
+                rejected(answer, f"PUT {url}")
         raise Unavailable(f"PUT {url}: the event changed between each of {WRITE_ATTEMPTS} reads and writes")
 
     async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
@@ -290,26 +187,37 @@ class CalDAVProvider:
         url = written.provider_id
         answer = await self._http.send("DELETE", url)
         if answer.status not in (200, 202, 204, 404, 410):
-            _rejected(answer, f"DELETE {url}")
+            rejected(answer, f"DELETE {url}")
 
     async def get(self, written: Written) -> RemoteEvent | None:
         """The event at `written.provider_id` (start/end in UTC, key from X-COURSEWIRE-KEY, extra: uid and
-        sequence), or None when it is gone (404/410). Raises AuthorizationLost, Throttled, Unavailable or
-        Rejected (other 4xx, or a body that holds no VEVENT)."""
-        fetched = await self._fetch(written.provider_id)
+        sequence), or None when it is gone (404/410) and not found elsewhere.
+
+        An event gone from its URL may have been moved by the person to another of their calendars (deleted
+        here, created there with the same UID): when the URL's resource name is one of ours (`<handle>.ics`,
+        giving the UID `<handle>@coursewire`), `find_moved` looks for that UID, and the event found is returned
+        with its new URL as provider_id. Raises AuthorizationLost, Throttled, Unavailable (also: the search took
+        longer than SEARCH_DEADLINE) or Rejected (other 4xx, or a body that holds no VEVENT)."""
+        url = written.provider_id
+        fetched = await self._fetch(url)
         if fetched is None:
-            return None
-        event, etag = fetched
+            uid = uid_of(url)
+            found = await self.find_moved(uid, gone=url) if uid is not None else None
+            if found is None:
+                return None
+            url, event, etag = found
+        else:
+            event, etag = fetched
         start = _instant(event.get("DTSTART"))
         if start is None:
-            raise Rejected(f"GET {written.provider_id}: the event has no DTSTART")
+            raise Rejected(f"GET {url}: the event has no DTSTART")
         end = _instant(event.get("DTEND"))
         if end is None:
             duration = event.get("DURATION")
             end = start + (duration.dt if duration is not None and isinstance(duration.dt, timedelta) else timedelta())
         key = event.get(KEY_PROPERTY)
         return RemoteEvent(
-            provider_id=written.provider_id,
+            provider_id=url,
             etag=etag,
             subject=str(event.get("SUMMARY", "")),
             start=start,
@@ -319,8 +227,189 @@ class CalDAVProvider:
             extra={"uid": str(event.get("UID", "")), "sequence": str(_sequence(event))},
         )
 
+    async def find_moved(self, uid: str, *, gone: str) -> tuple[str, Any, str | None] | None:
+        """Where the event with `uid` is now, among the person's calendars: (its URL, its VEVENT, its ETag), or
+        None. `gone`: the URL it was at (not taken as an answer).
+
+        The calendars are those of the person's calendar homes on this server (DAV:current-user-principal of the
+        connected calendar, then `_calendars_of`: at most MAX_HOMES homes and MAX_CALENDARS calendars, learnt
+        once per provider), the connected one first; calendars on another origin are not searched (the
+        server does not choose where coursewire sends the person's credentials). Each is asked with a
+        calendar-query REPORT whose UID prop-filter has a text-match (RFC 4791 §7.8, §9.7.5: a substring,
+        case-sensitive with i;octet), at most MAX_MATCHES answers read, each confirmed by GET with an exact
+        UID. The whole search takes at most SEARCH_DEADLINE seconds. Raises AuthorizationLost, Throttled,
+        Unavailable (also past the deadline) or Rejected (an answer over the size cap or not XML)."""
+        try:
+            async with asyncio.timeout(SEARCH_DEADLINE):
+                for calendar in await self._person_calendars():
+                    for url in await self._query_uid(calendar, uid):
+                        if url == gone:
+                            continue
+                        fetched = await self._fetch(url)
+                        if fetched is not None and str(fetched[0].get("UID", "")) == uid:
+                            return url, fetched[0], fetched[1]
+        except TimeoutError:
+            raise Unavailable(
+                f"{self.calendar_url}: looking for a moved event took longer than {SEARCH_DEADLINE:g} s"
+            ) from None
+        return None
+
+    async def changes(self, cursor: str | None) -> Changes:
+        """What changed in the calendar since `cursor` (calendars.model.ChangeFeed), by RFC 6578 sync-collection.
+
+        REPORT DAV:sync-collection on the calendar (Depth 0) with DAV:sync-token `cursor` (empty when None: the
+        initial listing), DAV:sync-level 1 and DAV:prop getetag (RFC 6578 §3.2). Each member of the calendar
+        with a propstat is a Change (provider_id: its absolute URL; key None: the engine knows our events by
+        URL), each member answered 404 a removed Change (§3.5.2); the answer's DAV:sync-token is the next cursor
+        (at most MAX_TOKEN characters); `full` when `cursor` is None; a 507 on the calendar itself means the
+        server cut the answer: `more`, continue with the cursor (§3.6). Members outside the calendar collection,
+        and the collection itself, are ignored.
+
+        A server without sync-collection (405, 501, 403 DAV:supported-report, or a 207 without DAV:sync-token)
+        gets a full listing by PROPFIND Depth 1 instead, on every call: the cursor is then LISTING_CURSOR, which
+        lists fully again next time (a server that gains sync-collection is used once the cursor expires or is
+        reset). Answers are at most MAX_LISTING_BODY bytes and MAX_MEMBERS members, else Rejected.
+
+        Raises CursorExpired (403/409/412 with the DAV:valid-sync-token precondition, §3.2: call with None),
+        CalendarGone (404/410 on the calendar), AuthorizationLost (401, or 403 without such a precondition),
+        Throttled, Unavailable or Rejected (other 4xx, a malformed or oversized answer).
+        """
+        if cursor == LISTING_CURSOR:
+            return await self._listing()
+        what = f"REPORT sync-collection {self.calendar_url}"
+        answer = await self._http.send(
+            "REPORT",
+            self.calendar_url,
+            headers={"Depth": "0", "Content-Type": XML},
+            data=_sync_collection(cursor or ""),
+            keep=(403, 501),
+            max_body=MAX_LISTING_BODY,
+        )
+        if answer.status in (403, 409, 412):
+            said = preconditions(answer)
+            if f"{{{DAV}}}valid-sync-token" in said:
+                if cursor is None:  # refusing the empty token is refusing every listing: not a cursor to drop
+                    rejected(answer, what)
+                raise CursorExpired(f"{what}: {answer.status}: the server no longer knows the sync token")
+            if f"{{{DAV}}}supported-report" in said:
+                return await self._listing()
+            if answer.status == 403:
+                raise_for(403, None, answer.body, self.calendar_url, self._clock())
+            rejected(answer, what)
+        if answer.status in (404, 410):
+            raise CalendarGone(f"{what}: {answer.status}: the calendar is gone")
+        if answer.status in (405, 501):
+            return await self._listing()
+        if answer.status != 207:
+            rejected(answer, what)
+        root, responses = multistatus(answer, what, limit=MAX_MEMBERS)
+        token = (root.findtext(f"{{{DAV}}}sync-token") or "").strip()
+        if not token:
+            return await self._listing()
+        if len(token) > MAX_TOKEN:
+            raise Rejected(f"{what}: the sync token is longer than {MAX_TOKEN} characters")
+        found: dict[str, Change] = {}
+        more = False
+        for response in responses:
+            member = self._member(response.href)
+            if self._is_calendar(response.href):
+                more = more or response.status == 507
+            elif member is not None:
+                found[member] = Change(member, removed=response.status in (404, 410))
+        return Changes(list(found.values()), cursor=token, full=cursor is None, more=more)
+
+    async def check_calendar(self) -> None:
+        """Return if the calendar exists and the credentials reach it: PROPFIND Depth 0 on it answers 207 naming
+        an event calendar. Raises CalendarGone (404/410, or no longer a calendar collection), AuthorizationLost
+        (401/403), Throttled, Unavailable or Rejected (other 4xx)."""
+        what = f"PROPFIND {self.calendar_url}"
+        answer = await self._http.send(
+            "PROPFIND", self.calendar_url, headers={"Depth": "0", "Content-Type": XML}, data=PROPFIND_CALENDARS
+        )
+        if answer.status in (404, 410):
+            raise CalendarGone(f"{what}: {answer.status}: the calendar is gone")
+        if answer.status != 207:
+            rejected(answer, what)
+        responses = multistatus(answer, what)[1]
+        own = [r for r in responses if self._is_calendar(r.href)] or responses[:1]
+        if not own or not _is_event_calendar(own[0].props):
+            raise CalendarGone(f"{what}: the address is no longer a calendar of events")
+
     async def close(self) -> None:
         """Nothing to release: the HTTP session belongs to the caller."""
+
+    def _ours(self, url: str) -> bool:
+        """Whether `url` is a resource on the connected calendar's origin (where a moved event may be)."""
+        return origin(url) == origin(self.calendar_url) and not url.endswith("/")
+
+    def _is_calendar(self, href: str) -> bool:
+        return _path(href) == _path(self.calendar_url)
+
+    def _member(self, href: str) -> str | None:
+        """The URL of `href` when it names a resource directly inside the connected calendar collection, else
+        None. Only the path is taken from the server: the URL is rebuilt on the calendar's own origin, so a
+        listing cannot send later requests (get, delete) to another host."""
+        path = urlsplit(href).path
+        parent, _, name = _path(href).rpartition("/")
+        if href.endswith("/") or not name or parent != _path(self.calendar_url):
+            return None
+        return urljoin(self.calendar_url, path)
+
+    async def _listing(self) -> Changes:
+        """Every resource of the calendar by PROPFIND Depth 1 (no sync-collection there): a full Changes whose
+        cursor, LISTING_CURSOR, asks for this listing again."""
+        what = f"PROPFIND {self.calendar_url}"
+        answer = await self._http.send(
+            "PROPFIND",
+            self.calendar_url,
+            headers={"Depth": "1", "Content-Type": XML},
+            data=PROPFIND_LISTING,
+            max_body=MAX_LISTING_BODY,
+        )
+        if answer.status in (404, 410):
+            raise CalendarGone(f"{what}: {answer.status}: the calendar is gone")
+        if answer.status != 207:
+            rejected(answer, what)
+        found: dict[str, Change] = {}
+        for response in multistatus(answer, what, limit=MAX_MEMBERS)[1]:
+            kind = response.props.get(f"{{{DAV}}}resourcetype")
+            is_collection = kind is not None and kind.find(f"{{{DAV}}}collection") is not None
+            member = self._member(response.href)
+            if member is not None and not is_collection and response.status in (None, 200):
+                found[member] = Change(member)
+        return Changes(list(found.values()), cursor=LISTING_CURSOR, full=True)
+
+    async def _person_calendars(self) -> list[str]:
+        """The connected calendar, then the person's other event calendars on its origin (see `find_moved`)."""
+        if self._calendars is None:
+            calendars = [self.calendar_url]
+            context = await propfind(self._http, self.calendar_url, 0, PROPFIND_CONTEXT, tolerate=True)
+            principal = first_href(context[0].props.get(f"{{{DAV}}}current-user-principal")) if context else None
+            if principal is not None:
+                try:
+                    found = await _calendars_of(self._http, join(context[0].href, principal))
+                except Rejected:  # no calendar home named: only the connected calendar is searched
+                    found = []
+                calendars += [c.url for c in found if origin(c.url) == origin(self.calendar_url)]
+            self._calendars = list(dict.fromkeys(calendars))
+        return self._calendars
+
+    async def _query_uid(self, calendar: str, uid: str) -> list[str]:
+        """The URLs of at most MAX_MATCHES resources of `calendar` whose UID contains `uid` (calendar-query
+        REPORT, RFC 4791 §7.8); [] when the calendar is gone or refuses the query (403, 405, 501...): another
+        calendar of the person may be shared with them read-only, which says nothing of the connection."""
+        what = f"REPORT calendar-query {calendar}"
+        answer = await self._http.send(
+            "REPORT",
+            calendar,
+            headers={"Depth": "1", "Content-Type": XML},
+            data=_calendar_query(uid),
+            keep=(403, 501),
+        )
+        if answer.status != 207:
+            return []
+        found = [r.href for r in multistatus(answer, what)[1] if r.status in (None, 200) and not r.href.endswith("/")]
+        return list(dict.fromkeys(h for h in found if origin(h) == origin(calendar)))[:MAX_MATCHES]
 
     def _body(self, item: CalendarItem, sequence: int) -> bytes:
         return to_bytes(event_calendar(item, sequence=sequence, dtstamp=self._clock(), method=None))
@@ -333,10 +422,10 @@ class CalDAVProvider:
             return await self._written(url, answer)
         if answer.status == 412:
             return None
-        _rejected(answer, f"PUT {url}")
+        rejected(answer, f"PUT {url}")
 
-    async def _written(self, url: str, answer: _Answer) -> Written:
-        etag = _strong(answer.headers.get("ETag"))
+    async def _written(self, url: str, answer: Answer) -> Written:
+        etag = strong(answer.headers.get("ETag"))
         if etag is None:  # RFC 4791 §5.3.4: the server changed what we sent; learn the version it keeps
             fetched = await self._fetch(url)
             etag = fetched[1] if fetched else None
@@ -348,7 +437,7 @@ class CalDAVProvider:
         if answer.status in (404, 410):
             return None
         if answer.status != 200:
-            _rejected(answer, f"GET {url}")
+            rejected(answer, f"GET {url}")
         try:
             calendar = Calendar.from_ical(answer.body)
         except ValueError as exc:
@@ -356,7 +445,40 @@ class CalDAVProvider:
         events = calendar.walk("VEVENT")
         if not events:
             raise Rejected(f"GET {url}: the object holds no VEVENT")
-        return events[0], _strong(answer.headers.get("ETag"))
+        return events[0], strong(answer.headers.get("ETag"))
+
+
+def uid_of(url: str) -> str | None:
+    """The UID coursewire gave the event at `url` when its resource name is one of ours (`<handle>.ics`, see
+    CalendarItem.handle and .uid), else None (a resource the person named: its UID is not known)."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    match = re.fullmatch(r"([0-9a-f]{32})\.ics", name)
+    return f"{match.group(1)}@coursewire" if match else None
+
+
+def _path(url: str) -> str:
+    """The decoded path of `url` without a final '/', to compare the hrefs of one resource."""
+    return unquote(urlsplit(url).path).rstrip("/")
+
+
+def _sync_collection(token: str) -> bytes:
+    """The DAV:sync-collection REPORT body (RFC 6578 §6.1): `token` (empty: initial), level 1, getetag."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:">'
+        f"<d:sync-token>{escape(token)}</d:sync-token><d:sync-level>1</d:sync-level>"
+        "<d:prop><d:getetag/></d:prop></d:sync-collection>"
+    ).encode()
+
+
+def _calendar_query(uid: str) -> bytes:
+    """The CALDAV:calendar-query REPORT body (RFC 4791 §7.8) matching VEVENTs whose UID contains `uid`."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/></d:prop>'
+        '<c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"><c:prop-filter name="UID">'
+        f'<c:text-match collation="i;octet">{escape(uid)}</c:text-match>'
+        "</c:prop-filter></c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"
+    ).encode()
 
 
 def _sequence(event: Any) -> int:
@@ -376,6 +498,22 @@ def _instant(prop: Any) -> datetime | None:
     if isinstance(value, date):
         return datetime.combine(value, time(), UTC)
     return None
+
+
+# --- the change feed --------------------------------------------------------------------------------------------
+
+# The cursor of a calendar whose server has no sync-collection: every call lists the calendar fully.
+LISTING_CURSOR = "coursewire:propfind-listing"
+MAX_TOKEN = 2048  # characters of a sync token kept as the cursor (Radicale's are 92)
+# A change listing, or a full listing of a calendar: 20,000 events of the person's own fit in either.
+MAX_LISTING_BODY = 16 * 1024 * 1024
+MAX_MEMBERS = 20_000
+MAX_MATCHES = 5  # resources read back of one calendar-query by UID (one is expected)
+SEARCH_DEADLINE = 20.0  # seconds for looking for a moved event in all of the person's calendars
+PROPFIND_LISTING = (
+    b'<?xml version="1.0" encoding="utf-8"?>'
+    b'<d:propfind xmlns:d="DAV:"><d:prop><d:getetag/><d:resourcetype/></d:prop></d:propfind>'
+)
 
 
 # --- discovery -----------------------------------------------------------------------------------------------
@@ -511,7 +649,7 @@ async def discover(
     `max_body` bytes or with a DTD, an address the session's SSRF guard refuses, or another 4xx). The caller
     checks the URL a person typed first (storage.outbound.check_url: https, public addresses).
     """
-    http = _Http(
+    http = Http(
         session, username, password, entry=url, timeout=timeout, max_body=max_body, clock=lambda: datetime.now(UTC)
     )
     limit = DISCOVERY_DEADLINE if deadline is None else deadline
@@ -530,33 +668,38 @@ async def discover(
     return kept
 
 
-async def _find(http: _Http, url: str) -> list[CalendarInfo]:
+async def _find(http: Http, url: str) -> list[CalendarInfo]:
     """The event calendars discovery finds (at most MAX_CALENDARS), before `_Gate` judges their URLs."""
-    responses = await _propfind(http, url, 0, PROPFIND_CONTEXT, tolerate=True)
+    responses = await propfind(http, url, 0, PROPFIND_CONTEXT, tolerate=True)
     context = responses[0] if responses else None
     if context is not None and _is_event_calendar(context.props):
-        return [CalendarInfo(_collection(context.href), _name(context))]
-    principal = _first_href(context.props.get(f"{{{DAV}}}current-user-principal")) if context else None
+        return [CalendarInfo(collection_url(context.href), _name(context))]
+    principal = first_href(context.props.get(f"{{{DAV}}}current-user-principal")) if context else None
     base = context.href if context else url
     if principal is None:
         well_known = urljoin(url, "/.well-known/caldav")
         if urlsplit(well_known).path != urlsplit(url).path:
-            responses = await _propfind(http, well_known, 0, PROPFIND_CONTEXT, tolerate=True)
+            responses = await propfind(http, well_known, 0, PROPFIND_CONTEXT, tolerate=True)
             if responses:
-                principal = _first_href(responses[0].props.get(f"{{{DAV}}}current-user-principal"))
+                principal = first_href(responses[0].props.get(f"{{{DAV}}}current-user-principal"))
                 base = responses[0].href
     if principal is None:
         raise Rejected(f"{url}: no CalDAV account found there (no DAV:current-user-principal)")
-    principal_url = _join(base, principal)
-    responses = await _propfind(http, principal_url, 0, PROPFIND_HOME)
-    homes = _hrefs(responses[0].props.get(f"{{{CALDAV}}}calendar-home-set")) if responses else []
+    return await _calendars_of(http, join(base, principal))
+
+
+async def _calendars_of(http: Http, principal_url: str) -> list[CalendarInfo]:
+    """The event calendars in the principal's calendar homes (RFC 4791 §6.2.1): at most MAX_HOMES homes
+    followed, at most MAX_CALENDARS calendars, in the server's order. Raises Rejected when it names no home."""
+    responses = await propfind(http, principal_url, 0, PROPFIND_HOME)
+    homes = hrefs(responses[0].props.get(f"{{{CALDAV}}}calendar-home-set")) if responses else []
     if not homes:
         raise Rejected(f"{principal_url}: the account has no CALDAV:calendar-home-set")
     found: dict[str, CalendarInfo] = {}
     for home in list(dict.fromkeys(homes))[:MAX_HOMES]:
-        for response in await _propfind(http, _join(principal_url, home), 1, PROPFIND_CALENDARS):
+        for response in await propfind(http, join(principal_url, home), 1, PROPFIND_CALENDARS):
             if _is_event_calendar(response.props):
-                info = CalendarInfo(_collection(response.href), _name(response))
+                info = CalendarInfo(collection_url(response.href), _name(response))
                 found.setdefault(info.url, info)
                 if len(found) >= MAX_CALENDARS:
                     return list(found.values())
@@ -569,7 +712,7 @@ class _Gate:
     a hundred times costs one lookup."""
 
     def __init__(self, entry: str, networks: Sequence[outbound.IPNetwork], resolve: outbound.Resolve) -> None:
-        self.origin = _origin(entry)
+        self.origin = origin(entry)
         self.networks = tuple(networks)
         self.resolve = resolve
         self.answers: dict[str, list[str]] = {}
@@ -584,7 +727,7 @@ class _Gate:
         try:
             if len(url) > MAX_CALENDAR_URL:
                 raise Invalid(f"the URL is longer than {MAX_CALENDAR_URL} characters")
-            if self.origin is not None and _origin(url) == self.origin:
+            if self.origin is not None and origin(url) == self.origin:
                 names.web_url(url, "calendar")
             else:
                 await asyncio.to_thread(outbound.check_url, url, self.networks, self._lookup, field="calendar")
@@ -592,81 +735,6 @@ class _Gate:
             self.refused.append(exc.message)
             return False
         return True
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of an http(s) URL, the port made explicit (RFC 6454 §4); None when it has none."""
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        return None
-    if port is None or not parts.hostname:
-        return None
-    return scheme, parts.hostname.lower().rstrip("."), port
-
-
-@dataclass(frozen=True)
-class _DavResponse:
-    href: str  # absolute
-    props: dict[str, ET.Element]  # properties found (2xx propstat), by Clark name
-
-
-async def _propfind(http: _Http, url: str, depth: int, body: bytes, *, tolerate: bool = False) -> list[_DavResponse]:
-    """The DAV:response elements of a PROPFIND's 207 Multi-Status (RFC 4918 §9.1, §14.16), hrefs made absolute.
-    With `tolerate`, a 404/405/501-like refusal (no WebDAV there) gives [] instead of Rejected."""
-    headers = {"Depth": str(depth), "Content-Type": XML}
-    answer = await http.send("PROPFIND", url, headers=headers, data=body, redirects=True)
-    if answer.status != 207:
-        if tolerate and answer.status in (400, 404, 405, 406, 415):
-            return []
-        _rejected(answer, f"PROPFIND {url}")
-    root = parse_xml(answer.body, url)
-    if root.tag != f"{{{DAV}}}multistatus":
-        raise Rejected(f"PROPFIND {url}: the answer is not a DAV:multistatus")
-    found = []
-    for response in root.findall(f"{{{DAV}}}response"):
-        href = response.findtext(f"{{{DAV}}}href")
-        if not href:
-            continue
-        props: dict[str, ET.Element] = {}
-        for propstat in response.findall(f"{{{DAV}}}propstat"):
-            if not _ok(propstat.findtext(f"{{{DAV}}}status", "")):
-                continue
-            for prop in propstat.findall(f"{{{DAV}}}prop"):
-                props.update((child.tag, child) for child in prop)
-        found.append(_DavResponse(_join(answer.url, href.strip()), props))
-    return found
-
-
-def _ok(status_line: str) -> bool:
-    parts = status_line.split()
-    return len(parts) >= 2 and parts[1].startswith("2")
-
-
-def _join(base: str, href: str) -> str:
-    """`href` resolved against `base`; Rejected unless http(s), and never from https down to http."""
-    joined = urljoin(base, href)
-    scheme = urlsplit(joined).scheme
-    if scheme not in ("http", "https") or (urlsplit(base).scheme == "https" and scheme != "https"):
-        raise Rejected(f"{base}: the server points to {joined}, which coursewire does not follow")
-    return joined
-
-
-def _collection(url: str) -> str:
-    return url if url.endswith("/") else url + "/"
-
-
-def _first_href(prop: ET.Element | None) -> str | None:
-    hrefs = _hrefs(prop)
-    return hrefs[0] if hrefs else None
-
-
-def _hrefs(prop: ET.Element | None) -> list[str]:
-    if prop is None:
-        return []
-    return [h.text.strip() for h in prop.iter(f"{{{DAV}}}href") if h.text and h.text.strip()]
 
 
 def _is_event_calendar(props: dict[str, ET.Element]) -> bool:
@@ -679,44 +747,11 @@ def _is_event_calendar(props: dict[str, ET.Element]) -> bool:
     return any(c.get("name", "").upper() == "VEVENT" for c in components.iter(f"{{{CALDAV}}}comp"))
 
 
-def _name(response: _DavResponse) -> str:
+def _name(response: DavResponse) -> str:
     """The calendar's DAV:displayname, else the last segment of its path: without control or format characters
     (a name is shown on the calendar page), at most MAX_NAME characters."""
-    shown = _text(response.props.get(f"{{{DAV}}}displayname"))
+    shown = text_of(response.props.get(f"{{{DAV}}}displayname"))
     if not shown:
         shown = unquote(urlsplit(response.href).path.rstrip("/").rsplit("/", 1)[-1])
     visible = "".join(c for c in shown if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
     return " ".join(visible.split())[:MAX_NAME]
-
-
-def _text(prop: ET.Element | None) -> str:
-    return "".join(prop.itertext()).strip() if prop is not None else ""
-
-
-def parse_xml(data: bytes, url: str) -> ET.Element:
-    """The document as an ElementTree element with Clark names (`{DAV:}href`). A document type declaration
-    (where entities would be declared: billion laughs, external entities) or malformed XML raises Rejected."""
-    builder = ET.TreeBuilder()
-
-    def clark(name: str) -> str:
-        namespace, _, local = name.rpartition(" ")
-        return f"{{{namespace}}}{local}" if namespace else local
-
-    def start(name: str, attributes: dict[str, str]) -> None:
-        builder.start(clark(name), {clark(k): v for k, v in attributes.items()})
-
-    def refuse(*_: object) -> NoReturn:
-        raise Rejected(f"{url}: the answer declares a DTD or entities, which coursewire does not read")
-
-    parser = expat.ParserCreate(namespace_separator=" ")
-    parser.StartElementHandler = start
-    parser.EndElementHandler = lambda name: builder.end(clark(name))
-    parser.CharacterDataHandler = builder.data
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
-    try:
-        parser.Parse(data, True)
-        return builder.close()
-    except (expat.ExpatError, AssertionError) as exc:
-        raise Rejected(f"{url}: the answer is not well-formed XML ({exc})") from exc

@@ -1,7 +1,8 @@
 """A small, hostile CalDAV server on 127.0.0.1 for the connection tests: it answers PROPFIND with whatever
 multistatus documents a test gives it (`account`: a principal, its calendar homes and the calendars in them,
 which may point anywhere), records what it was asked, and can hold requests unanswered until the test lets them
-go (`stall`), as a server written to tie up coursewire's threads would.
+go (`stall`), as a server written to tie up coursewire's threads would. REPORT gets the (status, body) a test
+gives for the path (`reports`), else 501 Not Implemented, as from a server without the report.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class DavServer:
 
     url: str = ""
     pages: dict[str, bytes] = field(default_factory=dict)
+    reports: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     stall: set[str] = field(default_factory=set)
     received: list[tuple[str, str]] = field(default_factory=list)
     arrived: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
@@ -75,9 +77,12 @@ class DavServer:
 
 
 @contextmanager
-def dav_server(pages: Mapping[str, bytes], stall: Sequence[str] = ()) -> Iterator[DavServer]:
-    """Serve `pages` (path -> 207 body; anything else 404) on 127.0.0.1, a free port."""
-    state = DavServer(pages=dict(pages), stall=set(stall))
+def dav_server(
+    pages: Mapping[str, bytes], stall: Sequence[str] = (), reports: Mapping[str, tuple[int, bytes]] | None = None
+) -> Iterator[DavServer]:
+    """Serve `pages` (path -> 207 body; anything else 404) on 127.0.0.1, a free port; REPORT answers `reports`
+    (path -> status and body; anything else 501)."""
+    state = DavServer(pages=dict(pages), stall=set(stall), reports=dict(reports or {}))
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -95,6 +100,12 @@ def dav_server(pages: Mapping[str, bytes], stall: Sequence[str] = ()) -> Iterato
             self.answer(207 if body is not None else 404, body or b"")
 
         do_GET = do_PUT = do_PROPFIND
+
+        def do_REPORT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with state.lock:
+                state.received.append((self.command, self.path))
+            self.answer(*state.reports.get(self.path, (501, b"")))
 
         def answer(self, status: int, body: bytes) -> None:
             try:

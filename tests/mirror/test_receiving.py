@@ -49,7 +49,7 @@ def _watched(db: Database, login: str, provider: str, channel_id: str, resource_
         connection.id,
         channel_id=channel_id,
         resource_id=resource_id,
-        secret=secret,
+        hashed_secret=calendar_watch.secret_hash(secret),
         expires_at=now + timedelta(days=6),
         renew_at=now + timedelta(days=5),
     )

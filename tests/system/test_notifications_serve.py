@@ -23,7 +23,8 @@ SECRET = "client-state-served-0123456789"  # noqa: S105 (a test value)
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Server]:
-    yield from start(tmp_path / "data", "--workers", "1")
+    # No in-process worker: nothing else touches the watch row (this connection's credentials are a stand-in).
+    yield from start(tmp_path / "data", "--workers", "1", "--no-worker")
 
 
 def test_graph_reaches_the_receiver_of_a_served_app(served: Server, tmp_path: Path) -> None:
@@ -40,7 +41,13 @@ def test_graph_reaches_the_receiver_of_a_served_app(served: Server, tmp_path: Pa
         now = db.clock()
         calendar_watch.ensure(db, now)
         calendar_watch.set_channel(
-            db, connection.id, channel_id="sub-ann", resource_id=None, secret=SECRET, expires_at=None, renew_at=None
+            db,
+            connection.id,
+            channel_id="sub-ann",
+            resource_id=None,
+            hashed_secret=calendar_watch.secret_hash(SECRET),
+            expires_at=None,
+            renew_at=None,
         )
         url = served.base + "/calendar/notifications/microsoft365"
 

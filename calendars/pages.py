@@ -122,16 +122,21 @@ def link_url(base_url: str, token: str) -> str:
 
 
 class Mount:
-    """ASGI middleware handing `/calendar` and everything under it to the pages app; the rest goes on to `app`
-    (connexion adds it ahead of the API's authentication, MiddlewarePosition.BEFORE_SWAGGER)."""
+    """ASGI middleware handing `/calendar` and everything under it to the pages app, except
+    `/calendar/notifications[/...]`, which goes to `receiving` (calendars.receiving) when given; the rest goes on
+    to `app` (connexion adds it ahead of the API's authentication, MiddlewarePosition.BEFORE_SWAGGER)."""
 
-    def __init__(self, app: ASGIApp, pages: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, pages: ASGIApp, receiving: ASGIApp | None = None) -> None:
         self.app = app
         self.pages = pages
+        self.receiving = receiving
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path == PREFIX or path.startswith(PREFIX + "/"):
+        notifications = PREFIX + "/notifications"
+        if self.receiving is not None and (path == notifications or path.startswith(notifications + "/")):
+            await self.receiving(scope, receive, send)
+        elif path == PREFIX or path.startswith(PREFIX + "/"):
             await self.pages(scope, receive, send)
         else:
             await self.app(scope, receive, send)

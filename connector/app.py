@@ -19,6 +19,7 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
 from calendars import pages as calendar_pages
+from calendars import receiving as calendar_receiving
 from certification.loading import shipped_definition
 from connector import context, errors, metadata, wire
 from connector.edge import CATCH_ALL, EdgeMiddleware, Services, compile_routes
@@ -137,7 +138,11 @@ def create_app(
         base_url=lambda scope: context.base_url_of(scope, settings),
         resolve=resolve,
     )
-    app.add_middleware(calendar_pages.Mount, position=MiddlewarePosition.BEFORE_SWAGGER, pages=pages)
+    # Graph and Google notifications (/calendar/notifications/...): public too, checked by the channel's secret.
+    receiving = calendar_receiving.NotificationReceiver(db)
+    app.add_middleware(
+        calendar_pages.Mount, position=MiddlewarePosition.BEFORE_SWAGGER, pages=pages, receiving=receiving
+    )
     app.add_middleware(EdgeMiddleware, position=MiddlewarePosition.BEFORE_ROUTING, services=services)
     # $metadata and the service document, for OData clients; behind the edge, so authenticated like the rest.
     app.add_middleware(metadata.MetadataMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)

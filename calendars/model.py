@@ -120,6 +120,12 @@ class Rejected(ProviderError):
     the same way; the connection is marked Error with the message."""
 
 
+class EventGone(ProviderError):
+    """An update found the event gone from the calendar (the person deleted it, and the mirror has not decided
+    about that yet): raised by `put(..., recreate=False)` instead of creating the event again, so a session
+    edit arriving before the deletion is noticed does not undo it (calendars/inbound.py decides first)."""
+
+
 class CursorExpired(ProviderError):
     """The change cursor is no longer valid: Graph `410 Gone` or `syncStateNotFound` on a delta link, Google
     `410 fullSyncRequired`, a CalDAV `DAV:valid-sync-token` precondition (RFC 6578 §3.2): list everything again
@@ -223,16 +229,19 @@ class TokenSource(Protocol):
 class Provider(Protocol):
     """One connected calendar. Every method is idempotent; 404/410 on delete is success."""
 
-    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+    async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         """Create the item's event (written is None) or replace it (written: what we wrote last).
 
         Creating an event that already exists under the item's handle (a retry after a crash) updates
-        it instead of adding another. An event the person deleted is created again.
-        Raises Throttled, Unavailable, AuthorizationLost or Rejected.
+        it instead of adding another. An event the person deleted is created again, unless `recreate` is
+        False (a two-way connection whose deletion is not decided yet): then EventGone.
+        Raises Throttled, Unavailable, AuthorizationLost, Rejected or EventGone.
         """
         ...
 
-    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+    async def put_many(
+        self, batch: Sequence[tuple[CalendarItem, Written | None]], *, recreate: bool = True
+    ) -> list[Written | ProviderError]:
         """`put` for several items of one person, in order; a provider may send them in one request
         (Graph `$batch`, 20 at most). Each result is the Written or the error of that item."""
         ...
@@ -257,13 +266,13 @@ class Provider(Protocol):
 
 
 async def put_each(
-    provider: Provider, batch: Sequence[tuple[CalendarItem, Written | None]]
+    provider: Provider, batch: Sequence[tuple[CalendarItem, Written | None]], *, recreate: bool = True
 ) -> list[Written | ProviderError]:
     """`put_many` for providers without a batch request: one `put` after another."""
     results: list[Written | ProviderError] = []
     for item, written in batch:
         try:
-            results.append(await provider.put(item, written))
+            results.append(await provider.put(item, written, recreate=recreate))
         except ProviderError as exc:
             results.append(exc)
     return results

@@ -27,12 +27,13 @@ from calendars import desired
 from calendars.model import (
     AuthorizationLost,
     CalendarItem,
+    EventGone,
     Provider,
     ProviderError,
     Rejected,
     Written,
 )
-from storage import calendar
+from storage import calendar, calendar_watch
 from storage.calendar import Connection, DirtyPair, ItemRecord
 
 log = logging.getLogger("coursewire.calendars")
@@ -149,11 +150,14 @@ class Outcome:
     lost: dict[str, str] = field(default_factory=dict)  # connection id -> why it needs reauthorization
     rejected: dict[str, str] = field(default_factory=dict)  # connection id -> the provider's refusal
     synced: set[str] = field(default_factory=set)  # connections written successfully
+    gone: set[str] = field(default_factory=set)  # connections where an update found our event deleted
 
     def failed(self, exc: ProviderError, connection_id: str | None) -> None:
         """Sort a failure: a calendar whose credentials died or that refused the item changes status (the
         person gets e-mail meanwhile); a refused e-mail address is logged and not retried; anything else
         (Throttled, Unavailable) retries the pair after the provider's Retry-After or the backoff."""
+        if isinstance(exc, EventGone) and connection_id:
+            self.gone.add(connection_id)  # the connection's check decides first; the pair waits for it
         if isinstance(exc, AuthorizationLost) and connection_id:
             self.lost[connection_id] = str(exc)
         elif isinstance(exc, Rejected) and connection_id:
@@ -213,9 +217,22 @@ async def execute(
     if out.lost or out.rejected or out.error:
         return out  # order: nothing new is written while an old copy could not be taken away (no two at once)
     if p.channel == CALENDAR and p.connection is not None and p.puts:
-        batch = [(item, Written(r.provider_id, r.etag) if r and r.provider_id else None) for item, r in p.puts]
-        results = await provider_for(p.connection).put_many(batch)
+        provider = provider_for(p.connection)
+        # On a two-way calendar an update must not bring back an event the person deleted before the mirror
+        # noticed (calendars/inbound.py decides about it first): those go with recreate=False. Creations, and
+        # events whose deletion was decided and kept, are written as they are.
+        two_way = hasattr(provider, "changes")
+        guarded = [two_way and r is not None and r.deleted_at is None for _, r in p.puts]
+        results: list[Written | ProviderError | None] = [None] * len(p.puts)
+        for recreate in (True, False):
+            indexes = [n for n, g in enumerate(guarded) if g != recreate]
+            if not indexes:
+                continue
+            batch = [(p.puts[n][0], _written(p.puts[n][1])) for n in indexes]
+            for n, result in zip(indexes, await provider.put_many(batch, recreate=recreate), strict=True):
+                results[n] = result
         for (item, last), result in zip(p.puts, results, strict=True):
+            assert result is not None
             if isinstance(result, ProviderError):
                 out.failed(result, p.connection.id)
                 continue
@@ -231,6 +248,10 @@ async def execute(
                 continue
             out.saved.append(_record(item, MAIL, None, None, last, sequence))
     return out
+
+
+def _written(record: ItemRecord | None) -> Written | None:
+    return Written(record.provider_id, record.etag) if record and record.provider_id else None
 
 
 def _record(
@@ -290,6 +311,8 @@ def record(conn: sqlite3.Connection, owner: str, p: Plan, out: Outcome, now: dat
         calendar.save_item(conn, item, now)
     for connection_id in out.synced - set(out.lost) - set(out.rejected):
         calendar.synced(conn, connection_id, now)
+    for connection_id in out.gone:
+        calendar_watch.notified_in(conn, connection_id, now)
     for connection_id, why in out.lost.items():
         calendar.set_status_in(conn, connection_id, "NeedsReauthorization", why, now)
     for connection_id, why in out.rejected.items():

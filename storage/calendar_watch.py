@@ -127,12 +127,19 @@ def notified(db: Database, connection_id: str, now: datetime, *, full: bool = Fa
     `missed`, `subscriptionRemoved`); `rewatch`: the channel must be renewed or recreated now (Graph
     `reauthorizationRequired`, `subscriptionRemoved`). Duplicates only make a due check due again."""
     with db.write() as conn:
-        conn.execute(
-            "UPDATE calendar_watches SET check_due_at = min(check_due_at, ?), last_notification_at = ?,"
-            " notifications = notifications + 1, full_check = max(full_check, ?),"
-            " watch_due_at = CASE WHEN ? THEN ? ELSE watch_due_at END WHERE connection_id = ?",
-            (iso(now), iso(now), int(full), int(rewatch), iso(now), connection_id),
-        )
+        notified_in(conn, connection_id, now, full=full, rewatch=rewatch)
+
+
+def notified_in(
+    conn: sqlite3.Connection, connection_id: str, now: datetime, *, full: bool = False, rewatch: bool = False
+) -> None:
+    """`notified` in the caller's write transaction (also used when a write found an event of ours gone)."""
+    conn.execute(
+        "UPDATE calendar_watches SET check_due_at = min(check_due_at, ?), last_notification_at = ?,"
+        " notifications = notifications + 1, full_check = max(full_check, ?),"
+        " watch_due_at = CASE WHEN ? THEN ? ELSE watch_due_at END WHERE connection_id = ?",
+        (iso(now), iso(now), int(full), int(rewatch), iso(now), connection_id),
+    )
 
 
 def watches_due(db: Database, now: datetime, limit: int = 50) -> list[WatchState]:

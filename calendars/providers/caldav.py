@@ -46,6 +46,7 @@ from calendars.model import (
     Change,
     Changes,
     CursorExpired,
+    EventGone,
     ProviderError,
     Rejected,
     RemoteEvent,
@@ -125,7 +126,7 @@ class CalDAVProvider:
         """Where the item's event lives: `<calendar>/<handle>.ics`."""
         return urljoin(self.calendar_url, f"{item.handle}.ics")
 
-    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+    async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         """Create or replace the item's event; returns its URL and ETag (None if the server has none).
 
         Without `written`: PUT with `If-None-Match: *` at `resource_url(item)`; 412 (it exists: a retry after a
@@ -137,7 +138,7 @@ class CalDAVProvider:
         Where: at `written.provider_id` when it is a resource of this server (an event the person moved to
         another of their calendars stays there, `get`), else at `resource_url(item)`. An event missing there is
         first looked for by its UID in the person's calendars (`find_moved`: moved, and not seen yet), then
-        created again in the connected calendar (the person deleted it).
+        created again in the connected calendar (the person deleted it), or, with `recreate` False, EventGone.
         Raises AuthorizationLost (401/403), Throttled (429, 503 with Retry-After), Unavailable (no connection,
         timeout, 5xx, or still changing after WRITE_ATTEMPTS reads) or Rejected (any other 4xx, e.g. 409
         no-uid-conflict, 413; an answer over the size cap; an address the session's SSRF guard refuses).
@@ -160,6 +161,8 @@ class CalDAVProvider:
                     if found is not None:
                         url = found[0]
                         continue
+                if not recreate and written is not None:
+                    raise EventGone(f"{url} is no longer in the calendar")
                 url = home
                 created = await self._create(item, home)
                 if created is not None:
@@ -177,9 +180,11 @@ class CalDAVProvider:
                 rejected(answer, f"PUT {url}")
         raise Unavailable(f"PUT {url}: the event changed between each of {WRITE_ATTEMPTS} reads and writes")
 
-    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+    async def put_many(
+        self, batch: Sequence[tuple[CalendarItem, Written | None]], *, recreate: bool = True
+    ) -> list[Written | ProviderError]:
         """`put` for each item in turn (CalDAV has no batch write)."""
-        return await put_each(self, batch)
+        return await put_each(self, batch, recreate=recreate)
 
     async def delete(self, written: Written, item: CalendarItem | None = None) -> None:
         """DELETE the event at `written.provider_id`; 404/410 (already gone) is success.

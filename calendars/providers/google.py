@@ -59,6 +59,7 @@ from calendars.model import (
     Change,
     Changes,
     CursorExpired,
+    EventGone,
     ProviderError,
     Rejected,
     RemoteEvent,
@@ -126,17 +127,24 @@ class GoogleProvider:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.clock = clock
 
-    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+    async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         """Insert the item's event under `item.handle` (written is None) or update it with PUT (written given).
 
         Insert answered 409 `duplicate` (our event exists: a retry after a lost answer, or the person deleted
         it and Google keeps it cancelled) → PUT to that id with `status: confirmed`, so one event stays.
         Update answered 404/410 (gone for good) → insert again. `written.provider_id` may name an event the
         person moved (`<calendarId>/<eventId>`, see `get`): it is updated where it is and keeps that id.
+        With `recreate` False an update reads the event first (a PUT would bring back an event the person
+        deleted, which Google keeps cancelled): gone or cancelled, it raises EventGone and writes nothing.
         Returns the event id and its etag.
-        Raises Throttled, Unavailable, AuthorizationLost or Rejected (also for a time zone that is not IANA).
+        Raises Throttled, Unavailable, AuthorizationLost, Rejected (also for a time zone that is not IANA) or
+        EventGone.
         """
         event = event_body(item)
+        if written is not None and not recreate:
+            current = await self._send("GET", written.provider_id, None, passthrough=(404, 410))
+            if current.status != 200 or current.body.get("status") == "cancelled":
+                raise EventGone(f"event {written.provider_id} is no longer in the calendar")
         if written is not None:
             answer = await self._send("PUT", written.provider_id, event, passthrough=(404, 410))
             if answer.status == 200:
@@ -146,7 +154,9 @@ class GoogleProvider:
             answer = await self._send("PUT", item.handle, event)
         return _written(answer)
 
-    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+    async def put_many(
+        self, batch: Sequence[tuple[CalendarItem, Written | None]], *, recreate: bool = True
+    ) -> list[Written | ProviderError]:
         """`put` for each item in order, one request after another (no HTTP batch: Google counts a batch of n
         calls as n against the same per-user quota [GO6], so it saves round trips, not quota).
 
@@ -161,8 +171,8 @@ class GoogleProvider:
                 results.append(stop)
                 continue
             try:
-                results.append(await self.put(item, written))
-            except Rejected as exc:
+                results.append(await self.put(item, written, recreate=recreate))
+            except (Rejected, EventGone) as exc:
                 results.append(exc)
             except ProviderError as exc:
                 results.append(exc)

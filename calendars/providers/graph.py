@@ -41,6 +41,7 @@ from calendars.model import (
     Change,
     Changes,
     CursorExpired,
+    EventGone,
     ProviderError,
     Rejected,
     RemoteEvent,
@@ -96,6 +97,7 @@ class _Op:
     body: dict[str, Any]
     written: Written | None  # the event a PATCH addresses / a POST replaces
     step: int = 1
+    recreate: bool = True  # False: a PATCH answered 404 is EventGone, not a new event
 
 
 class GraphProvider:
@@ -137,12 +139,13 @@ class GraphProvider:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._slots = _Slots(MAILBOX_CONCURRENCY)
 
-    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+    async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         """Create the item's event (POST with its transactionId) or update it (PATCH by id); an event the person
-        deleted (PATCH 404) is created again. A create answered with an older copy of the event (a retry after a
-        lost answer, the item changed since) is brought up to date with a PATCH. Raises Throttled, Unavailable,
-        AuthorizationLost or Rejected (Graph's error code and message)."""
-        op = self._first_op(0, item, written)
+        deleted (PATCH 404) is created again, or with `recreate` False raises EventGone. A create answered with
+        an older copy of the event (a retry after a lost answer, the item changed since) is brought up to date
+        with a PATCH. Raises Throttled, Unavailable, AuthorizationLost, Rejected (Graph's error code and
+        message) or EventGone."""
+        op = self._first_op(0, item, written, recreate)
         for _ in range(_STEPS):
             reply = await self._call(op.method, op.path, op.body)
             outcome = self._step(op, reply)
@@ -153,13 +156,15 @@ class GraphProvider:
             op = outcome
         raise Unavailable("Graph: the event changed under every write; trying again later")
 
-    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
+    async def put_many(
+        self, batch: Sequence[tuple[CalendarItem, Written | None]], *, recreate: bool = True
+    ) -> list[Written | ProviderError]:
         """`put` for several items, as JSON `$batch` requests of at most 20 (relative URLs, one result per inner
         request). An inner 429 becomes Throttled with the inner Retry-After for that item only; a follow-up a
         `put` would make (create after a PATCH 404, PATCH after an older copy) goes in the next round. Nothing
         is retried beyond that: the caller retries what failed. Results are in the order of `batch`."""
         results: list[Written | ProviderError | None] = [None] * len(batch)
-        pending = [self._first_op(i, item, written) for i, (item, written) in enumerate(batch)]
+        pending = [self._first_op(i, item, written, recreate) for i, (item, written) in enumerate(batch)]
         refreshed = False
         while pending:
             chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
@@ -346,10 +351,11 @@ class GraphProvider:
         # Ids are case-sensitive base64 that may hold '/', '+' or '=' [MS16]: every character is escaped.
         return f"{self._owner}/events/{quote(provider_id, safe='')}"
 
-    def _first_op(self, index: int, item: CalendarItem, written: Written | None) -> _Op:
+    def _first_op(self, index: int, item: CalendarItem, written: Written | None, recreate: bool = True) -> _Op:
         if written is None:
             return _Op(index, item, "POST", self._events, _payload(item, transaction_id(item.handle)), None)
-        return _Op(index, item, "PATCH", self._event_path(written.provider_id), _payload(item, None), written)
+        path = self._event_path(written.provider_id)
+        return _Op(index, item, "PATCH", path, _payload(item, None), written, recreate=recreate)
 
     def _step(self, op: _Op, reply: _Reply) -> Written | ProviderError | _Op:
         """What one answer to `op` means: the item's result, or the request to make next."""
@@ -358,6 +364,8 @@ class GraphProvider:
             # still know that id from the deleted event (the docs do not say); a retry of this create sends the
             # same `written` again and so the same derived id.
             assert op.written is not None
+            if not op.recreate:
+                return EventGone(f"event {op.written.provider_id} is no longer in the calendar")
             txid = transaction_id(f"{op.item.handle}:{op.written.provider_id}")
             return _Op(op.index, op.item, "POST", self._events, _payload(op.item, txid), op.written, op.step + 1)
         if reply.status not in (200, 201):

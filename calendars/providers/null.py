@@ -17,6 +17,7 @@ from calendars.model import (
     Change,
     Changes,
     CursorExpired,
+    EventGone,
     ProviderError,
     RemoteEvent,
     Written,
@@ -52,8 +53,10 @@ class NullProvider:
             return written.provider_id
         return item.handle
 
-    async def put(self, item: CalendarItem, written: Written | None) -> Written:
+    async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         self._maybe_fail()
+        if not recreate and written is not None and written.provider_id not in self.events:
+            raise EventGone(f"{written.provider_id} is no longer in the calendar")
         self.writes += 1
         provider_id = self._id(item, written)
         self.events[provider_id] = item
@@ -61,8 +64,10 @@ class NullProvider:
         self.log.append((provider_id, False))
         return Written(provider_id=provider_id, etag=str(self.versions[provider_id]))
 
-    async def put_many(self, batch: Sequence[tuple[CalendarItem, Written | None]]) -> list[Written | ProviderError]:
-        return await put_each(self, batch)
+    async def put_many(
+        self, batch: Sequence[tuple[CalendarItem, Written | None]], *, recreate: bool = True
+    ) -> list[Written | ProviderError]:
+        return await put_each(self, batch, recreate=recreate)
 
     async def delete(self, written: Written, item: CalendarItem | None = None) -> None:
         self._maybe_fail()

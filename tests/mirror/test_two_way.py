@@ -206,3 +206,28 @@ def test_checks_are_read_only_while_nothing_changes(world: World) -> None:
     world.advance(seconds=POLL)
     world.sync()
     assert provider.reads == reads + 1  # one changes() call, no confirmation reads
+
+
+def test_a_session_edit_before_the_deletion_is_noticed_does_not_bring_the_event_back(world: World) -> None:
+    session_id, lena, provider = _registered(world, "lena")
+    provider.person_deletes(next(iter(provider.events)))
+    sessions.update(world.db, CLI, session_id, {"Title": "Renamed"})  # before the next poll
+    world.sync()
+    assert provider.events == {}  # the update found the event gone: not created again
+    assert _status(world, lena) == "Cancelled"  # and the check it made due decided at once
+
+
+def test_an_instructor_edit_before_the_deletion_is_noticed_writes_the_event_again_after_the_decision(
+    world: World,
+) -> None:
+    session_id = world.session(InstructorLogins=["ivan@example.org"])
+    world.connect("ivan")
+    world.sync()
+    provider = _provider(world, "ivan")
+    provider.person_deletes(next(iter(provider.events)))
+    sessions.update(world.db, CLI, session_id, {"Title": "Renamed"})
+    world.sync()
+    assert _decisions(world) == [("CalendarEventDeleted", "Kept", "Instructor")]
+    world.advance(seconds=31)  # the pair waits out its backoff after the update found the event gone
+    world.sync()
+    assert [i.subject for i in world.calendar_of("ivan")] == ["First aid: Renamed"]

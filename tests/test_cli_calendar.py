@@ -113,3 +113,14 @@ def _warnings(output: str) -> int:
     found = re.search(r"(\d+) warning\(s\)", output)
     assert found, output
     return int(found[1])
+
+
+def test_check_says_when_push_notifications_cannot_reach_this_server(run) -> None:
+    """With a Microsoft or Google client configured, `coursewire check` warns while COURSEWIRE_PUBLIC_URL is not
+    https (the providers' notifications cannot reach the server; deletions wait for the sweep), and not once it is."""
+    client = {**MAIL, "COURSEWIRE_MICROSOFT_CLIENT_ID": "app", "COURSEWIRE_MICROSOFT_CLIENT_SECRET": "s"}
+    plain = run("check", env={**client, "COURSEWIRE_PUBLIC_URL": "http://lms.example"}).output
+    assert "WARNING CalendarPushOff: COURSEWIRE_PUBLIC_URL: not an https address" in plain
+    secure = run("check", env={**client, "COURSEWIRE_PUBLIC_URL": "https://lms.example"}).output
+    assert "CalendarPushOff" not in secure
+    assert "CalendarPushOff" not in run("check", env=MAIL).output  # no provider that pushes is configured

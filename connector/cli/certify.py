@@ -3,6 +3,7 @@ files for a tenant's own connector), both run by the certification package."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -58,22 +59,34 @@ def check(definition: Path | None, properties: Path | None) -> None:
 def environment_warnings() -> list[tuple[str, str, str]]:
     """(rule, where, message) for what this server's environment leaves off: the calendar mirror's e-mail
     fallback without COURSEWIRE_SMTP_URL or COURSEWIRE_MAIL_FROM (people without a connected calendar then get
-    no invitations), or a calendar variable `coursewire serve` would refuse."""
+    no invitations), push notifications from Microsoft 365 and Google without an https COURSEWIRE_PUBLIC_URL,
+    or a calendar variable `coursewire serve` would refuse."""
     try:
         config = CalendarConfig.from_env()
     except CalendarConfigError as exc:
         return [("CalendarSettingInvalid", "environment", f"{exc}; coursewire serve refuses to start with it")]
+    warnings = []
     missing = config.missing("Email")
     if missing:
-        return [
+        warnings.append(
             (
                 "EmailFallbackOff",
                 missing,
                 "not set, so the e-mail fallback is off: people without a connected calendar get no session"
                 " invitations (set COURSEWIRE_SMTP_URL and COURSEWIRE_MAIL_FROM)",
             )
-        ]
-    return []
+        )
+    public = os.environ.get("COURSEWIRE_PUBLIC_URL", "").strip()
+    if (config.microsoft_client_id or config.google_client_id) and not public.startswith("https://"):
+        warnings.append(
+            (
+                "CalendarPushOff",
+                "COURSEWIRE_PUBLIC_URL",
+                "not an https address, so Microsoft 365 and Google cannot notify coursewire of changes in people's"
+                " calendars: a deleted event is noticed only by the sweep every COURSEWIRE_CALENDAR_SWEEP_SECONDS",
+            )
+        )
+    return warnings
 
 
 @click.command("export-connector")

@@ -40,6 +40,10 @@ log = logging.getLogger("coursewire.calendars")
 
 MAIL = "mail"
 CALENDAR = "calendar"
+# The digest `coursewire calendar resync` stores on the items it repairs (storage.calendar_watch.force_rewrite):
+# it differs from every item's, so the item is written again, and written as it is even on a two-way calendar
+# (an event missing there is created again, not taken for a deletion by the person).
+RESYNC = calendar_watch.RESYNC_DIGEST
 # Waits before trying a pair again after an error without Retry-After: 30 s, doubling, at most an hour.
 BACKOFF_FIRST = 30.0
 BACKOFF_MAX = 3600.0
@@ -222,7 +226,7 @@ async def execute(
         # noticed (calendars/inbound.py decides about it first): those go with recreate=False. Creations, and
         # events whose deletion was decided and kept, are written as they are.
         two_way = hasattr(provider, "changes")
-        guarded = [two_way and r is not None and r.deleted_at is None for _, r in p.puts]
+        guarded = [two_way and r is not None and r.deleted_at is None and r.digest != RESYNC for _, r in p.puts]
         results: list[Written | ProviderError | None] = [None] * len(p.puts)
         for recreate in (True, False):
             indexes = [n for n, g in enumerate(guarded) if g != recreate]

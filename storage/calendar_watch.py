@@ -277,6 +277,44 @@ def unwatched(db: Database, limit: int = 50) -> list[WatchState]:
     return [WatchState.of(r) for r in rows]
 
 
+RESYNC_DIGEST = "resync"
+
+
+def force_rewrite(
+    conn: sqlite3.Connection, now: datetime, *, user_id: str | None = None, session_id: str | None = None
+) -> tuple[int, set[tuple[str, str]]]:
+    """What `coursewire calendar resync` does, in the caller's write transaction: every calendar item of
+    `user_id` and/or `session_id` (all when both are None) gets the digest RESYNC_DIGEST, which no item has,
+    and every (person, session) pair in scope -- registrations, instructors, items -- is queued. The worker then
+    writes each event again as it is (one missing from the calendar is created again, not taken for a deletion
+    by the person: calendars/sync.py) and creates what was never written. Returns (items marked, pairs queued).
+    """
+    from storage import calendar  # storage.calendar is the queue's owner
+
+    where, args = "channel = 'calendar'", []
+    if user_id is not None:
+        where, args = where + " AND user_id = ?", [*args, user_id]
+    if session_id is not None:
+        where, args = where + " AND session_id = ?", [*args, session_id]
+    marked = conn.execute(f"UPDATE calendar_items SET digest = ? WHERE {where}", (RESYNC_DIGEST, *args)).rowcount  # noqa: S608
+    if user_id is not None:
+        pairs = calendar.pairs_of_user(conn, user_id)
+        if session_id is not None:
+            pairs = {p for p in pairs if p[1] == session_id}
+    elif session_id is not None:
+        pairs = calendar.pairs_of_session(conn, session_id)
+    else:
+        pairs = {
+            (r[0], r[1])
+            for r in conn.execute(
+                "SELECT user_id, session_id FROM session_registrations UNION SELECT user_id, session_id FROM"
+                " session_instructors UNION SELECT user_id, session_id FROM calendar_items"
+            )
+        }
+    calendar.mark_dirty(conn, pairs, now)
+    return int(marked), pairs
+
+
 def health(db: Database) -> dict[str, object]:
     """Sync health for administrators: connections by status and provider, and the watches' oldest last check,
     soonest channel expiry and errors. Shape: {"ByStatus": {status: count}, "ByProvider": {provider: count},

@@ -231,3 +231,19 @@ def test_an_instructor_edit_before_the_deletion_is_noticed_writes_the_event_agai
     world.advance(seconds=31)  # the pair waits out its backoff after the update found the event gone
     world.sync()
     assert [i.subject for i in world.calendar_of("ivan")] == ["First aid: Renamed"]
+
+
+def test_resync_writes_missing_events_again_instead_of_unregistering(world: World) -> None:
+    """`coursewire calendar resync` (storage.calendar_watch.force_rewrite) repairs: an event missing from the
+    calendar is created again, and nobody is unregistered for it."""
+    session_id, lena, provider = _registered(world, "lena", days=2)
+    provider.events.clear()  # gone without any trace in the feed (a restore from backup, a broken server)
+    with world.db.write() as conn:
+        marked, pairs = calendar_watch.force_rewrite(conn, world.now[0], session_id=session_id)
+    assert (marked, pairs) == (2, {(world.people["lena"], session_id)})
+    world.sync()
+    assert len(world.calendar_of("lena")) == 2
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert _decisions(world) == []

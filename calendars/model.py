@@ -144,12 +144,15 @@ class Change:
     provider_id: the provider's id of the event (Graph event id, Google event id, CalDAV resource URL);
     key: our tag (`CalendarItem.key`) when the answer carried it (deletions usually carry only the id);
     removed: reported as deleted (Graph `@removed`, Google `status: cancelled`, a CalDAV 404 member). A removed
-    change is only a hint: the engine confirms it with `Provider.get` before acting on it.
+    change is only a hint: the engine confirms it with `Provider.get` before acting on it;
+    handle: the item's `handle` when the event shows it without our tag (a CalDAV resource named `<handle>.ics`,
+    a Graph transactionId made from it), so `coursewire calendar resync` recognizes events of ours.
     """
 
     provider_id: str
     key: str | None = None
     removed: bool = False
+    handle: str | None = None  # CalendarItem.handle, when the provider can tell it (resource name, transactionId)
 
 
 @dataclass(frozen=True)

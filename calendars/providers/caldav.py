@@ -320,7 +320,7 @@ class CalDAVProvider:
             if self._is_calendar(response.href):
                 more = more or response.status == 507
             elif member is not None:
-                found[member] = Change(member, removed=response.status in (404, 410))
+                found[member] = Change(member, removed=response.status in (404, 410), handle=resource_handle(member))
         return Changes(list(found.values()), cursor=token, full=cursor is None, more=more)
 
     async def check_calendar(self) -> None:
@@ -381,7 +381,7 @@ class CalDAVProvider:
             is_collection = kind is not None and kind.find(f"{{{DAV}}}collection") is not None
             member = self._member(response.href)
             if member is not None and not is_collection and response.status in (None, 200):
-                found[member] = Change(member)
+                found[member] = Change(member, handle=resource_handle(member))
         return Changes(list(found.values()), cursor=LISTING_CURSOR, full=True)
 
     async def _person_calendars(self) -> list[str]:
@@ -760,3 +760,10 @@ def _name(response: DavResponse) -> str:
         shown = unquote(urlsplit(response.href).path.rstrip("/").rsplit("/", 1)[-1])
     visible = "".join(c for c in shown if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
     return " ".join(visible.split())[:MAX_NAME]
+
+
+def resource_handle(url: str) -> str | None:
+    """The CalendarItem.handle a resource URL was named after (`.../<32 hex>.ics`, `CalDAVProvider.resource_url`),
+    or None for a resource named otherwise (the person's own, or one their app renamed)."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return name[:-4] if re.fullmatch(r"[0-9a-f]{32}\.ics", name) else None

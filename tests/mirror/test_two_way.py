@@ -3,11 +3,14 @@ session's event in their calendar does to their registration, and what it must n
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from engine_support import World, make_world
 
+from calendars import resync
 from calendars.model import AuthorizationLost, Throttled
 from calendars.providers.null import NullProvider
 from storage import calendar, calendar_watch, events, sessions
@@ -247,3 +250,25 @@ def test_resync_writes_missing_events_again_instead_of_unregistering(world: Worl
     world.sync()
     assert _status(world, lena) != "Cancelled"
     assert _decisions(world) == []
+
+
+def test_resync_finds_and_removes_events_of_ours_without_a_record(world: World) -> None:
+    """A stray (an event of ours the calendar holds with no record: a crash between write and record, a restore)
+    is found by its key and removed; the person's own events and the recorded ones stay."""
+    session_id, _, provider = _registered(world, "lena")
+    connection = calendar.active_connection(world.db, world.people["lena"])
+    assert connection is not None
+    (recorded,) = provider.events
+    stray = next(iter(provider.events.values()))
+    provider.events["left-behind"] = stray  # same key, another provider id: ours, unrecorded
+    provider.events["own"] = replace(stray, user_id="someone-else")  # a key that is not this person's
+    provider.versions.update({"left-behind": 1, "own": 1})
+
+    async def go() -> list[resync.Stray]:
+        found = await resync.strays(world.db, provider, connection)
+        assert await resync.remove(provider, found) == []
+        return found
+
+    found = asyncio.run(go())
+    assert [s.provider_id for s in found] == ["left-behind"]
+    assert set(provider.events) == {recorded, "own"}

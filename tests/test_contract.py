@@ -126,6 +126,8 @@ ADDED_OPERATIONS = {
     "UpdateCalendarConnection": ("patch", "/odata/v2/Users({Id})/CalendarConnection"),
     "DeleteCalendarConnection": ("delete", "/odata/v2/Users({Id})/CalendarConnection"),
     "CalendarConnectionNeedsReauthorization": ("post", "/webhooks/subscribe/CalendarConnectionNeedsReauthorization"),
+    # The two-way mirror (issue 11).
+    "GetCalendarSyncHealth": ("get", "/odata/v2/CalendarSyncHealth"),
 }
 # docs/design.md "Entity shapes": s string, dt date-time, b boolean, i int32, i64 int64, d double, ? nullable.
 ENTITY_SHAPES = {

@@ -116,7 +116,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     db = database(settings_of(ctx))
     connections = calendar_store.connections_health(db)
     by_status = Counter(c.status for c in connections)
-    troubled = [c for c in connections if c.status != "Connected"]
+    troubled = sorted((c for c in connections if c.status != "Connected"), key=lambda c: (c.login_name, c.provider))
     health = calendar_watch.health(db)
     pending = calendar_store.pending(db)
     if as_json:
@@ -181,7 +181,7 @@ def resync_command(ctx: click.Context, user_id: str | None, session_id: str | No
     marked, checks = calendar_store.queue_resync(db, pairs, connections, db.clock())
     click.echo(
         f"Queued {marked} pair(s) and a full check of {len(connections)} connected calendar(s)"
-        f" ({checks} watched now, the others at their first check)."
+        f" ({checks} watched now; the others get one when they are next watched)."
     )
     worked = _run_mirror(db, settings, len(pairs))
     waiting = calendar_store.pending(db)
@@ -199,11 +199,15 @@ def _describe_resync(db: Database, pairs: list[tuple[str, str]], connections: li
         db, [u for u, _ in pairs] + [c.user_id for c in found], [s for _, s in pairs]
     )
     click.echo(f"Would queue {len(pairs)} pair(s) (person, session):")
-    for user, session in pairs:
-        click.echo(f"  {logins.get(user, user)}  {titles.get(session, '?')} ({session})")
+    for line in sorted(
+        f"  {logins.get(user, user)}  {titles.get(session, '?')} ({session})" for user, session in pairs
+    ):
+        click.echo(line)
     click.echo(f"Would ask a full check of {len(connections)} connected calendar(s):")
-    for c in found:
-        click.echo(f"  {logins.get(c.user_id, c.user_id)}  {c.provider}" + (f"  {c.account}" if c.account else ""))
+    for line in sorted(
+        f"  {logins.get(c.user_id, c.user_id)}  {c.provider}" + (f"  {c.account}" if c.account else "") for c in found
+    ):
+        click.echo(line)
     click.echo("Dry run: nothing was changed.")
 
 

@@ -161,7 +161,7 @@ def test_resync_of_a_user_queues_their_pairs_asks_a_full_check_and_runs_the_mirr
     result = world.run("calendar", "resync", "--user", world.users["lena"].upper())
     assert "Queued 1 pair(s) and a full check of 1 connected calendar(s) (1 watched now" in result.output
     last = result.output.splitlines()[-1]
-    assert last.startswith("Done: the calendar mirror worked on ") and last.endswith("; none is waiting.")
+    assert last.startswith("Done: the calendar mirror worked on ") and last.endswith("; no pair is waiting.")
     assert int(last.split("worked on ")[1].split(" ")[0]) >= 1
     assert calendar.pending(world.db) == 0
 

@@ -186,10 +186,10 @@ def resync_command(ctx: click.Context, user_id: str | None, session_id: str | No
     worked = _run_mirror(db, settings, len(pairs))
     waiting = calendar_store.pending(db)
     click.echo(
-        f"Done: the calendar mirror worked on {worked} pair(s); {waiting} pair(s) wait for a retry"
+        f"Done: the calendar mirror worked on {worked} pair(s) and check(s); {waiting} pair(s) wait for a retry"
         " (see coursewire calendar status)."
         if waiting
-        else f"Done: the calendar mirror worked on {worked} pair(s); none is waiting."
+        else f"Done: the calendar mirror worked on {worked} pair(s) and check(s); no pair is waiting."
     )
 
 
@@ -213,7 +213,8 @@ def _describe_resync(db: Database, pairs: list[tuple[str, str]], connections: li
 
 def _run_mirror(db: Database, settings: Settings, queued: int) -> int:
     """Rounds of the calendar worker until one finds nothing due (as `coursewire worker --once`), the bar
-    advancing by the pairs each round worked on; returns how many that was in all."""
+    advancing by what each round worked on (CalendarWorker.run_once: pairs and checks, capped at `queued`);
+    returns how many pairs and checks that was in all."""
     box = sealed(db)
 
     async def rounds(bar: Any) -> int:

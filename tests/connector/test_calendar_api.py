@@ -440,7 +440,7 @@ def _watched(db: Database, user_id: str, clock: Any, *, error: str | None = None
         connection.id,
         channel_id=f"channel-{user_id}",
         resource_id=None,
-        secret="s3cret",  # noqa: S106 (a test value)
+        hashed_secret=calendar_watch.secret_hash("s3cret"),
         expires_at=now + timedelta(days=3),
         renew_at=now + timedelta(days=2),
     )

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage import access, events, leases, snapshots
-from storage.db import Database, iso, new_id, parse_iso
+from storage.db import Database, chunks, iso, marks, new_id, parse_iso
 from storage.errors import Conflict, Invalid, NotFound, clip
 from storage.models import Actor
 
@@ -162,7 +162,31 @@ def writable(connection: Connection | None, settings: dict[str, Any]) -> bool:
     return effective_status(connection, settings) == "Connected"
 
 
-def _shape(user_id: str, connection: Connection | None, settings: dict[str, Any]) -> dict[str, Any]:
+# The watch row's columns each connection shows (LEFT JOIN: none until the worker first watches it).
+_WATCH_FIELDS = (
+    ("LastCheckAt", "last_check_at"),
+    ("LastNotificationAt", "last_notification_at"),
+    ("SubscriptionExpiresAt", "expires_at"),
+    ("LastCheckError", "last_check_error"),
+)
+
+
+def _watch_of(conn: sqlite3.Connection, connection: Connection | None) -> sqlite3.Row | None:
+    if connection is None:
+        return None
+    return conn.execute(  # type: ignore[no-any-return]
+        f"SELECT {', '.join(c for _, c in _WATCH_FIELDS)} FROM calendar_watches WHERE connection_id = ?",  # noqa: S608
+        (connection.id,),
+    ).fetchone()
+
+
+def _shape(
+    user_id: str, connection: Connection | None, settings: dict[str, Any], watch: sqlite3.Row | None = None
+) -> dict[str, Any]:
+    """The CalendarConnection of the API: UserId, Status, SyncEnabled always; Provider, ConnectedAt, Account,
+    LastSyncAt, LastError, and from the connection's watch row (storage.calendar_watch) LastCheckAt,
+    LastNotificationAt, SubscriptionExpiresAt (the push channel's expiry, ISO 8601 UTC) and LastCheckError,
+    each only when it has a value (a response never carries null)."""
     out: dict[str, Any] = {"UserId": user_id, "Status": effective_status(connection, settings), "SyncEnabled": False}
     if connection is not None:
         out.update(
@@ -175,7 +199,14 @@ def _shape(user_id: str, connection: Connection | None, settings: dict[str, Any]
         ):
             if value is not None:
                 out[key] = value
+    if watch is not None:
+        out.update((name, watch[column]) for name, column in _WATCH_FIELDS if watch[column] is not None)
     return out
+
+
+def _shape_in(conn: sqlite3.Connection, user_id: str, settings: dict[str, Any]) -> dict[str, Any]:
+    connection = active_in(conn, user_id)
+    return _shape(user_id, connection, settings, _watch_of(conn, connection))
 
 
 def _user(conn: sqlite3.Connection, actor: Actor, user_id: str, doing: str) -> sqlite3.Row:
@@ -195,7 +226,7 @@ def get_connection(db: Database, actor: Actor, user_id: str) -> dict[str, Any]:
     Raises NotFound for users the actor may not see."""
     with db.read() as conn:
         _user(conn, actor, user_id, "")
-        return _shape(user_id, active_in(conn, user_id), settings_in(conn))
+        return _shape_in(conn, user_id, settings_in(conn))
 
 
 def connect(
@@ -251,7 +282,7 @@ def connect(
             {"user": snapshots.user(conn, user_id), "connection": {"Provider": provider, "Account": account}},
             user_id=user_id,
         )
-        return _shape(user_id, active_in(conn, user_id), settings)
+        return _shape_in(conn, user_id, settings)
 
 
 def already_connected(existing: Connection) -> str:
@@ -313,7 +344,7 @@ def set_sync_enabled(db: Database, actor: Actor, user_id: str, enabled: bool) ->
                 (int(enabled), iso(now), int(retry), existing.id),
             )
             events.record(conn, "CalendarSyncChanged", actor, now, {"SyncEnabled": enabled}, user_id=user_id)
-        return _shape(user_id, active_in(conn, user_id), settings_in(conn))
+        return _shape_in(conn, user_id, settings_in(conn))
 
 
 def update_credentials(db: Database, connection_id: str, credentials: str) -> None:
@@ -673,3 +704,152 @@ def pairs_of_provider(conn: sqlite3.Connection, provider: str | None) -> set[tup
     ).fetchall():
         out |= pairs_of_user(conn, user_id)
     return out
+
+
+# --- health and resync (coursewire calendar status, coursewire calendar resync) ------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    """One active connection as `coursewire calendar status` lists it: `status` is the effective one (Paused
+    included, as the API shows it); the `last_check*` fields come from its watch row, None before the first
+    check. Times are ISO 8601 UTC strings as stored."""
+
+    user_id: str
+    login_name: str
+    provider: str
+    account: str | None
+    status: str
+    last_error: str | None
+    last_sync_at: str | None
+    last_check_at: str | None
+    last_check_error: str | None
+    subscription_expires_at: str | None
+
+
+def connections_health(db: Database) -> list[ConnectionHealth]:
+    """Every active connection (not those being removed), oldest connected first, with its watch row's
+    figures (LEFT JOIN calendar_watches) and its owner's login name."""
+    with db.read() as conn:
+        settings = settings_in(conn)
+        rows = conn.execute(
+            "SELECT c.*, u.login_name, w.last_check_at, w.last_check_error, w.expires_at FROM calendar_connections c"
+            " JOIN users u ON u.id = c.user_id LEFT JOIN calendar_watches w ON w.connection_id = c.id"
+            " WHERE c.state = 'active' ORDER BY c.connected_at, c.id"
+        ).fetchall()
+    return [
+        ConnectionHealth(
+            user_id=r["user_id"],
+            login_name=r["login_name"],
+            provider=r["provider"],
+            account=r["account"],
+            status=effective_status(Connection.of(r), settings),
+            last_error=r["last_error"],
+            last_sync_at=r["last_sync_at"],
+            last_check_at=r["last_check_at"],
+            last_check_error=r["last_check_error"],
+            subscription_expires_at=r["expires_at"],
+        )
+        for r in rows
+    ]
+
+
+def resync_pairs(db: Database, user_id: str | None = None, session_id: str | None = None) -> set[tuple[str, str]]:
+    """The (user, session) pairs a resync brings up to date: the user's (`pairs_of_user`), the session's
+    (`pairs_of_session`), both: their intersection; neither: every pair with a registration in any state, an
+    instructor or a calendar item. Raises NotFound naming `user_id` or `session_id` when there is no such user
+    or session (deleted ones included: their pairs still hold items to remove)."""
+    with db.read() as conn:
+        if user_id is not None and conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+            raise NotFound(f"no user with Id '{user_id}'", "user")
+        if (
+            session_id is not None
+            and conn.execute("SELECT 1 FROM course_sessions WHERE id = ?", (session_id,)).fetchone() is None
+        ):
+            raise NotFound(f"no session with Id '{session_id}'", "session")
+        if user_id is not None:
+            pairs = pairs_of_user(conn, user_id)
+            return {p for p in pairs if p[1] == session_id} if session_id is not None else pairs
+        if session_id is not None:
+            return pairs_of_session(conn, session_id)
+        rows = conn.execute(
+            "SELECT user_id, session_id FROM session_registrations"
+            " UNION SELECT user_id, session_id FROM session_instructors"
+            " UNION SELECT user_id, session_id FROM calendar_items"
+        ).fetchall()
+    return {(r[0], r[1]) for r in rows}
+
+
+def active_connection_ids(db: Database, user_ids: Iterable[str] | None) -> list[str]:
+    """The ids of the active connections of `user_ids` (people without one are left out), or of everyone's
+    when `user_ids` is None, oldest connected first."""
+    with db.read() as conn:
+        if user_ids is None:
+            rows = conn.execute(
+                "SELECT id FROM calendar_connections WHERE state = 'active' ORDER BY connected_at, id"
+            ).fetchall()
+            return [r[0] for r in rows]
+        out: list[str] = []
+        for chunk in chunks(list(dict.fromkeys(user_ids))):
+            out += [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM calendar_connections WHERE state = 'active'"  # noqa: S608 (marks only)
+                    f" AND user_id IN ({marks(chunk)}) ORDER BY connected_at, id",
+                    list(chunk),
+                )
+            ]
+    return out
+
+
+def names_of(
+    db: Database, user_ids: Iterable[str], session_ids: Iterable[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """({user id: login name}, {session id: title}) of the ids that exist, deleted ones included (for the
+    lines a resync prints)."""
+    users: dict[str, str] = {}
+    sessions: dict[str, str] = {}
+    with db.read() as conn:
+        for table, column, ids, into in (
+            ("users", "login_name", user_ids, users),
+            ("course_sessions", "title", session_ids, sessions),
+        ):
+            for chunk in chunks(list(dict.fromkeys(ids))):
+                into.update(
+                    (r[0], r[1])
+                    for r in conn.execute(
+                        f"SELECT id, {column} FROM {table} WHERE id IN ({marks(chunk)})",  # noqa: S608 (constants)
+                        list(chunk),
+                    )
+                )
+    return users, sessions
+
+
+def request_full_check_in(conn: sqlite3.Connection, connection_ids: Iterable[str], now: datetime) -> int:
+    """Make the next check of each connection a full listing, due `now` (storage.calendar_watch: the check
+    compares the calendar with what was written and repairs it). A connection without a watch row gets its
+    first check, a full one, when the worker next watches it. Returns how many watch rows were changed."""
+    changed = 0
+    ids = list(dict.fromkeys(connection_ids))
+    for chunk in chunks(ids):
+        changed += conn.execute(
+            f"UPDATE calendar_watches SET full_check = 1, check_due_at = min(check_due_at, ?)"  # noqa: S608
+            f" WHERE connection_id IN ({marks(chunk)})",
+            [iso(now), *chunk],
+        ).rowcount
+    return changed
+
+
+def request_full_check(db: Database, connection_ids: Iterable[str], now: datetime) -> int:
+    """`request_full_check_in` in a write transaction of its own."""
+    with db.write() as conn:
+        return request_full_check_in(conn, connection_ids, now)
+
+
+def queue_resync(
+    db: Database, pairs: Iterable[tuple[str, str]], connection_ids: Iterable[str], now: datetime
+) -> tuple[int, int]:
+    """In one write transaction: mark `pairs` dirty (due now) and ask a full check of `connection_ids`.
+    Returns (pairs marked, watch rows changed)."""
+    with db.write() as conn:
+        return mark_dirty(conn, pairs, now), request_full_check_in(conn, connection_ids, now)

@@ -39,13 +39,15 @@ def _stored(tmp_path: Path) -> dict[str, object]:
 
 
 def test_settings_show_each_switch_and_what_it_needs(run) -> None:
-    """Without changes: every provider off, e-mail on but not in effect, and the variable each one lacks."""
+    """Without changes: every provider off, e-mail on but not in effect, and the variable each one lacks;
+    unregistering on a deleted calendar event on (it needs no variable)."""
     lines = run("calendar", "settings").output.splitlines()
     assert lines == [
-        "Microsoft 365:    off  (COURSEWIRE_MICROSOFT_CLIENT_ID is not set; set it before --enable microsoft365)",
-        "Google:           off  (COURSEWIRE_GOOGLE_CLIENT_ID is not set; set it before --enable google)",
-        "CalDAV:           off",
-        "E-mail fallback:  on  (not in effect: COURSEWIRE_SMTP_URL is not set)",
+        "Microsoft 365:         off  (COURSEWIRE_MICROSOFT_CLIENT_ID is not set; set it before --enable microsoft365)",
+        "Google:                off  (COURSEWIRE_GOOGLE_CLIENT_ID is not set; set it before --enable google)",
+        "CalDAV:                off",
+        "E-mail fallback:       on  (not in effect: COURSEWIRE_SMTP_URL is not set)",
+        "Unregister on delete:  on",
         "Last changed: never (defaults)",
     ]
 
@@ -55,13 +57,14 @@ def test_enable_and_disable_change_the_settings(run, tmp_path: Path) -> None:
     output = run(
         "calendar", "settings", "--enable", "google", "--enable", "CalDAV", "--disable", "email", env=GOOGLE
     ).output
-    assert "Google:           on\n" in output and "CalDAV:           on\n" in output
-    assert "E-mail fallback:  off" in output
+    assert "Google:                on\n" in output and "CalDAV:                on\n" in output
+    assert "E-mail fallback:       off" in output
     assert _stored(tmp_path) | {"ModifiedAt": None} == {
         "Microsoft365Enabled": False,
         "GoogleEnabled": True,
         "CalDAVEnabled": True,
         "EmailFallbackEnabled": False,
+        "UnregisterOnCalendarDelete": True,
         "ModifiedAt": None,
     }
     db = Database(str(tmp_path / "data" / "coursewire.db"))
@@ -70,6 +73,18 @@ def test_enable_and_disable_change_the_settings(run, tmp_path: Path) -> None:
     finally:
         db.close()
     assert [e.actor["kind"] for e in changed] == ["cli"]
+
+
+def test_unregister_on_delete_is_turned_off_and_on(run, tmp_path: Path) -> None:
+    """--disable unregister-on-delete keeps a learner who deletes a session's event registered; --enable turns it
+    back on; neither needs a variable, and the other switches stay as they were."""
+    off = run("calendar", "settings", "--disable", "unregister-on-delete").output
+    assert "Unregister on delete:  off\n" in off and "E-mail fallback:       on" in off
+    assert _stored(tmp_path)["UnregisterOnCalendarDelete"] is False
+    on = run("calendar", "settings", "--enable", "Unregister-On-Delete").output
+    assert "Unregister on delete:  on\n" in on
+    stored = _stored(tmp_path)
+    assert (stored["UnregisterOnCalendarDelete"], stored["EmailFallbackEnabled"]) == (True, True)
 
 
 @pytest.mark.parametrize(

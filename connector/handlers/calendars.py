@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,7 +18,7 @@ from calendars.providers import caldav
 from connector import context, shaping
 from connector.errors import HttpError
 from connector.handlers import key, options
-from storage import access, calendar
+from storage import access, calendar, calendar_watch
 from storage.db import iso
 from storage.errors import Conflict, Invalid, clip
 from storage.models import Actor
@@ -218,3 +218,22 @@ def get_calendar_connections(**kwargs: Any) -> dict[str, Any]:
     the list names every person's calendar account)."""
     access.require_admin(context.actor(), "list calendar connections")
     return shaping.many("CalendarConnections", options(kwargs))
+
+
+# Every count CalendarSyncHealth declares is present (0 when none), so a flow can read each without a condition.
+HEALTH_STATUSES = ("Connected", "NeedsReauthorization", "Error")
+
+
+def get_calendar_sync_health() -> dict[str, Any]:
+    """storage.calendar_watch.health for administrators only (a Read Only key is refused too: the figures are
+    the mirror's operations, like the list of connections); counts for every known status and provider, times
+    left out while there are none (never null)."""
+    access.require_admin(context.actor(), "read the calendar sync health")
+    health = calendar_watch.health(context.services().db)
+    by_status = cast("dict[str, int]", health["ByStatus"])
+    by_provider = cast("dict[str, int]", health["ByProvider"])
+    return {
+        **{k: v for k, v in health.items() if v is not None},
+        "ByStatus": {name: int(by_status.get(name, 0)) for name in HEALTH_STATUSES},
+        "ByProvider": {name: int(by_provider.get(name, 0)) for name in calendar.PROVIDERS},
+    }

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from calendars.providers import caldav
 from connector.app import create_app
 from connector.handlers import calendars as calendar_handlers
 from connector.settings import Settings
-from storage import apikeys, calendar, events
+from storage import apikeys, calendar, calendar_watch, events
 from storage.db import Database
 from storage.models import CLI
 from storage.outbound import parse_networks
@@ -78,13 +79,15 @@ CONNECTION = "/odata/v2/Users({})/CalendarConnection"
 
 
 def test_settings_start_with_providers_off_and_email_on(api: Api, people: dict[str, str]) -> None:
-    """Before any change every provider is off and the e-mail fallback on, with no ModifiedAt (never null)."""
+    """Before any change every provider is off, the e-mail fallback on and a deleted calendar event unregisters
+    (issue 11: on by default), with no ModifiedAt (never null)."""
     for user in (None, people["admin"]):
         assert api.ok("GET", "/odata/v2/CalendarSettings", user=user) == {
             "Microsoft365Enabled": False,
             "GoogleEnabled": False,
             "CalDAVEnabled": False,
             "EmailFallbackEnabled": True,
+            "UnregisterOnCalendarDelete": True,
         }
 
 
@@ -97,6 +100,7 @@ def test_an_administrator_turns_providers_on_and_off(api: Api, people: dict[str,
         "GoogleEnabled": True,
         "CalDAVEnabled": True,
         "EmailFallbackEnabled": True,
+        "UnregisterOnCalendarDelete": True,
         "ModifiedAt": "2030-03-01T08:00:00.000Z",
     }
     off = api.ok("PATCH", "/odata/v2/CalendarSettings", user=people["admin"], json={"EmailFallbackEnabled": False})
@@ -109,6 +113,29 @@ def test_an_administrator_turns_providers_on_and_off(api: Api, people: dict[str,
     assert [e.type for e in events.read_after(api.db, 0, types=["CalendarSettingsChanged"])] == [
         "CalendarSettingsChanged"
     ] * 3
+
+
+def test_unregistering_on_a_deleted_event_is_turned_off_and_on(
+    api: Api, read_api: Api, people: dict[str, str], clock: Any
+) -> None:
+    """UnregisterOnCalendarDelete needs no variable: an administrator turns it off and on again (the other
+    switches kept), each change recorded as CalendarSettingsChanged with before and after; a Read Only key reads
+    it but may not change it."""
+    off = api.ok(
+        "PATCH", "/odata/v2/CalendarSettings", user=people["admin"], json={"UnregisterOnCalendarDelete": False}
+    )
+    assert (off["UnregisterOnCalendarDelete"], off["EmailFallbackEnabled"]) == (False, True)
+    assert read_api.ok("GET", "/odata/v2/CalendarSettings")["UnregisterOnCalendarDelete"] is False
+    assert read_api.patch("/odata/v2/CalendarSettings", json={"UnregisterOnCalendarDelete": True}).status_code == 403
+    clock.advance(minutes=1)
+    on = api.ok("PATCH", "/odata/v2/CalendarSettings", json={"UnregisterOnCalendarDelete": True})
+    assert (on["UnregisterOnCalendarDelete"], on["ModifiedAt"]) == (True, "2030-03-01T08:01:00.000Z")
+    assert calendar.get_settings(api.db)["UnregisterOnCalendarDelete"] is True
+    changes = [e.data["changes"] for e in events.read_after(api.db, 0, types=["CalendarSettingsChanged"])]
+    assert changes == [
+        {"UnregisterOnCalendarDelete": {"before": True, "after": False}},
+        {"UnregisterOnCalendarDelete": {"before": False, "after": True}},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -146,6 +173,7 @@ def test_only_administrators_change_settings(api: Api, read_api: Api, people: di
         ({"GoogleEnabled": "yes"}, "GoogleEnabled"),
         ({"Teams": True}, "Teams"),
         ({"GoogleEnabled": None}, "GoogleEnabled"),
+        ({"UnregisterOnCalendarDelete": "off"}, "UnregisterOnCalendarDelete"),
     ],
 )
 def test_settings_bodies_say_what_is_wrong(api: Api, body: dict[str, Any], target: str) -> None:
@@ -397,6 +425,123 @@ def test_only_administrators_list_connections(api: Api, read_api: Api, people: d
     assert read_api.ok("GET", "/odata/v2/CalendarSettings")["CalDAVEnabled"] is True
     bad = api.get("/odata/v2/CalendarConnections?$filter=Password eq 'x'")
     assert (bad.status_code, error(bad)["target"]) == (400, "$filter")
+
+
+def _watched(db: Database, user_id: str, clock: Any, *, error: str | None = None) -> str:
+    """The person's connection as the worker leaves it after watching it (storage.calendar_watch): a push
+    channel expiring in 3 days, a notification, then a check (failed with `error`, if given) a minute later.
+    Returns the connection id."""
+    connection = calendar.active_connection(db, user_id)
+    assert connection is not None
+    now = db.clock()
+    calendar_watch.ensure(db, now)
+    calendar_watch.set_channel(
+        db,
+        connection.id,
+        channel_id=f"channel-{user_id}",
+        resource_id=None,
+        hashed_secret=calendar_watch.secret_hash("s3cret"),
+        expires_at=now + timedelta(days=3),
+        renew_at=now + timedelta(days=2),
+    )
+    calendar_watch.notified(db, connection.id, now)
+    clock.advance(minutes=1)
+    later = db.clock()
+    claimed = calendar_watch.claim_checks(db, "test-owner", 10, timedelta(minutes=5), later)
+    assert connection.id in {c.connection_id for c in claimed}
+    for other in claimed:  # others' checks stay due, for their own turn
+        if other.connection_id != connection.id:
+            calendar_watch.release(db, "test-owner", other.connection_id, later, None)
+    with db.write() as conn:
+        calendar_watch.checked(
+            conn,
+            "test-owner",
+            connection.id,
+            cursor="c1",
+            next_due=later + timedelta(minutes=5),
+            now=later,
+            started=later,
+            error=error,
+        )
+    return connection.id
+
+
+def test_connections_show_how_their_changes_are_read(api: Api, people: dict[str, str], clock: Any) -> None:
+    """Once the worker watches a connection, the person's view and the administrators' list show its last
+    check, last notification, channel expiry and last check error (left out while there is none); $filter
+    and $select take them, and $filter on Status works as before."""
+    _connect(api.db, people["ann"])
+    _connect(api.db, people["bob"], account="bob@dav.example")
+    assert not {"LastCheckAt", "LastNotificationAt", "SubscriptionExpiresAt", "LastCheckError"} & set(
+        api.ok("GET", CONNECTION.format(people["ann"]))
+    )
+    _watched(api.db, people["ann"], clock, error="HTTP 503 from the CalDAV server")
+    calendar.set_status(api.db, _watched(api.db, people["bob"], clock), "NeedsReauthorization", "invalid_grant")
+
+    ann = api.ok("GET", CONNECTION.format(people["ann"]), user=people["ann"])
+    assert {k: ann[k] for k in ("LastNotificationAt", "LastCheckAt", "SubscriptionExpiresAt", "LastCheckError")} == {
+        "LastNotificationAt": "2030-03-01T08:00:00.000Z",
+        "LastCheckAt": "2030-03-01T08:01:00.000Z",
+        "SubscriptionExpiresAt": "2030-03-04T08:00:00.000Z",
+        "LastCheckError": "HTTP 503 from the CalDAV server",
+    }
+    listed = {c["UserId"]: c for c in api.ok("GET", "/odata/v2/CalendarConnections")["value"]}
+    assert {k: v for k, v in listed[people["ann"]].items() if not k.startswith("@")} == {
+        k: v for k, v in ann.items() if not k.startswith("@")
+    }
+    assert "LastCheckError" not in listed[people["bob"]]
+    assert listed[people["bob"]]["LastCheckAt"] == "2030-03-01T08:02:00.000Z"
+
+    failing = api.ok(
+        "GET", "/odata/v2/CalendarConnections?$filter=LastCheckError ne null&$select=UserId,LastCheckError"
+    )
+    assert failing["value"] == [{"UserId": people["ann"], "LastCheckError": "HTTP 503 from the CalDAV server"}]
+    needs = api.ok("GET", "/odata/v2/CalendarConnections?$filter=Status eq 'NeedsReauthorization'")
+    assert [c["UserId"] for c in needs["value"]] == [people["bob"]]
+    oldest = api.ok("GET", "/odata/v2/CalendarConnections?$orderby=LastCheckAt&$top=1&$select=UserId")
+    assert oldest["value"] == [{"UserId": people["ann"]}]
+
+
+def test_sync_health_sums_up_the_connections(api: Api, people: dict[str, str], clock: Any) -> None:
+    """GetCalendarSyncHealth: every status and provider counted (0 when none), the watched connections, their
+    channel and check errors, the oldest check and the soonest channel expiry (left out while there are none)."""
+    empty = api.ok("GET", "/odata/v2/CalendarSyncHealth")
+    assert empty == {
+        "ByStatus": {"Connected": 0, "NeedsReauthorization": 0, "Error": 0},
+        "ByProvider": {"Microsoft365": 0, "Google": 0, "CalDAV": 0},
+        "Watched": 0,
+        "ChannelErrors": 0,
+        "CheckErrors": 0,
+    }
+    _connect(api.db, people["ann"])
+    _connect(api.db, people["bob"], provider="Google", account="bob@gmail.example")
+    _connect(api.db, people["admin"], account="admin@dav.example")
+    bob = calendar.active_connection(api.db, people["bob"])
+    assert bob is not None
+    calendar.set_status(api.db, bob.id, "NeedsReauthorization", "invalid_grant")  # not watched
+    ann = _watched(api.db, people["ann"], clock, error="HTTP 503 from the CalDAV server")
+    calendar_watch.watch_failed(api.db, ann, "subscription refused", api.db.clock() + timedelta(minutes=5))
+    _watched(api.db, people["admin"], clock)
+
+    health = api.ok("GET", "/odata/v2/CalendarSyncHealth", user=people["admin"])
+    assert health == {
+        "ByStatus": {"Connected": 2, "NeedsReauthorization": 1, "Error": 0},
+        "ByProvider": {"Microsoft365": 0, "Google": 1, "CalDAV": 2},
+        "Watched": 2,
+        "ChannelErrors": 1,
+        "CheckErrors": 1,
+        "OldestCheckAt": "2030-03-01T08:01:00.000Z",
+        "SoonestChannelExpiry": "2030-03-04T08:00:00.000Z",
+    }
+
+
+def test_only_administrators_read_sync_health(api: Api, read_api: Api, people: dict[str, str]) -> None:
+    """A learner gets 403, and a Read Only key too (as for the list of connections), with the usual wording."""
+    refused = api.get("/odata/v2/CalendarSyncHealth", user=people["ann"])
+    assert (refused.status_code, error(refused)["code"]) == (403, "Forbidden")
+    read_only = read_api.get("/odata/v2/CalendarSyncHealth")
+    assert (read_only.status_code, error(read_only)["code"]) == (403, "Forbidden")
+    assert "Read Only" in error(read_only)["message"]
 
 
 def test_metadata_declares_calendar_connections(api: Api) -> None:

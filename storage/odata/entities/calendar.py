@@ -23,6 +23,12 @@ STATUS_SQL = (
     " THEN 'Paused' ELSE {t}.status END"
 )
 
+
+def _watched(name: str, type_: str, column: str) -> Property:
+    """A value of the connection's watch row; null (left out) while it has none."""
+    return Property(name, type_, nullable=True, sql=f"{{t}}_watch.{column}", joins=("watch",))
+
+
 # Keyed by UserId, a person has one active connection; a disconnected one waiting for the worker to remove its
 # events (state 'removing') is no longer theirs and has no key, so no read by key or list ever sees it.
 CALENDAR_CONNECTIONS = EntitySet(
@@ -30,6 +36,8 @@ CALENDAR_CONNECTIONS = EntitySet(
     type_name="CalendarConnection",
     key=("UserId",),
     table="calendar_connections",
+    # The connection's watch row (storage.calendar_watch), if the worker watches it yet: at most one per connection.
+    joins={"watch": "LEFT JOIN calendar_watches {t}_watch ON {t}_watch.connection_id = {t}.id"},
     default_order="{t}.connected_at",
     live="{t}.state = 'active'",
     properties=(
@@ -41,5 +49,9 @@ CALENDAR_CONNECTIONS = EntitySet(
         col("ConnectedAt", DATETIME, "connected_at", nullable=True),
         col("LastSyncAt", DATETIME, "last_sync_at", nullable=True),
         col("LastError", STRING, "last_error", nullable=True),
+        _watched("LastCheckAt", DATETIME, "last_check_at"),
+        _watched("LastNotificationAt", DATETIME, "last_notification_at"),
+        _watched("SubscriptionExpiresAt", DATETIME, "expires_at"),
+        _watched("LastCheckError", STRING, "last_check_error"),
     ),
 )

@@ -233,8 +233,8 @@ async def execute(
             if not indexes:
                 continue
             batch = [(p.puts[n][0], _written(p.puts[n][1])) for n in indexes]
-            for n, result in zip(indexes, await provider.put_many(batch, recreate=recreate), strict=True):
-                results[n] = result
+            for n, answer in zip(indexes, await provider.put_many(batch, recreate=recreate), strict=True):
+                results[n] = answer
         for (item, last), result in zip(p.puts, results, strict=True):
             assert result is not None
             if isinstance(result, ProviderError):

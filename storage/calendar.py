@@ -823,33 +823,3 @@ def names_of(
                     )
                 )
     return users, sessions
-
-
-def request_full_check_in(conn: sqlite3.Connection, connection_ids: Iterable[str], now: datetime) -> int:
-    """Make the next check of each connection a full listing, due `now` (storage.calendar_watch: the check
-    compares the calendar with what was written and repairs it). A connection without a watch row gets its
-    first check, a full one, when the worker next watches it. Returns how many watch rows were changed."""
-    changed = 0
-    ids = list(dict.fromkeys(connection_ids))
-    for chunk in chunks(ids):
-        changed += conn.execute(
-            f"UPDATE calendar_watches SET full_check = 1, check_due_at = min(check_due_at, ?)"  # noqa: S608
-            f" WHERE connection_id IN ({marks(chunk)})",
-            [iso(now), *chunk],
-        ).rowcount
-    return changed
-
-
-def request_full_check(db: Database, connection_ids: Iterable[str], now: datetime) -> int:
-    """`request_full_check_in` in a write transaction of its own."""
-    with db.write() as conn:
-        return request_full_check_in(conn, connection_ids, now)
-
-
-def queue_resync(
-    db: Database, pairs: Iterable[tuple[str, str]], connection_ids: Iterable[str], now: datetime
-) -> tuple[int, int]:
-    """In one write transaction: mark `pairs` dirty (due now) and ask a full check of `connection_ids`.
-    Returns (pairs marked, watch rows changed)."""
-    with db.write() as conn:
-        return mark_dirty(conn, pairs, now), request_full_check_in(conn, connection_ids, now)

@@ -291,7 +291,7 @@ def force_rewrite(
     """
     from storage import calendar  # storage.calendar is the queue's owner
 
-    where, args = "channel = 'calendar'", []
+    where, args = "channel = 'calendar'", list[str]()
     if user_id is not None:
         where, args = where + " AND user_id = ?", [*args, user_id]
     if session_id is not None:

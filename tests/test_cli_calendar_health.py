@@ -131,8 +131,8 @@ def test_status_of_an_empty_database(tmp_path: Path) -> None:
 
 
 def test_resync_dry_run_prints_what_it_would_queue_and_changes_nothing(world: World) -> None:
-    """--dry-run names each (person, session) pair and each connected calendar it would queue; the database is
-    the same afterwards, byte for byte in its dump (no dirty pair, no check asked, no event consumed)."""
+    """--dry-run names each (person, session) pair and each connected calendar it would look at (a calendar it
+    cannot read is named with the reason); the database is the same afterwards, byte for byte in its dump."""
     before = _dump(world.db)
     output = world.run("calendar", "resync", "--session", world.session, "--dry-run").output
     lines = output.splitlines()
@@ -142,40 +142,33 @@ def test_resync_dry_run_prints_what_it_would_queue_and_changes_nothing(world: Wo
         f"{n}@contoso.example" for n in ("ivan.instructor", *(f"{p}.learner" for p in ("lena", "omar", "pia", "raj")))
     )
     assert all(f"First aid, Copenhagen ({world.session})" in line for line in lines[1:6])
-    assert lines[6] == "Would ask a full check of 2 connected calendar(s):"
+    assert lines[6] == "Would look for strays in 2 connected calendar(s):"
     assert lines[7:9] == [
         "  lena.learner@contoso.example  CalDAV  lena",
         "  omar.learner@contoso.example  Google  omar@gmail.example",
     ]
+    assert lines[-2] == "Would remove 0 stray event(s) of ours."
     assert lines[-1] == "Dry run: nothing was changed."
+    assert sum("Could not read the" in line for line in lines) == 2  # the stand-in credentials open nothing
     assert _dump(world.db) == before
     everything = world.run("calendar", "resync", "--dry-run").output
-    assert "Would ask a full check of 2 connected calendar(s):" in everything
+    assert "Would look for strays in 2 connected calendar(s):" in everything
     assert _dump(world.db) == before
 
 
-def test_resync_of_a_user_queues_their_pairs_asks_a_full_check_and_runs_the_mirror(world: World) -> None:
-    """--user queues the person's pairs and a full check of their calendar (its watch row due now, listing
-    everything), runs the calendar worker until it is idle and says how many pairs it worked on; nothing is
-    left waiting (no calendar can be written here, and e-mail is off, so each pair is done at once)."""
+def test_resync_of_a_user_writes_their_events_again_and_runs_the_mirror(world: World) -> None:
+    """--user marks the person's calendar items to be written again as they are (calendar_watch.force_rewrite:
+    a missing event is created again, not taken for a deletion) and queues their pairs, runs the calendar
+    worker until it is idle and says how many pairs it worked on; nothing is left waiting (no calendar can be
+    written here, and e-mail is off, so each pair is done at once)."""
     result = world.run("calendar", "resync", "--user", world.users["lena"].upper())
-    assert "Queued 1 pair(s) and a full check of 1 connected calendar(s) (1 watched now" in result.output
+    assert result.output.startswith("Queued 1 pair(s); 0 event(s) to write again.")
     last = result.output.splitlines()[-1]
     assert last.startswith("Done: the calendar mirror worked on ") and last.endswith("; no pair is waiting.")
     assert int(last.split("worked on ")[1].split(" ")[0]) >= 1
     assert calendar.pending(world.db) == 0
-
-
-def test_request_full_check_makes_the_next_check_a_full_one_due_now(world: World) -> None:
-    """request_full_check: the watch row's full_check is set and its check due at `now` (an earlier due time is
-    kept); connections without a row are left for their first check (a full one anyway)."""
-    now = world.db.clock() + timedelta(minutes=1)
-    assert calendar.request_full_check(world.db, [world.lena_connection, "no-such-connection"], now) == 1
     with world.db.read() as conn:
-        row = conn.execute(
-            "SELECT full_check, check_due_at FROM calendar_watches WHERE connection_id = ?", (world.lena_connection,)
-        ).fetchone()
-    assert (row[0], row[1]) == (1, calendar.iso(now))
+        assert conn.execute("SELECT full_check FROM calendar_watches").fetchall() in ([], [(0,)])  # no full check
 
 
 def test_resync_of_both_options_takes_the_pairs_in_common(world: World) -> None:

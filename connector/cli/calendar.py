@@ -1,6 +1,6 @@
 """`coursewire calendar`: `settings` (which calendars people may connect, the e-mail fallback, unregistering on a
 deleted event; shown, and changed with the checks UpdateCalendarSettings makes), `status` (connections and sync
-health, read-only) and `resync` (queue people's sessions and run the mirror until it is idle)."""
+health, read-only) and `resync` (write people's events again, run the mirror until it is idle, remove strays)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from typing import Any
 import click
 
 from calendars.config import CalendarConfig
+from calendars.model import ProviderError
 from calendars.worker import CalendarWorker
 from connector.cli.common import database, guid, sealed, settings_of, user_errors
 from connector.handlers.calendars import HEALTH_STATUSES, REQUIREMENTS, refuse_unconfigured
 from connector.settings import Settings
 from storage import calendar as calendar_store
-from storage import calendar_watch
+from storage import calendar_watch, outbound
 from storage.db import Database
 from storage.errors import Invalid
 from storage.models import CLI
+from storage.secrets import SecretKeyError
 
 # The names the options take -> the CalendarSettings switch, and how the output calls it.
 SWITCHES = {
@@ -158,57 +160,80 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 @calendar.command("resync")
 @click.option("--user", "user_id", callback=guid, help="Only this user's sessions (a user Id).")
 @click.option("--session", "session_id", callback=guid, help="Only this session's people (a session Id).")
-@click.option("--dry-run", is_flag=True, help="Print the pairs and connections it would queue; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print what it would write and remove; change nothing.")
 @click.pass_context
 @user_errors
 def resync_command(ctx: click.Context, user_id: str | None, session_id: str | None, dry_run: bool) -> None:
-    """Bring calendars up to date: queue each (person, session) pair of --user, of --session, of both (their
-    sessions in common) or, with neither, every pair with a registration, an instructor or a calendar item;
-    ask a full check of the connected calendars concerned (every connection with neither option); then run
-    the calendar mirror until it is idle, with a progress bar. --dry-run prints what it would queue instead.
-    Run it with the server's environment (the providers' OAuth clients, the mail server)."""
+    """Repair connected calendars: write every event of --user, of --session, of both (their sessions in common)
+    or, with neither, of everyone again as it should be (an event missing from a calendar is created again, not
+    taken for a deletion by the person), create what was never written, run the calendar mirror until it is
+    idle (with a progress bar), then remove the events of ours a calendar holds without a record (strays).
+    --dry-run prints the pairs, the calendars and the strays found, and changes nothing. Run it with the
+    server's environment (the providers' OAuth clients, the mail server)."""
     settings = settings_of(ctx)
     db = database(settings)
     pairs = sorted(calendar_store.resync_pairs(db, user_id, session_id))
-    # The connections concerned: the people of the pairs (and --user's, pairs or not); with neither, everyone's.
+    # The calendars concerned: the people of the pairs (and --user's, pairs or not); with neither, everyone's.
     users = None
     if user_id is not None or session_id is not None:
         users = {u for u, _ in pairs} | ({user_id} if user_id else set())
-    connections = calendar_store.active_connection_ids(db, users)
+    ids = calendar_store.active_connection_ids(db, users)
+    connections = [c for c in (calendar_store.connection_by_id(db, i) for i in ids) if c is not None]
     if dry_run:
         _describe_resync(db, pairs, connections)
+        found = asyncio.run(_strays(db, settings, connections, remove=False))
+        click.echo(f"Would remove {found} stray event(s) of ours.")
+        click.echo("Dry run: nothing was changed.")
         return
-    marked, checks = calendar_store.queue_resync(db, pairs, connections, db.clock())
-    click.echo(
-        f"Queued {marked} pair(s) and a full check of {len(connections)} connected calendar(s)"
-        f" ({checks} watched now; the others get one when they are next watched)."
-    )
+    with db.write() as conn:
+        marked, _ = calendar_watch.force_rewrite(conn, db.clock(), user_id=user_id, session_id=session_id)
+    click.echo(f"Queued {len(pairs)} pair(s); {marked} event(s) to write again.")
     worked = _run_mirror(db, settings, len(pairs))
+    removed = asyncio.run(_strays(db, settings, connections, remove=True))
     waiting = calendar_store.pending(db)
-    click.echo(
-        f"Done: the calendar mirror worked on {worked} pair(s) and check(s); {waiting} pair(s) wait for a retry"
-        " (see coursewire calendar status)."
-        if waiting
-        else f"Done: the calendar mirror worked on {worked} pair(s) and check(s); no pair is waiting."
-    )
+    left = f"{waiting} pair(s) wait for a retry (see coursewire calendar status)." if waiting else "no pair is waiting."
+    click.echo(f"Done: the calendar mirror worked on {worked} pair(s) and check(s); removed {removed} stray(s); {left}")
 
 
-def _describe_resync(db: Database, pairs: list[tuple[str, str]], connections: list[str]) -> None:
-    found = [c for c in (calendar_store.connection_by_id(db, i) for i in connections) if c is not None]
+def _describe_resync(db: Database, pairs: list[tuple[str, str]], connections: list[calendar_store.Connection]) -> None:
     logins, titles = calendar_store.names_of(
-        db, [u for u, _ in pairs] + [c.user_id for c in found], [s for _, s in pairs]
+        db, [u for u, _ in pairs] + [c.user_id for c in connections], [s for _, s in pairs]
     )
     click.echo(f"Would queue {len(pairs)} pair(s) (person, session):")
     for line in sorted(
         f"  {logins.get(user, user)}  {titles.get(session, '?')} ({session})" for user, session in pairs
     ):
         click.echo(line)
-    click.echo(f"Would ask a full check of {len(connections)} connected calendar(s):")
+    click.echo(f"Would look for strays in {len(connections)} connected calendar(s):")
     for line in sorted(
-        f"  {logins.get(c.user_id, c.user_id)}  {c.provider}" + (f"  {c.account}" if c.account else "") for c in found
+        f"  {logins.get(c.user_id, c.user_id)}  {c.provider}" + (f"  {c.account}" if c.account else "")
+        for c in connections
     ):
         click.echo(line)
-    click.echo("Dry run: nothing was changed.")
+
+
+async def _strays(db: Database, settings: Settings, connections: list[calendar_store.Connection], remove: bool) -> int:
+    """Find (and with `remove`, delete) each calendar's strays (calendars.resync); a calendar that cannot be
+    read is named with the reason and skipped. Returns how many strays were found (or removed)."""
+    from calendars import resync
+    from calendars.connections import open_provider
+
+    box = sealed(db)
+    total = 0
+    async with outbound.guarded_session(settings.calendar.allowed_networks, user_agent="coursewire-resync/1") as http:
+        for connection in connections:
+            try:
+                provider = open_provider(connection, http, db, box, settings.calendar)
+                found = await resync.strays(db, provider, connection)
+                failed = await resync.remove(provider, found) if remove else []
+                await provider.close()
+            except (ProviderError, ValueError, KeyError, SecretKeyError) as exc:
+                click.echo(f"Could not read the {connection.provider} calendar of user {connection.user_id}: {exc}")
+                continue
+            for stray, why in failed:
+                click.echo(f"Could not remove {stray.provider_id}: {why}")
+            total += len(found) - len(failed)
+    return total
 
 
 def _run_mirror(db: Database, settings: Settings, queued: int) -> int:

@@ -56,7 +56,7 @@ class TwoWay(RuleBasedStateMachine):
         self.unregister = unregister
         self.session = self.world.session(days=2, MaxAttendees=str(seats), InstructorLogins=["ivan@example.org"])
         self.connections = {p: self.world.connect(p) for p in (*LEARNERS, "ivan")}
-        for person, connection_id in self.connections.items():
+        for connection_id in self.connections.values():
             self.world.providers[connection_id] = Revocable()
         self.deleted_while_registered: set[str] = set()  # people whose deletion should unregister them
         self.enrollments = {p: self.world.enroll(p, self.session) for p in LEARNERS[:seats]}

@@ -732,3 +732,41 @@ def calendar_two_way(db: Database) -> None:
     connection's push channel and change cursor."""
     for statement in _statements(CALENDAR_TWO_WAY):
         db.execute(statement)
+
+
+CALENDAR_TENANT = """
+-- Tenant-wide Microsoft 365 (issue 11): one row, the tenant an administrator connected with the app's own
+-- permissions (client credentials; Calendars.ReadWrite and User.Read.All with admin consent), whether it is on,
+-- and the roster's last round.
+CREATE TABLE calendar_tenant (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tenant_id TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 0,
+    enabled_at TEXT,
+    enabled_by TEXT,
+    last_roster_at TEXT,
+    last_error TEXT,
+    modified_at TEXT NOT NULL
+);
+-- A connection the roster made: the Graph user id of the person's mailbox (NULL: the person's own OAuth
+-- connection) and when the roster last saw that it still matches.
+ALTER TABLE calendar_connections ADD COLUMN tenant_mailbox TEXT;
+ALTER TABLE calendar_connections ADD COLUMN tenant_checked_at TEXT;
+CREATE UNIQUE INDEX calendar_connections_tenant_mailbox ON calendar_connections(tenant_mailbox)
+    WHERE tenant_mailbox IS NOT NULL AND state = 'active';
+CREATE INDEX calendar_connections_tenant_checked ON calendar_connections(tenant_checked_at)
+    WHERE tenant_mailbox IS NOT NULL;
+-- People the roster looked up and found no mailbox for, and when: looked up again after a while or when they
+-- change (users.modified_at).
+CREATE TABLE calendar_tenant_misses (
+    user_id TEXT PRIMARY KEY,
+    looked_at TEXT NOT NULL
+);
+"""
+
+
+@migrations(name="0011_calendar_tenant")
+def calendar_tenant(db: Database) -> None:
+    """Tenant-wide Microsoft 365 (issue 11): the tenant row, tenant-made connections, the roster's misses."""
+    for statement in _statements(CALENDAR_TENANT):
+        db.execute(statement)

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -80,10 +80,31 @@ CLIENT_STATE_LIMIT = 128  # [MS5]
 
 
 @dataclass(frozen=True)
-class _Reply:
+class Reply:
+    """One Graph answer (outer, or one inner response of a $batch): status, headers with lower-case names, the
+    JSON object of the body ({} when empty or not an object)."""
+
     status: int
     headers: Mapping[str, str]  # keys in lower case
     body: dict[str, Any]
+
+
+class GraphTransport(Protocol):
+    """How a GraphProvider's requests reach Graph: `DirectTransport` sends each as its own HTTP request with the
+    person's delegated token; calendars.tenant's `MailboxTransport` queues them into `$batch` calls shared by
+    every mailbox of a tenant (application permissions). `batches` says whether the transport groups requests
+    into `$batch` itself (then the provider never builds a `$batch` of its own)."""
+
+    batches: bool
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None, *, slots: int = 1, prefer: str = ...
+    ) -> Reply:
+        """Send one request (`path` relative to the version root, leading slash, escaped) and return the
+        answer, whatever its status; a 401 is retried once after refreshing the token, a second one raises
+        AuthorizationLost. Raises Unavailable (network, unreadable or oversized answer), AuthorizationLost,
+        Throttled (a transport that waits out throttling itself and gave up)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -106,8 +127,9 @@ class GraphProvider:
     session: the shared aiohttp session (not closed here); base_url: Graph's version root
     (`https://graph.microsoft.com/v1.0`, COURSEWIRE_GRAPH_URL); tokens: the connection's OAuth tokens;
     calendar: a calendar id, None for the mailbox's default calendar; mailbox: `me` (delegated access) or a
-    user id / UPN (`/users/{id}`, for a tenant-wide application later); timeout: seconds per request;
-    clock: now as an aware datetime, for Retry-After given as an HTTP date.
+    user id / UPN (`/users/{id}`, tenant-wide application access, calendars.tenant); timeout: seconds per
+    request; clock: now as an aware datetime, for Retry-After given as an HTTP date; transport: how requests
+    are sent (default: a DirectTransport with `tokens`, holding at most 4 requests at once [MS11-b]).
     """
 
     def __init__(
@@ -120,6 +142,7 @@ class GraphProvider:
         mailbox: str = "me",
         timeout: float = 30.0,
         clock: Callable[[], datetime] | None = None,
+        transport: GraphTransport | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -135,9 +158,8 @@ class GraphProvider:
         )
         # calendarView/delta of the default calendar is `/me/calendarView/delta` [MS10].
         self._view = f"{self._owner}/calendarView" if calendar is None else f"{self._calendar}/calendarView"
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._slots = _Slots(MAILBOX_CONCURRENCY)
+        self._transport: GraphTransport = transport or DirectTransport(session, self._base, tokens, timeout=timeout)
 
     async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         """Create the item's event (POST with its transactionId) or update it (PATCH by id); an event the person
@@ -168,7 +190,7 @@ class GraphProvider:
         refreshed = False
         while pending:
             chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
-            answers = await asyncio.gather(*(self._send_batch(chunk) for chunk in chunks))
+            answers = await asyncio.gather(*(self._send_ops(chunk) for chunk in chunks))
             pending = []
             unauthorized = []
             for chunk, answer in zip(chunks, answers, strict=True):
@@ -273,7 +295,7 @@ class GraphProvider:
         if reply.status == 200:
             return
         if reply.status in (403, 404, 410):
-            code, message = _graph_error(reply.body)
+            code, message = graph_error(reply.body)
             raise CalendarGone(f"Graph {reply.status} on the calendar {code}: {message}")
         raise self._error(reply)
 
@@ -336,9 +358,9 @@ class GraphProvider:
             return None
         return link[len(self._base) :]
 
-    def _feed_error(self, reply: _Reply, *, linked: bool) -> ProviderError:
+    def _feed_error(self, reply: Reply, *, linked: bool) -> ProviderError:
         """A failed delta answer: an expired token [MS10-b], the calendar gone, or what `_error` says."""
-        code, message = _graph_error(reply.body)
+        code, message = graph_error(reply.body)
         if 400 <= reply.status < 500 and code.casefold() in EXPIRED_CODES:
             return CursorExpired(f"Graph {reply.status} {code}: the delta token expired")
         if reply.status == 410 and linked:
@@ -357,7 +379,7 @@ class GraphProvider:
         path = self._event_path(written.provider_id)
         return _Op(index, item, "PATCH", path, _payload(item, None), written, recreate=recreate)
 
-    def _step(self, op: _Op, reply: _Reply) -> Written | ProviderError | _Op:
+    def _step(self, op: _Op, reply: Reply) -> Written | ProviderError | _Op:
         """What one answer to `op` means: the item's result, or the request to make next."""
         if op.method == "PATCH" and reply.status in (404, 410):
             # The person deleted the event: create it again. Not under the item's own transactionId: Graph may
@@ -383,21 +405,27 @@ class GraphProvider:
 
     async def _call(
         self, method: str, path: str, body: dict[str, Any] | None, *, slots: int = 1, prefer: str = PREFER_IMMUTABLE
-    ) -> _Reply:
-        """One request holding `slots` of the mailbox's limit; a 401 refreshes the token once and sends it
-        again, a second 401 is AuthorizationLost. Raises Unavailable for network errors, unreadable answers and
-        answers over MAX_ANSWER_BYTES."""
-        token = await self._tokens.access_token()
-        reply = await self._send(method, path, body, token, slots, prefer)
-        if reply.status != 401:
-            return reply
-        reply = await self._send(method, path, body, await self._tokens.refresh(), slots, prefer)
-        if reply.status == 401:
-            code, message = _graph_error(reply.body)
-            raise AuthorizationLost(f"Graph refused the access token after a refresh (401 {code}: {message})")
-        return reply
+    ) -> Reply:
+        """One request through the transport (GraphTransport.call)."""
+        return await self._transport.call(method, path, body, slots=slots, prefer=prefer)
 
-    async def _send_batch(self, ops: Sequence[_Op]) -> dict[int, _Reply] | ProviderError:
+    async def _send_ops(self, ops: Sequence[_Op]) -> dict[int, Reply | ProviderError] | ProviderError:
+        """Up to 20 ops: one $batch of our own, or, when the transport batches itself (tenant mode), each op as
+        its own request (the transport groups them with other mailboxes' requests). Replies by op index, or the
+        error of the whole request."""
+        if not self._transport.batches:
+            return await self._send_batch(ops)
+
+        async def one(op: _Op) -> Reply | ProviderError:
+            try:
+                return await self._call(op.method, op.path, op.body)
+            except ProviderError as exc:
+                return exc
+
+        answers = await asyncio.gather(*(one(op) for op in ops))
+        return {op.index: answer for op, answer in zip(ops, answers, strict=True)}
+
+    async def _send_batch(self, ops: Sequence[_Op]) -> dict[int, Reply | ProviderError] | ProviderError:
         """One $batch for up to 20 ops: inner replies by op index, or the error of the whole request."""
         requests = [
             {
@@ -415,48 +443,12 @@ class GraphProvider:
             return exc
         if reply.status != 200:
             return self._error(reply)
-        out: dict[int, _Reply] = {}
-        for answer in reply.body.get("responses") or []:
-            if not isinstance(answer, dict):
-                continue
-            try:
-                index = int(answer.get("id", ""))
-                status = int(answer.get("status", 0))
-            except (TypeError, ValueError):
-                continue
-            headers, inner = answer.get("headers"), answer.get("body")
-            headers = headers if isinstance(headers, dict) else {}
-            inner = inner if isinstance(inner, dict) else {}
-            out[index] = _Reply(status, {str(k).lower(): str(v) for k, v in headers.items()}, inner)
-        return out
+        return {index: inner for index, inner in batch_responses(reply.body).items()}
 
-    async def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, token: str, slots: int, prefer: str
-    ) -> _Reply:
-        headers = {"Authorization": f"Bearer {token}", "Prefer": prefer, "Accept": "application/json"}
-        url = URL(self._base + path, encoded=True)  # paths and queries are escaped by us, once
-        async with self._slots.hold(slots):
-            try:
-                async with self._session.request(
-                    method, url, json=body, headers=headers, timeout=self._timeout, allow_redirects=False
-                ) as response:
-                    raw = await _bounded(response)
-                    status = response.status
-                    got = {k.lower(): v for k, v in response.headers.items()}
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Unavailable(f"Graph could not be reached: {exc.__class__.__name__} {exc}") from None
-        try:
-            parsed = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            if 200 <= status < 300:
-                raise Unavailable(f"Graph answered {status} with a body that is not JSON") from None
-            parsed = {}
-        return _Reply(status, got, parsed if isinstance(parsed, dict) else {})
-
-    def _error(self, reply: _Reply) -> ProviderError:
+    def _error(self, reply: Reply) -> ProviderError:
         """The ProviderError for a failed answer (outer or inner): 429, and 503/504 with Retry-After, are
         Throttled; other 5xx Unavailable; 401 AuthorizationLost; other 4xx Rejected."""
-        code, message = _graph_error(reply.body)
+        code, message = graph_error(reply.body)
         text = f"Graph {reply.status} {code}: {message}"
         retry = retry_after(reply.headers.get("retry-after"), self._clock())
         if reply.status == 429 or (reply.status in (503, 504) and retry is not None):
@@ -479,6 +471,103 @@ async def _bounded(response: aiohttp.ClientResponse) -> bytes:
             raise Unavailable(f"Graph answered with more than {MAX_ANSWER_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class DirectTransport:
+    """Each request as its own HTTP request to Graph with a bearer token from `tokens`, at most `concurrency`
+    slots held at once (Outlook allows 4 concurrent requests per app and mailbox [MS11-b]; a $batch holds as
+    many slots as Graph runs of it at a time against the mailbox)."""
+
+    batches = False
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        tokens: TokenSource,
+        *,
+        timeout: float = 30.0,
+        concurrency: int = MAILBOX_CONCURRENCY,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._tokens = tokens
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._slots = _Slots(concurrency)
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None, *, slots: int = 1, prefer: str = PREFER_IMMUTABLE
+    ) -> Reply:
+        """One request holding `slots` of the limit; a 401 refreshes the token once and sends it again, a second
+        401 is AuthorizationLost. Raises Unavailable for network errors, unreadable answers and answers over
+        MAX_ANSWER_BYTES."""
+        token = await self._tokens.access_token()
+        reply = await self._send(method, path, body, token, slots, prefer)
+        if reply.status != 401:
+            return reply
+        reply = await self._send(method, path, body, await self._tokens.refresh(), slots, prefer)
+        if reply.status == 401:
+            code, message = graph_error(reply.body)
+            raise AuthorizationLost(f"Graph refused the access token after a refresh (401 {code}: {message})")
+        return reply
+
+    async def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, token: str, slots: int, prefer: str
+    ) -> Reply:
+        async with self._slots.hold(slots):
+            return await send_request(self._session, self._base, method, path, body, token, prefer, self._timeout)
+
+
+async def send_request(
+    session: aiohttp.ClientSession,
+    base: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    token: str,
+    prefer: str,
+    timeout: aiohttp.ClientTimeout,
+) -> Reply:
+    """One HTTP request to `base + path` (escaped by the caller) with a bearer token; the answer bounded to
+    MAX_ANSWER_BYTES and read as JSON. Raises Unavailable (unreachable, timeout, too large, a 2xx that is not
+    JSON)."""
+    headers = {"Authorization": f"Bearer {token}", "Prefer": prefer, "Accept": "application/json"}
+    url = URL(base + path, encoded=True)  # paths and queries are escaped by us, once
+    try:
+        async with session.request(
+            method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
+            raw = await _bounded(response)
+            status = response.status
+            got = {k.lower(): v for k, v in response.headers.items()}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise Unavailable(f"Graph could not be reached: {exc.__class__.__name__} {exc}") from None
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        if 200 <= status < 300:
+            raise Unavailable(f"Graph answered {status} with a body that is not JSON") from None
+        parsed = {}
+    return Reply(status, got, parsed if isinstance(parsed, dict) else {})
+
+
+def batch_responses(body: Mapping[str, Any]) -> dict[int, Reply]:
+    """The inner responses of a `$batch` answer by their numeric `id` [MS11] (responses may come in any order;
+    ones without a numeric id or status are skipped)."""
+    out: dict[int, Reply] = {}
+    for answer in body.get("responses") or []:
+        if not isinstance(answer, dict):
+            continue
+        try:
+            index = int(answer.get("id", ""))
+            status = int(answer.get("status", 0))
+        except (TypeError, ValueError):
+            continue
+        headers, inner = answer.get("headers"), answer.get("body")
+        headers = headers if isinstance(headers, dict) else {}
+        inner = inner if isinstance(inner, dict) else {}
+        out[index] = Reply(status, {str(k).lower(): str(v) for k, v in headers.items()}, inner)
+    return out
 
 
 # -- the event as Graph takes it --------------------------------------------------------------------------------
@@ -676,7 +765,7 @@ def _etag(event: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _graph_error(body: Mapping[str, Any]) -> tuple[str, str]:
+def graph_error(body: Mapping[str, Any]) -> tuple[str, str]:
     """(code, message) of Graph's error body `{"error": {"code", "message"}}`."""
     error = body.get("error")
     if isinstance(error, dict):

@@ -20,6 +20,17 @@ It does what ../shared/reference/notes/calendar-sync.md §2.1 documents, and not
 - Per mailbox, at most 4 requests at once [MS11-b]: one more is a 429 ApplicationThrottled
   "MailboxConcurrency" with Retry-After, inside a $batch too. `latency` (seconds each request holds its slot)
   makes requests overlap; `peak` records the most seen at once.
+- Application access (tenant-wide, `APP` tokens) [MS1]: `/users/{id or userPrincipalName}` (GET: `id`, `mail`,
+  `userPrincipalName`; needs `User.Read.All`, else 403 Authorization_RequestDenied; unknown: 404
+  Request_ResourceNotFound), `GET /users?$top=` (the same, needs User.Read.All), and every `/users/{id}/...`
+  route above (needs `Calendars.ReadWrite`, else 403 ErrorAccessDenied). `app_permissions` holds what admin
+  consent granted.
+- `throttle_mailbox(user, count, retry_after)`: the next `count` requests to that mailbox (inside a $batch or
+  not) answer 429 ApplicationThrottled with Retry-After. With `enforce_retry_after`, every 429 opens a window
+  (measured by `monotonic`, which tests replace with their virtual clock) during which that mailbox -- or, for
+  an outer 429, the whole application -- keeps being answered 429 with the time left, and each such early
+  request is counted in `counters["early"]` [MS12] (not the other requests of the $batch that got the 429:
+  they were sent before the client could know).
 - Random 429s (`throttle_rate` outside, `batch_throttle_rate` inside $batch) from a seeded generator.
 - Bearer tokens: `token_check(token) -> user id | APP | None` decides; by default the tokens `issue_token`
   gave out, minus those of users `revoke`d. A shared OAuth fake can replace `token_check`.
@@ -63,6 +74,7 @@ import random
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -140,6 +152,10 @@ class Mailbox:
     log: dict[str, list[tuple[int, str, str, bool]]] = field(default_factory=dict)
     delta_epoch: int = 0  # delta tokens of an earlier epoch are expired
     expired_as: tuple[int, str] = (410, "resyncRequired")
+    upn: str | None = None  # userPrincipalName when it differs from `address`
+    throttles: deque[int] = field(default_factory=deque)  # Retry-After of the next requests to answer 429
+    blocked_until: float = 0.0  # monotonic(): 429 until then (enforce_retry_after)
+    blocked_by: int = 0  # the HTTP call whose 429 opened the window: its other requests were sent before it
 
 
 @dataclass
@@ -236,6 +252,10 @@ class GraphFake:
         self._gate: asyncio.Event | None = None  # cleared: requests wait in their mailbox slot (pause())
         self.url = ""
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # subscription expiry is measured by it
+        self.monotonic: Callable[[], float] = time.monotonic  # Retry-After windows are measured by it
+        self.enforce_retry_after = False
+        self.app_permissions = {"Calendars.ReadWrite", "User.Read.All"}
+        self._app_blocked_until = 0.0
         self.validation_timeout = 10.0  # seconds a receiver has to answer the validation request [MS6]
         self.subscriptions: dict[str, Subscription] = {}
         self.validations: list[tuple[str, bool]] = []  # (URL validated, passed)
@@ -308,11 +328,11 @@ class GraphFake:
 
     # -- the test's side -------------------------------------------------------------------------------------
 
-    def add_user(self, user_id: str, address: str) -> Mailbox:
-        """A mailbox with its default calendar ("Calendar")."""
+    def add_user(self, user_id: str, address: str, *, upn: str | None = None) -> Mailbox:
+        """A mailbox with its default calendar ("Calendar"); `upn`: its userPrincipalName when not `address`."""
         with self._lock:
             calendar = _opaque("AAMkAGCal")
-            mailbox = Mailbox(user_id, address, calendar, {calendar: "Calendar"})
+            mailbox = Mailbox(user_id, address, calendar, {calendar: "Calendar"}, upn=upn)
             self.mailboxes[user_id] = mailbox
             return mailbox
 
@@ -344,6 +364,11 @@ class GraphFake:
         seconds = self.retry_after if retry_after is None else retry_after
         with self._lock:
             self._failures.extend([(kind, seconds, method)] * count)
+
+    def throttle_mailbox(self, user_id: str, count: int = 1, retry_after: int = 7) -> None:
+        """The next `count` requests to the mailbox answer 429 with `retry_after` seconds."""
+        with self._lock:
+            self.mailboxes[user_id].throttles.extend([retry_after] * count)
 
     def _next_failure(self, method: str) -> tuple[str, int | str] | None:
         for entry in self._failures:
@@ -620,9 +645,19 @@ class GraphFake:
         self, request: web.Request, path: str, raw: bytes, failure: tuple[str, int | str] | None
     ) -> _Answer:
         try:
+            if self.enforce_retry_after:
+                left = self._app_blocked_until - self.monotonic()
+                if left > 0:
+                    with self._lock:
+                        self.counters["early"] += 1
+                    raise GraphError(
+                        429, "TooManyRequests", "Too many requests.", {"Retry-After": str(max(1, round(left)))}
+                    )
             if failure is not None and failure[0] != "lose":
                 kind, retry = failure
                 if kind == "throttle":
+                    if self.enforce_retry_after and str(retry).isdigit():
+                        self._app_blocked_until = self.monotonic() + int(retry)
                     raise GraphError(429, "TooManyRequests", "Too many requests.", {"Retry-After": str(retry)})
                 if kind == "unavailable":
                     raise GraphError(503, "serviceNotAvailable", "The service is temporarily unavailable.")
@@ -642,6 +677,8 @@ class GraphFake:
             if path == "/v1.0/$batch" and request.method == "POST":
                 return await self._batch(principal, body)
             query = request.raw_path.split("?", 1)[1] if "?" in request.raw_path else ""
+            if path == "/v1.0/users" and request.method == "GET":
+                return self._users(principal, query)
             if path == "/v1.0/subscriptions" or path.startswith("/v1.0/subscriptions/"):
                 return await self._subscriptions(
                     principal, request.method, path[len("/v1.0/subscriptions") :], headers, body
@@ -649,6 +686,14 @@ class GraphFake:
             return await self._run(principal, request.method, path[len("/v1.0") :], query, headers, body)
         except GraphError as exc:
             return _error(exc)
+
+    def _users(self, principal: str, query: str) -> _Answer:
+        if principal != APP or "User.Read.All" not in self.app_permissions:
+            raise _insufficient()
+        top = int(dict(parse_qsl(query)).get("$top", "100") or 100)
+        with self._lock:
+            listed = [_user(m) for m in list(self.mailboxes.values())[: max(1, min(top, 999))]]
+        return _Answer(200, {"value": listed})
 
     async def _batch(self, principal: str, body: Any) -> _Answer:
         requests = body.get("requests") if isinstance(body, dict) else None
@@ -660,16 +705,19 @@ class GraphFake:
         if len(set(map(str, ids))) != len(ids) or None in ids:
             raise GraphError(400, "BadRequest", "Each batch request needs an id, unique within the batch.")
         responses: list[dict[str, Any]] = []
+        with self._lock:
+            self.counters["calls"] += 1
+            call = self.counters["calls"]
         for wave in range(0, len(requests), BATCH_PARALLELISM):
             answers = await asyncio.gather(
-                *(self._inner(principal, r) for r in requests[wave : wave + BATCH_PARALLELISM])
+                *(self._inner(principal, r, call) for r in requests[wave : wave + BATCH_PARALLELISM])
             )
             responses.extend(answers)
         with self._lock:
             self._rng.shuffle(responses)  # "responses might appear in a different order" [MS11]
         return _Answer(200, {"responses": responses})
 
-    async def _inner(self, principal: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _inner(self, principal: str, request: dict[str, Any], call: int = 0) -> dict[str, Any]:
         rid, method, url = str(request["id"]), str(request.get("method", "")).upper(), request.get("url")
         headers = {str(k).lower(): str(v) for k, v in (request.get("headers") or {}).items()}
         try:
@@ -685,7 +733,7 @@ class GraphFake:
             if random_429:
                 self.counters["throttled"] += 1
                 raise _throttled("Application is over its request limit.", self.retry_after)
-            answer = await self._run(principal, method, path, query, headers, request.get("body"))
+            answer = await self._run(principal, method, path, query, headers, request.get("body"), call)
         except GraphError as exc:
             answer = _error(exc)
         out: dict[str, Any] = {"id": rid, "status": answer.status, "headers": answer.headers}
@@ -694,14 +742,31 @@ class GraphFake:
         return out
 
     async def _run(
-        self, principal: str, method: str, path: str, query: str, headers: dict[str, str], body: Any
+        self, principal: str, method: str, path: str, query: str, headers: dict[str, str], body: Any, call: int = 0
     ) -> _Answer:
         """One request to a mailbox, holding one of its 4 slots for `latency` seconds."""
         segments = [unquote(s) for s in path.strip("/").split("/")]
         mailbox, rest = self._mailbox(principal, segments)
+        if principal == APP:
+            needed = "User.Read.All" if not rest else "Calendars.ReadWrite"
+            if needed not in self.app_permissions:
+                raise _insufficient() if not rest else GraphError(403, "ErrorAccessDenied", "Access is denied.")
         with self._lock:
+            now = self.monotonic()
+            if self.enforce_retry_after and mailbox.blocked_until > now:
+                if not call or call != mailbox.blocked_by:
+                    self.counters["early"] += 1
+                raise _throttled("Application is over its request limit.", max(1, round(mailbox.blocked_until - now)))
+            if mailbox.throttles:
+                seconds = mailbox.throttles.popleft()
+                self.counters["mailbox_throttled"] += 1
+                if self.enforce_retry_after:
+                    mailbox.blocked_until, mailbox.blocked_by = now + seconds, call
+                raise _throttled("Application is over its MailboxConcurrency limit.", seconds)
             if mailbox.active >= MAILBOX_CONCURRENCY:
                 self.counters["concurrency"] += 1
+                if self.enforce_retry_after:
+                    mailbox.blocked_until, mailbox.blocked_by = now + 1, call
                 raise _throttled("Application is over its MailboxConcurrency limit.", 1)
             mailbox.active += 1
             mailbox.peak = max(mailbox.peak, mailbox.active)
@@ -727,9 +792,14 @@ class GraphFake:
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segments[0]}'.")
         with self._lock:
             mailbox = self.mailboxes.get(wanted) or next(
-                (m for m in self.mailboxes.values() if m.address.lower() == wanted.lower()), None
+                (m for m in self.mailboxes.values() if (m.upn or m.address).lower() == wanted.lower()), None
             )
         if mailbox is None:
+            if segments[:1] == ["users"] and len(segments) == 2:  # a directory look-up
+                raise GraphError(
+                    404, "Request_ResourceNotFound", f"Resource '{wanted}' does not exist or one of its queried"
+                    " reference-property objects are not present."
+                )  # fmt: skip
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{wanted}' is invalid.")
         if principal not in (APP, mailbox.user_id):
             raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
@@ -750,9 +820,7 @@ class GraphFake:
         view = _View(mailbox, immutable, _prefer_zone(prefer), query.get("$expand"))
         if not rest:
             if method == "GET":
-                return _Answer(
-                    200, {"id": mailbox.user_id, "mail": mailbox.address, "userPrincipalName": mailbox.address}
-                )
+                return _Answer(200, _user(mailbox))
             raise GraphError(405, "BadRequest", "Method not allowed.")
         calendar: str | None = None
         if rest[0] == "calendar":
@@ -1320,6 +1388,14 @@ def _unauthorized() -> GraphError:
 
 def _throttled(message: str, retry_after: int) -> GraphError:
     return GraphError(429, "ApplicationThrottled", message, {"Retry-After": str(retry_after)})
+
+
+def _user(mailbox: Mailbox) -> dict[str, Any]:
+    return {"id": mailbox.user_id, "mail": mailbox.address, "userPrincipalName": mailbox.upn or mailbox.address}
+
+
+def _insufficient() -> GraphError:
+    return GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
 
 def _not_found() -> GraphError:

@@ -23,6 +23,12 @@ What they do is what the providers document, as far as coursewire depends on it:
   them, as OpenID Connect Core §3.1.3.7 allows for a token received directly from the token endpoint over TLS.
   Claims: iss, aud, sub, iat, exp, and `email` (Google also `email_verified`), `preferred_username` and
   `name` (Microsoft), unless `email_claims` is False (then no address at all, for the Graph /me fallback).
+- Client credentials (POST token, `grant_type=client_credentials`, Microsoft only; RFC 6749 §4.4 and the
+  Microsoft identity platform's client credentials flow): the client authenticates as above, `scope` must be
+  `https://graph.microsoft.com/.default` (else 400 `invalid_scope`, AADSTS1002012); the answer has
+  access_token, expires_in and token_type, no refresh token and no id_token. `expire_client_secret()` makes
+  the next requests fail with 401 `invalid_client` AADSTS7000222 (the secret expired). Such tokens are
+  application tokens: `app_token(token)` tells the Graph fake (its `APP` principal).
 - `GET /v1.0/me` (a stand-in for Graph's, used only for that fallback): `mail`, `userPrincipalName` for a valid
   access token.
 - `token_owner(access_token)` tells the Graph and Google fakes whose a token is (None: unknown or expired).
@@ -53,6 +59,8 @@ MICROSOFT = "Microsoft365"
 GOOGLE = "Google"
 CODE_LIFETIME = 600
 MICROSOFT_REQUIRED_SCOPES = {"offline_access", "Calendars.ReadWrite"}
+GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+APP_ACCOUNT = "*application*"
 GOOGLE_REQUIRED_SCOPES = {"https://www.googleapis.com/auth/calendar.events"}
 REVOKED_GOOGLE = "Token has been expired or revoked."
 REVOKED_MICROSOFT = (
@@ -118,6 +126,7 @@ class FakeIdentity:
     token_requests: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.secret_expired = False
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._codes: dict[str, _Code] = {}
@@ -210,6 +219,14 @@ class FakeIdentity:
         """Every access token issued so far stops working (a provider answering 401 before expires_in)."""
         with self._lock:
             self._access = {k: (p, a, 0.0) for k, (p, a, _) in self._access.items()}
+
+    def app_token(self, access_token: str) -> bool:
+        """Whether a live access token came from the client credentials grant (an application token)."""
+        return self.token_owner(access_token) == APP_ACCOUNT
+
+    def expire_client_secret(self) -> None:
+        """The application's client secret expired: every token request fails with AADSTS7000222."""
+        self.secret_expired = True
 
     def grant_count(self, grant_type: str, provider: str | None = None) -> int:
         return sum(
@@ -320,6 +337,17 @@ class FakeIdentity:
             given_id, _, given_secret = decoded.partition(":")
         if given_id != client_id or given_secret != secret:
             outcome = 401, _error(provider, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
+        elif self.secret_expired and provider == MICROSOFT:
+            outcome = (
+                401,
+                _error(
+                    provider,
+                    "invalid_client",
+                    f"AADSTS7000222: The provided client secret keys for app '{client_id}' are expired.",
+                ),
+            )
+        elif grant_type == "client_credentials" and provider == MICROSOFT:
+            outcome = self._client_grant(form)
         elif grant_type == "authorization_code":
             outcome = self._code_grant(provider, form)
         elif grant_type == "refresh_token":
@@ -367,6 +395,19 @@ class FakeIdentity:
         answer["refresh_token"] = refresh
         answer["id_token"] = self._id_token(provider, code.account)
         return 200, answer
+
+    def _client_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if form.get("scope") != GRAPH_DEFAULT_SCOPE:
+            return 400, _error(
+                MICROSOFT,
+                "invalid_scope",
+                "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a"
+                " scope value with /.default suffixed to the resource identifier (application ID URI).",
+            )
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._access[token] = (MICROSOFT, APP_ACCOUNT, self.clock() + self.access_lifetime)
+        return 200, {"token_type": "Bearer", "expires_in": self.access_lifetime, "access_token": token}
 
     def _refresh_grant(self, provider: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self._lock:

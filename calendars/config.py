@@ -18,6 +18,7 @@ OAuth clients and endpoints (overridable so tests point them at local fakes):
 | COURSEWIRE_ALLOWED_NETWORKS | networks outbound requests may reach although not public (CIDR, commas) |
 | COURSEWIRE_CALDAV_POLL_SECONDS | 300: how often a CalDAV calendar is read for changes (sync-collection) |
 | COURSEWIRE_CALENDAR_SWEEP_SECONDS | 900: how often a Microsoft 365 or Google calendar is read without a notification |
+| COURSEWIRE_CALENDAR_ROSTER_SECONDS | 300: how often tenant-wide Microsoft 365 mode looks for people to connect |
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class CalendarConfig:
     allowed_networks: tuple[IPNetwork, ...] = ()
     caldav_poll_seconds: float = 300.0
     sweep_seconds: float = 900.0
+    roster_seconds: float = 300.0
 
     @property
     def microsoft_authorize_url(self) -> str:
@@ -128,6 +130,7 @@ class CalendarConfig:
         for name, attr, low, high in (
             ("COURSEWIRE_CALDAV_POLL_SECONDS", "caldav_poll_seconds", 5, 86400),
             ("COURSEWIRE_CALENDAR_SWEEP_SECONDS", "sweep_seconds", 60, 7 * 86400),
+            ("COURSEWIRE_CALENDAR_ROSTER_SECONDS", "roster_seconds", 30, 86400),
         ):
             text = env.get(name, "").strip()
             if text:

@@ -122,6 +122,7 @@ class CalendarWorker:
         self._send_mail = send_mail
         self._providers: dict[str, Provider] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._next_roster: datetime | None = None
 
     async def start(self) -> None:
         released = calendar.release_abandoned(self.db, leases.host_identity(), leases.alive)
@@ -205,7 +206,31 @@ class CalendarWorker:
 
             await asyncio.gather(*(one(p) for p in pairs))
             worked += len(pairs)
+        await self._roster(now)
         return worked + await self._inbound(now)
+
+    async def _roster(self, now: datetime) -> None:
+        """Tenant-wide Microsoft 365 mode: every `roster_seconds`, connect the people the tenant has a mailbox
+        for (calendars.tenant.roster_round; nothing when the tenant is not connected). Its batcher goes with this
+        worker's HTTP session, so the per-mailbox limits hold across the roster and the writes."""
+        if self._session is None or (self._next_roster is not None and now < self._next_roster):
+            return
+        from calendars import tenant
+
+        self._next_roster = now + timedelta(seconds=self.config.roster_seconds)
+        try:
+            result = await tenant.roster_round(self.db, self.box, self.config, self._session, now)
+        except Exception:
+            log.exception("the Microsoft 365 tenant roster failed; trying again in %gs", self.config.roster_seconds)
+            return
+        if result.connected or result.dropped:
+            log.info(
+                "Microsoft 365 tenant: %d people connected, %d dropped (%d looked up, %d without a mailbox)",
+                result.connected,
+                result.dropped,
+                result.looked_up,
+                result.missed,
+            )
 
     # -- the two-way part ---------------------------------------------------------------------------------
 

@@ -298,13 +298,20 @@ def disconnect(db: Database, actor: Actor, user_id: str, *, keep_events: bool) -
     """Disconnect the person's calendar. Without `keep_events` the worker first removes the events coursewire
     wrote there (the connection is kept, state `removing`, until it has); with it they stay and are no longer
     maintained. Either way the person may connect another calendar at once. Records `CalendarDisconnected`.
-    Raises NotFound (no user, or no calendar connected), Forbidden."""
+    Raises NotFound (no user, or no calendar connected), Forbidden, Conflict (a calendar the tenant-wide mode
+    connected: the person opts out with SyncEnabled false instead, so the roster does not connect it again)."""
     now = db.clock()
     with db.write() as conn:
         _user(conn, actor, user_id, "disconnect another user's calendar")
         existing = active_in(conn, user_id)
         if existing is None:
             raise NotFound(f"user '{user_id}' has no calendar connected", "Id")
+        tenant = conn.execute("SELECT tenant_mailbox FROM calendar_connections WHERE id = ?", (existing.id,)).fetchone()
+        if tenant[0] is not None:
+            raise Conflict(
+                "this calendar is connected through the organization's Microsoft 365 tenant: turn its sync off"
+                " (PATCH SyncEnabled false) instead; an administrator disconnects the tenant as a whole"
+            )
         if keep_events:
             conn.execute("DELETE FROM calendar_items WHERE connection_id = ?", (existing.id,))
             conn.execute("DELETE FROM calendar_connections WHERE id = ?", (existing.id,))

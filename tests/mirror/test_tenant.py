@@ -27,6 +27,7 @@ from calendars.providers.graph import GraphProvider
 from calendars.tenant import MailboxTransport, TenantBatcher, TenantTokens
 from calendars.worker import CalendarWorker
 from storage import calendar, calendar_tenant, users
+from storage.errors import Conflict
 from storage.models import CLI
 from storage.secrets import SecretBox
 
@@ -498,3 +499,48 @@ def test_open_provider_builds_the_tenant_provider_only_for_tenant_made_connectio
     mine, other = run(step)
     assert isinstance(mine, MailboxTransport) and mine.mailbox == mailbox_id(1)
     assert not isinstance(other, MailboxTransport)
+
+
+def test_the_worker_runs_the_roster_itself_every_roster_interval(env: Env, world: World) -> None:
+    """With the tenant enabled, the worker's own rounds connect people (no explicit roster call): lena's
+    session reaches her mailbox; quinn, not in the tenant at first, is looked up again only after
+    tenant.RELOOK (a day), on the first roster round after that."""
+    box = SecretBox.for_database(":memory:")
+    env.graph.add_user(mailbox_id(1), "lena@example.org")
+    world.settings(Microsoft365Enabled=True)
+    session_id = world.session("Forklift safety")
+    for person in ("lena", "quinn"):
+        world.enroll(person, session_id)
+    calendar_tenant.enable_tenant(world.db, CLI, TENANT)
+
+    async def rounds() -> None:
+        async with CalendarWorker(world.db, box, env.config) as worker:
+            for _ in range(4):
+                await worker.run_once(world.now[0])
+            env.graph.add_user(mailbox_id(2), "quinn@example.org")
+            await worker.run_once(world.now[0])
+            world.now[0] += timedelta(seconds=env.config.roster_seconds)
+            await worker.run_once(world.now[0])
+            assert tenant_connection(world, "quinn") is None  # a person without a mailbox waits a day
+            world.now[0] += tenant.RELOOK
+            for _ in range(4):
+                await worker.run_once(world.now[0])
+
+    asyncio.run(rounds())
+    assert len(env.graph.stored(mailbox_id(1))) == 1
+    assert len(env.graph.stored(mailbox_id(2))) == 1
+
+
+def test_a_tenant_made_connection_is_opted_out_of_not_disconnected(env: Env, world: World) -> None:
+    """DELETE on a calendar the tenant connected is a 409 naming what to do (SyncEnabled false), since the
+    roster would connect the person again at once; turning sync off keeps the connection, opted out."""
+    box = SecretBox.for_database(":memory:")
+    env.graph.add_user(mailbox_id(1), "lena@example.org")
+    calendar_tenant.enable_tenant(world.db, CLI, TENANT)
+    assert roster(env, world, box).connected == 1
+    with pytest.raises(Conflict, match="SyncEnabled false"):
+        calendar.disconnect(world.db, CLI, world.people["lena"], keep_events=False)
+    calendar.set_sync_enabled(world.db, CLI, world.people["lena"], False)
+    assert roster(env, world, box).connected == 0
+    found = tenant_connection(world, "lena")
+    assert found is not None and not found.sync_enabled

@@ -234,13 +234,24 @@ class GraphProvider:
         raise self._error(reply)
 
     async def get(self, written: Written) -> RemoteEvent | None:
-        """GET the event by id with our extended property expanded; None when it is gone (404/410). Times come
-        back as aware UTC datetimes. Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
-        reply = await self._call("GET", f"{self._event_path(written.provider_id)}?$expand={_EXPAND}", None)
+        """GET the event by id with our extended property expanded, then its calendar (`/events/{id}/calendar`);
+        None when either is gone (404/410): an event deleted in Outlook is moved to Deleted Items, where its
+        ImmutableId still finds it, but it is in no calendar [MS16]. An event moved to another calendar keeps its
+        ImmutableId and is found there. Times come back as aware UTC datetimes. Raises Throttled, Unavailable,
+        AuthorizationLost or Rejected."""
+        path = self._event_path(written.provider_id)
+        reply = await self._call("GET", f"{path}?$expand={_EXPAND}", None)
         if reply.status in (404, 410):
             return None
         if reply.status != 200:
             raise self._error(reply)
+        # An event deleted in Outlook goes to Deleted Items, where its ImmutableId still finds it: only an event
+        # that is in a calendar (its `calendar` navigation property answers) is still there for the person.
+        held = await self._call("GET", f"{path}/calendar?$select=id", None)
+        if held.status in (404, 410):
+            return None
+        if held.status != 200:
+            raise self._error(held)
         return _remote(reply.body)
 
     # -- the change feed (calendars.model.ChangeFeed) ---------------------------------------------------------

@@ -405,3 +405,17 @@ def test_an_answer_over_the_size_bound_is_refused(
         put(graph_env, item(day))
     monkeypatch.setattr(graph, "MAX_ANSWER_BYTES", 2_000)
     assert isinstance(failure(graph_env, lambda p: p.changes(None), clock=lambda: NOW), Unavailable)
+
+
+def test_an_event_deleted_in_outlook_sits_in_deleted_items_and_reads_as_gone(
+    graph_env: GraphEnv, graph_fake: GraphFake
+) -> None:
+    """Outlook moves a deleted event to Deleted Items, where its ImmutableId still finds it: `get` asks for the
+    event's calendar too and, finding none, answers None, so the engine sees the deletion the person made."""
+    secondary(graph_env, graph_fake)
+    written = put(graph_env, item())
+    cursor = changes(graph_env, None).cursor
+    graph_fake.trash_as_person(graph_env.user_id, written.provider_id)
+    removed = changes(graph_env, cursor).changes
+    assert [(c.provider_id, c.removed) for c in removed] == [(written.provider_id, True)]
+    assert run(graph_env, lambda p: p.get(written)) is None

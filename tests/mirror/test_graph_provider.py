@@ -550,4 +550,7 @@ def test_a_chosen_calendar_and_a_users_mailbox(graph_env: GraphEnv, graph_fake: 
     remote = run(env, lambda p: p.get(written), mailbox=env.user_id)
     assert remote is not None and remote.key == "user1.day1"
     assert env.requests()[0] == ("POST", f"/v1.0/me/calendars/{training}/events")
-    assert env.requests()[-1] == ("GET", f"/v1.0/users/{env.user_id}/events/{written.provider_id}")
+    assert env.requests()[-2:] == [
+        ("GET", f"/v1.0/users/{env.user_id}/events/{written.provider_id}"),
+        ("GET", f"/v1.0/users/{env.user_id}/events/{written.provider_id}/calendar"),  # not in Deleted Items
+    ]

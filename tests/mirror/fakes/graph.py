@@ -119,6 +119,10 @@ _FILTER = re.compile(
 _FRACTION = re.compile(r"(\.\d{1,6})\d*$")
 
 
+# The folder an event deleted in Outlook goes to: not a calendar (not in Mailbox.calendars).
+DELETED_ITEMS = "DeletedItems"
+
+
 class GraphError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -397,6 +401,18 @@ class GraphFake:
             if found is not None:
                 del mailbox.events[found.immutable_id]
                 self._changed(mailbox, found, "deleted")
+
+    def trash_as_person(self, user_id: str, event_id: str) -> None:
+        """The person deletes the event in Outlook, which moves it to Deleted Items: it leaves the calendar (its
+        subscriptions hear `deleted`, its delta lists the removal) but is still found by its ImmutableId
+        (`GET /events/{id}` answers 200); `GET /events/{id}/calendar` answers 404, since it is in no calendar."""
+        with self._lock:
+            mailbox = self.mailboxes[user_id]
+            found = _find(mailbox, event_id)
+            assert found is not None
+            before = replace(found)
+            found.calendar = DELETED_ITEMS
+            self._changed(mailbox, before, "deleted")
 
     def move_as_person(self, user_id: str, event_id: str, calendar: str) -> None:
         """The person moves the event to another calendar: its regular id changes, its ImmutableId does not
@@ -838,6 +854,11 @@ class GraphFake:
                 raise GraphError(405, "BadRequest", "Method not allowed.")
             link = f"{self.url}/v1.0{path}"
             return self._delta(mailbox, calendar or mailbox.default_calendar, query, prefer, immutable, link)
+        if len(rest) == 3 and rest[0] == "events" and rest[2] == "calendar" and method == "GET":
+            held = _find(mailbox, rest[1])  # the event's calendar (navigation property): none in Deleted Items
+            if held is None or held.calendar not in mailbox.calendars:
+                raise _not_found()
+            return _Answer(200, _render_calendar(mailbox, held.calendar))
         if not rest or rest[0] != "events" or len(rest) > 2:
             raise GraphError(400, "BadRequest", "Resource not found for the segment.")
         if len(rest) == 1:

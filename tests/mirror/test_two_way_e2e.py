@@ -305,3 +305,22 @@ def test_graph_reauthorization_required_renews_the_subscription(graph: Mirror) -
     assert renewed.expires >= expires + timedelta(hours=1)
     watch = graph.watch("lena")
     assert watch.channel_id == sub.id and watch.expires_at == renewed.expires
+
+
+def test_graph_missed_notifications_make_a_full_check_run_at_once(graph: Mirror) -> None:
+    """`missed` [MS7]: Graph says it could not deliver some notifications; a full check runs at once (not at the
+    next sweep) and finds the deletion whose notification was lost, keeping the subscription."""
+    calendars = graph.calendars
+    assert isinstance(calendars, GraphCalendars)
+    _, lena = registered(graph)
+    (sub,) = calendars.fake.subscriptions_of(calendars.user_ids["lena"])
+    (event,) = calendars.events("lena")
+    calendars.drop_next()
+    calendars.delete("lena", event.id)
+    listings = calendars.full_listings
+    calendars.fake.lifecycle(sub.id, "missed")
+    graph.world.advance(seconds=1)
+    graph.rounds()
+    assert calendars.full_listings == listings + 1
+    assert graph.status(lena) == "Cancelled"
+    assert [s.id for s in calendars.fake.subscriptions_of(calendars.user_ids["lena"])] == [sub.id]

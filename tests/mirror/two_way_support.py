@@ -172,7 +172,8 @@ class GraphCalendars(Calendars):
         return [Held(e.immutable_id, e.fields.get("subject", "")) for e in found]
 
     def delete(self, person: str, event_id: str) -> None:
-        self.fake.delete_as_person(self.user_ids[person], event_id)
+        # As Outlook does it: to Deleted Items, where the event's ImmutableId still finds it.
+        self.fake.trash_as_person(self.user_ids[person], event_id)
 
     def move(self, person: str, event_id: str) -> None:
         user_id = self.user_ids[person]

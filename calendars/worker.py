@@ -48,10 +48,12 @@ log = logging.getLogger("coursewire.calendars")
 CONSUMER = "calendars"
 LEASE = timedelta(minutes=5)
 # Push channels are asked for this long (Graph caps event subscriptions just under 7 days [MS4]) and renewed
-# a day before they end; a failed attempt is tried again after WATCH_RETRY (or the provider's Retry-After).
+# a day before they end; a failed attempt is tried again after WATCH_RETRY (or the provider's Retry-After), one
+# the provider refused (Rejected) after WATCH_REFUSED_RETRY.
 WATCH_FOR = timedelta(days=6)
 RENEW_BEFORE = timedelta(days=1)
 WATCH_RETRY = timedelta(minutes=15)
+WATCH_REFUSED_RETRY = timedelta(hours=6)
 CHECK_RETRY = timedelta(minutes=1)
 NOTIFICATION_PATHS = {
     "Microsoft365": "/calendar/notifications/microsoft365",
@@ -347,7 +349,9 @@ class CalendarWorker:
             self._drop_provider(watch.connection_id)
             return
         except ProviderError as exc:
-            later = timedelta(seconds=exc.retry_after) if exc.retry_after else WATCH_RETRY
+            # Refused (an address the provider cannot reach, such as http or a private one): not again soon.
+            later = WATCH_REFUSED_RETRY if isinstance(exc, Rejected) else WATCH_RETRY
+            later = timedelta(seconds=exc.retry_after) if exc.retry_after else later
             calendar_watch.watch_failed(self.db, watch.connection_id, str(exc), now + later)
             return
         # A subscription renewed in place keeps the secret it was created with (Graph PATCH changes only the

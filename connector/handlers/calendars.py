@@ -273,12 +273,7 @@ def connect_tenant(db: Database, actor: Actor, config: CalendarConfig) -> calend
     access.require_admin(actor, "connect the Microsoft 365 tenant")
     variable = tenant.tenant_ready(config)
     if variable:
-        raise Invalid(
-            f"tenant-wide Microsoft 365 cannot be connected: {variable} is not set or names no single tenant"
-            " (it must be set, and COURSEWIRE_MICROSOFT_TENANT must be the tenant id or a verified domain, not"
-            " common); set it in coursewire's environment and restart it first",
-            target=variable,
-        )
+        raise Invalid(unready(variable, "set it in coursewire's environment and restart it first"), target=variable)
     if not calendar.get_settings(db)["Microsoft365Enabled"]:
         raise Invalid(
             "Microsoft 365 calendars are not enabled: turn Microsoft365Enabled on first (UpdateCalendarSettings or"
@@ -308,6 +303,18 @@ def connect_tenant(db: Database, actor: Actor, config: CalendarConfig) -> calend
             headers={"Retry-After": str(seconds)},
         ) from None
     return calendar_tenant.enable_tenant(db, actor, tenant_id)
+
+
+def unready(variable: str, then: str) -> str:
+    """What a 400 says when tenant_ready names `variable`; `then` says where to set it."""
+    if variable == "COURSEWIRE_MICROSOFT_TENANT":
+        problem = (
+            f"{variable} must name one tenant: its id (a GUID) or a verified domain such as contoso.onmicrosoft.com,"
+            " not common, organizations or consumers"
+        )
+    else:
+        problem = f"{variable} is not set"
+    return f"tenant-wide Microsoft 365 cannot be connected: {problem}; {then}"
 
 
 async def _prove(config: CalendarConfig, tenant_id: str) -> None:

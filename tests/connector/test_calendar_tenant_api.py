@@ -195,7 +195,7 @@ def test_a_throttled_check_is_a_503_with_retry_after(api: Api, people: dict[str,
 def _tenant_connection(db: Database, user_id: str, mailbox: str) -> str:
     box = SecretBox.for_database(db.path)
     made = calendar_tenant.connect_mailbox(
-        db, user_id, mailbox, f"{mailbox}@contoso.example", box.seal(tenant_credentials(box, mailbox)), db.clock()
+        db, user_id, mailbox, f"{mailbox}@contoso.example", tenant_credentials(box, mailbox), db.clock()
     )
     assert made is not None
     return made

@@ -129,6 +129,8 @@ NOT_ENTITIES = {
     "UpdateCalendarSettings",
     "CreateCalendarConnectionLink",
     "GetCalendarSyncHealth",
+    "GetCalendarTenant",
+    "ConnectCalendarTenant",
 }
 
 

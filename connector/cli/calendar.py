@@ -1,6 +1,7 @@
 """`coursewire calendar`: `settings` (which calendars people may connect, the e-mail fallback, unregistering on a
 deleted event; shown, and changed with the checks UpdateCalendarSettings makes), `status` (connections and sync
-health, read-only) and `resync` (write people's events again, run the mirror until it is idle, remove strays)."""
+health, read-only), `resync` (write people's events again, run the mirror until it is idle, remove strays) and
+`tenant` (tenant-wide Microsoft 365: shown, connected and disconnected as the CalendarTenant operations do)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import click
 
 from calendars.config import CalendarConfig
 from calendars.model import ProviderError
+from calendars.tenant import tenant_ready
 from calendars.worker import CalendarWorker
 from connector.cli.common import database, guid, sealed, settings_of, user_errors
-from connector.handlers.calendars import HEALTH_STATUSES, REQUIREMENTS, refuse_unconfigured
+from connector.errors import HttpError
+from connector.handlers.calendars import HEALTH_STATUSES, REQUIREMENTS, connect_tenant, refuse_unconfigured, unready
 from connector.settings import Settings
 from storage import calendar as calendar_store
-from storage import calendar_watch, outbound
+from storage import calendar_tenant, calendar_watch, outbound
 from storage.db import Database
 from storage.errors import Invalid
 from storage.models import CLI
@@ -253,3 +256,69 @@ def _run_mirror(db: Database, settings: Settings, queued: int) -> int:
 
     with click.progressbar(length=queued, label="Bringing calendars up to date") as bar:
         return asyncio.run(rounds(bar))
+
+
+# --- tenant ------------------------------------------------------------------------------------------------
+
+
+@calendar.command("tenant")
+@click.option("--connect", is_flag=True, help="Connect the tenant of COURSEWIRE_MICROSOFT_TENANT (checked first).")
+@click.option("--disconnect", is_flag=True, help="Stop tenant-wide mode and disconnect the calendars it connected.")
+@click.option("--keep-events", is_flag=True, help="With --disconnect: leave the events coursewire wrote.")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as one JSON object (GetCalendarTenant's).")
+@click.pass_context
+@user_errors
+def tenant_command(ctx: click.Context, connect: bool, disconnect: bool, keep_events: bool, as_json: bool) -> None:
+    """Show tenant-wide Microsoft 365: the tenant, whether it is on, how many calendars it connected and its last
+    round. --connect does what ConnectCalendarTenant does (COURSEWIRE_MICROSOFT_CLIENT_ID, _SECRET and _TENANT
+    set, Microsoft365Enabled on, then Microsoft asked for the application's token and one user: admin consent
+    for Calendars.ReadWrite and User.Read.All); --disconnect what DisconnectCalendarTenant does: the calendars
+    the tenant connected are disconnected and, without --keep-events, the events coursewire wrote there are
+    removed by the worker. Run it with the server's environment."""
+    if connect and disconnect:
+        raise click.UsageError("--connect and --disconnect cannot be combined")
+    if keep_events and not disconnect:
+        raise click.UsageError("--keep-events goes with --disconnect")
+    settings = settings_of(ctx)
+    db = database(settings)
+    if connect:
+        try:
+            connect_tenant(db, CLI, settings.calendar)
+        except Invalid as exc:
+            if exc.target and exc.target == tenant_ready(settings.calendar):
+                raise click.ClickException(
+                    unready(exc.target, "set it in this command's environment as for the server")
+                ) from None
+            raise
+        except HttpError as exc:
+            raise click.ClickException(exc.message) from None
+    elif disconnect:
+        calendar_tenant.disable_tenant(db, CLI, keep_events=keep_events)
+    state = calendar_tenant.tenant_state(db)
+    if as_json:
+        click.echo(json.dumps(state.as_api() if state else {"Enabled": False}))
+        return
+    for line in describe_tenant(state, settings.calendar, bool(calendar_store.get_settings(db)["Microsoft365Enabled"])):
+        click.echo(line)
+
+
+def describe_tenant(state: calendar_tenant.TenantState | None, config: CalendarConfig, enabled: bool) -> list[str]:
+    """The tenant's lines; while it is not on, what --connect still needs (a variable, Microsoft365Enabled)."""
+    if state is None:
+        lines = ["Microsoft 365 tenant: not connected"]
+    else:
+        lines = [
+            f"Microsoft 365 tenant: {state.tenant_id} ({'on' if state.enabled else 'off'})",
+            f"Connected at: {state.enabled_at or 'never'}",
+            f"Calendars it connected: {state.connections}",
+            f"Last roster round: {state.last_roster_at or 'never'}"
+            + (f"  error: {state.last_error}" if state.last_error else ""),
+        ]
+    if state is None or not state.enabled:
+        variable = tenant_ready(config)
+        if variable:
+            what = " to the tenant id or a verified domain, not common" if variable.endswith("_TENANT") else ""
+            lines.append(f"Before --connect: set {variable}{what}")
+        elif not enabled:
+            lines.append("Before --connect: coursewire calendar settings --enable microsoft365")
+    return lines

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -12,14 +14,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from calendars import tenant
 from calendars.config import CalendarConfig
 from calendars.model import AuthorizationLost, ProviderError, Rejected
 from calendars.providers import caldav
 from connector import context, shaping
 from connector.errors import HttpError
 from connector.handlers import key, options
-from storage import access, calendar, calendar_watch
-from storage.db import iso
+from storage import access, calendar, calendar_tenant, calendar_watch, outbound
+from storage.db import Database, iso
 from storage.errors import Conflict, Invalid, clip
 from storage.models import Actor
 from storage.outbound import GuardedResolver, IPNetwork, Resolve, check_url
@@ -237,3 +240,111 @@ def get_calendar_sync_health() -> dict[str, Any]:
         "ByStatus": {name: int(by_status.get(name, 0)) for name in HEALTH_STATUSES},
         "ByProvider": {name: int(by_provider.get(name, 0)) for name in calendar.PROVIDERS},
     }
+
+
+# --- tenant-wide Microsoft 365 -----------------------------------------------------------------------------
+
+# How long the check before enabling may take in all (a token, then one Graph read), in seconds.
+PROVE_TIMEOUT = 45.0
+# Retry-After when Microsoft said nothing about when to come back.
+PROVE_RETRY = 30
+# AADSTS codes that point at a variable other than the client secret.
+_AADSTS_TARGETS = {
+    "AADSTS90002": "COURSEWIRE_MICROSOFT_TENANT",  # no such tenant
+    "AADSTS90023": "COURSEWIRE_MICROSOFT_TENANT",  # the tenant id is not valid
+    "AADSTS700016": "COURSEWIRE_MICROSOFT_CLIENT_ID",  # the application is unknown in the tenant
+    "AADSTS700038": "COURSEWIRE_MICROSOFT_CLIENT_ID",  # the client id is not valid
+}
+_AADSTS = re.compile(r"AADSTS\d+")
+
+
+def connect_tenant(db: Database, actor: Actor, config: CalendarConfig) -> calendar_tenant.TenantState:
+    """Enable tenant-wide Microsoft 365 for the tenant COURSEWIRE_MICROSOFT_TENANT names, as ConnectCalendarTenant
+    and `coursewire calendar tenant --connect` do: administrators only; then, before any network,
+    calendars.tenant.tenant_ready (Invalid naming the variable) and Microsoft365Enabled (Invalid, target
+    Microsoft365Enabled); then calendars.tenant.prove through a guarded session (config.allowed_networks),
+    PROVE_TIMEOUT seconds in all; then storage.calendar_tenant.enable_tenant.
+
+    Raises Forbidden; Invalid when Microsoft refuses the application (the AADSTS message, target the variable
+    to fix: usually COURSEWIRE_MICROSOFT_CLIENT_SECRET, see _AADSTS_TARGETS) or Graph refuses to list users
+    (admin consent for Calendars.ReadWrite and User.Read.All missing: Graph's message, no target);
+    HttpError 503 with Retry-After (seconds) when Microsoft throttles or cannot be reached. The client secret
+    appears in no message."""
+    access.require_admin(actor, "connect the Microsoft 365 tenant")
+    variable = tenant.tenant_ready(config)
+    if variable:
+        raise Invalid(unready(variable, "set it in coursewire's environment and restart it first"), target=variable)
+    if not calendar.get_settings(db)["Microsoft365Enabled"]:
+        raise Invalid(
+            "Microsoft 365 calendars are not enabled: turn Microsoft365Enabled on first (UpdateCalendarSettings or"
+            " coursewire calendar settings --enable microsoft365)",
+            target="Microsoft365Enabled",
+        )
+    tenant_id = config.microsoft_tenant.strip()
+    try:
+        asyncio.run(_prove(config, tenant_id))
+    except AuthorizationLost as exc:
+        said = _redact(str(exc), config).split("; an administrator has to", 1)[0]
+        code = _AADSTS.search(said)
+        target = _AADSTS_TARGETS.get(code[0] if code else "", "COURSEWIRE_MICROSOFT_CLIENT_SECRET")
+        raise Invalid(f"{clip(said, 600) or ''}; check {target}", target=target) from None
+    except Rejected as exc:
+        raise Invalid(
+            f"Microsoft Graph refused to list the users of tenant {tenant_id}: admin consent is missing."
+            f" {clip(_redact(str(exc), config), 600) or ''}"
+        ) from None
+    except (ProviderError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        wait = getattr(exc, "retry_after", None)
+        seconds = max(1, math.ceil(wait)) if isinstance(wait, int | float) else PROVE_RETRY
+        said = (clip(_redact(str(exc), config), 300) or "") if isinstance(exc, ProviderError) else type(exc).__name__
+        raise HttpError(
+            503,
+            f"Microsoft could not be asked whether the tenant may be connected ({said}); try again in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        ) from None
+    return calendar_tenant.enable_tenant(db, actor, tenant_id)
+
+
+def unready(variable: str, then: str) -> str:
+    """What a 400 says when tenant_ready names `variable`; `then` says where to set it."""
+    if variable == "COURSEWIRE_MICROSOFT_TENANT":
+        problem = (
+            f"{variable} must name one tenant: its id (a GUID) or a verified domain such as contoso.onmicrosoft.com,"
+            " not common, organizations or consumers"
+        )
+    else:
+        problem = f"{variable} is not set"
+    return f"tenant-wide Microsoft 365 cannot be connected: {problem}; {then}"
+
+
+async def _prove(config: CalendarConfig, tenant_id: str) -> None:
+    async with outbound.guarded_session(
+        config.allowed_networks, user_agent="coursewire-tenant/1", timeout=PROVE_TIMEOUT
+    ) as session:
+        await asyncio.wait_for(tenant.prove(config, session, tenant_id), PROVE_TIMEOUT)
+
+
+def _redact(text: str, config: CalendarConfig) -> str:
+    """`text` without the client secret, should a remote answer ever echo it."""
+    secret = config.microsoft_client_secret
+    return text.replace(secret, "***") if secret else text
+
+
+def get_calendar_tenant() -> dict[str, Any]:
+    """The connected tenant (TenantState.as_api), or {"Enabled": false} when none ever was; administrators only
+    (a Read Only key too is refused, as for the list of connections)."""
+    access.require_admin(context.actor(), "read the Microsoft 365 tenant")
+    state = calendar_tenant.tenant_state(context.services().db)
+    return state.as_api() if state is not None else {"Enabled": False}
+
+
+def connect_calendar_tenant(body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """connect_tenant with the server's settings; the body, if any, is `{}`."""
+    services = context.services()
+    return connect_tenant(services.db, context.actor(), services.settings.calendar).as_api()
+
+
+def disconnect_calendar_tenant(KeepEvents: bool = False) -> tuple[None, int]:
+    """storage.calendar_tenant.disable_tenant; 204 whether or not a tenant was connected."""
+    calendar_tenant.disable_tenant(context.services().db, context.actor(), keep_events=KeepEvents)
+    return None, 204

@@ -582,6 +582,9 @@ OUTSIDE_THE_TABLE = {
     "ConnectCalendar",
     "UpdateCalendarConnection",
     "DeleteCalendarConnection",
+    # Tenant-wide Microsoft 365 (administrators only): tests/connector/test_calendar_tenant_api.py.
+    "ConnectCalendarTenant",
+    "DisconnectCalendarTenant",
     "HttpRequest",
     "HttpRequest_v2",
     "DeleteWebhookSubscription",

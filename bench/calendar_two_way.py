@@ -813,6 +813,29 @@ def report(args: argparse.Namespace, world_seconds: float, phases: list[Phase], 
             f" | {ms(median([max(p.latencies, default=float('nan')) for p in mine]))}"
             f" | {ms(quantile(pooled, 0.5))} / {ms(quantile(pooled, 0.99))} | {per} | {notes} | {cpu:.1f} |"
         )
+    base = [p for p in phases if p.provider == "null"]
+    if base:
+        engine = median([quantile(p.latencies, 0.5) for p in base])
+        added = [
+            f"{provider} +{ms(median([quantile(p.latencies, 0.5) for p in mine]) - engine)} ms"
+            for provider in ("graph", "google", "caldav")
+            if (mine := [p for p in phases if p.provider == provider])
+        ]
+        lines += [
+            "",
+            f"- Over the engine alone (p50 {ms(engine)} ms), each provider's path adds at p50: {', '.join(added)}.",
+        ]
+    dav = [p for p in phases if p.provider == "caldav"]
+    if dav:
+        polls = sum(n for p in dav for kind, n in p.counts.items() if kind.startswith("REPORT"))
+        seconds = sum(p.seconds * p.people for p in dav)
+        lines.append(
+            f"- CalDAV: {polls:,} sync-collection REPORTs in {sum(p.seconds for p in dav):.0f} s of phases, one per"
+            f" connection every {seconds / max(1, polls):.1f} s (COURSEWIRE_CALDAV_POLL_SECONDS={args.caldav_poll:g}):"
+            " the poll costs requests whether or not anyone deletes anything; the rest are the confirmation"
+            " (PROPFIND of the calendar, discovery of the person's other calendars, GET of the event) and the"
+            " sync's DELETE."
+        )
     lines += [
         "",
         "Requests by kind (sum over the runs; `$batch:` lines are requests inside $batch, not counted again):",
@@ -833,16 +856,22 @@ def report(args: argparse.Namespace, world_seconds: float, phases: list[Phase], 
         "Each phase:",
         "",
         "| run | provider | p50, ms | p99, ms | max, ms | unregistered | requests | setup, s | phase, s"
-        " | worker CPU, s | others, cores | late deletions |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | worker CPU, s | others, cores | late deletions | check errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in phases:
         lines.append(
             f"| {p.run} | {p.provider} | {ms(quantile(p.latencies, 0.5))} | {ms(quantile(p.latencies, 0.99))}"
             f" | {ms(max(p.latencies, default=float('nan')))} | {len(p.latencies)} of {p.people}"
             f" | {p.requests:,} | {p.setup_seconds:.1f} | {p.seconds:.1f} | {p.worker_cpu:.1f} | {p.others:.1f}"
-            f" | {p.late_starts} |"
+            f" | {p.late_starts} | {sum(p.errors.values())} |"
         )
+    errors: Counter[str] = Counter()
+    for p in phases:
+        errors.update(p.errors)
+    if errors:
+        lines += ["", "Check errors seen (storage.calendar_watch's last_check_error, read every 0.1 s):", ""]
+        lines += [f"- {n} x {error}" for error, n in errors.most_common(10)]
     lines.append("")
     return "\n".join(lines)
 

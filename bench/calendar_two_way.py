@@ -73,6 +73,7 @@ import asyncio  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
@@ -741,11 +742,11 @@ class CheckErrors(threading.Thread):
 
 
 def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile by the nearest-rank method (p99 of 100 samples is the 99th smallest)."""
+    """The q-quantile by the nearest-rank method: the ceil(q * n)-th smallest (p99 of 100 samples is the 99th)."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) - 1e-9)))
     return ordered[rank - 1]
 
 

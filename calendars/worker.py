@@ -54,7 +54,7 @@ WATCH_FOR = timedelta(days=6)
 RENEW_BEFORE = timedelta(days=1)
 WATCH_RETRY = timedelta(minutes=15)
 WATCH_REFUSED_RETRY = timedelta(hours=6)
-CHECK_RETRY = timedelta(minutes=1)
+CHECK_RETRY = timedelta(seconds=15)  # a check that failed without Retry-After (a dropped connection)
 NOTIFICATION_PATHS = {
     "Microsoft365": "/calendar/notifications/microsoft365",
     "Google": "/calendar/notifications/google",

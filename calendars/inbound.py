@@ -213,6 +213,9 @@ def _deleted(conn: sqlite3.Connection, watch: WatchState, record: ItemRecord, no
     )
     decision = Decision(record.user_id, record.session_id, record.day_id, "Unregistered", "DeletedFromCalendar")
     _log(conn, "CalendarEventDeleted", watch, record, decision, now)
+    # The event is gone and so is the registration: forget the item, so a registration made again before the
+    # next round is written afresh (a kept record, same digest, would write nothing and be taken for deleted).
+    calendar.drop_item(conn, record)
     others = conn.execute(
         "SELECT count(*) FROM session_registrations WHERE enrollment_id = ? AND status <> 'Cancelled' AND id <> ?",
         (registration["enrollment_id"], registration["id"]),

@@ -50,7 +50,10 @@ async def strays(db: Database, provider: Provider, connection: Connection) -> li
         if not page.more:
             break
     user = connection.user_id
+    # Read after the listing: an event the worker wrote while it ran is recorded by now, or its pair is still
+    # queued or leased (written, not yet recorded): neither is a stray.
     with db.read() as conn:
+        busy = {row[0] for row in conn.execute("SELECT session_id FROM calendar_dirty WHERE user_id = ?", (user,))}
         recorded = {
             row[0]
             for row in conn.execute(
@@ -58,16 +61,18 @@ async def strays(db: Database, provider: Provider, connection: Connection) -> li
                 (connection.id,),
             )
         }
-        days = [row[0] for row in conn.execute("SELECT id FROM session_days")]
+        days = dict(conn.execute("SELECT id, session_id FROM session_days").fetchall())
     handles = {hashlib.sha256(f"{user}.{day}".encode()).hexdigest()[:32]: f"{user}.{day}" for day in days}
     found = []
     for change in listed:
         if change.provider_id in recorded:
             continue
-        if change.key is not None and change.key.startswith(f"{user}."):
-            found.append(Stray(change.provider_id, change.key))
-        elif change.handle is not None and change.handle in handles:
-            found.append(Stray(change.provider_id, handles[change.handle]))
+        key = change.key if change.key is not None and change.key.startswith(f"{user}.") else None
+        if key is None and change.handle is not None:
+            key = handles.get(change.handle)
+        if key is None or days.get(key.split(".", 1)[1]) in busy:
+            continue
+        found.append(Stray(change.provider_id, key))
     return found
 
 

@@ -55,6 +55,8 @@ RENEW_BEFORE = timedelta(days=1)
 WATCH_RETRY = timedelta(minutes=15)
 WATCH_REFUSED_RETRY = timedelta(hours=6)
 CHECK_RETRY = timedelta(seconds=15)  # a check that failed without Retry-After (a dropped connection)
+CHECK_DEADLINE = timedelta(minutes=2)  # one check at most (LEASE is 5 minutes)
+CHECK_WAIT = 1.0  # seconds a round waits for the checks in flight before it goes on
 NOTIFICATION_PATHS = {
     "Microsoft365": "/calendar/notifications/microsoft365",
     "Google": "/calendar/notifications/google",
@@ -125,6 +127,8 @@ class CalendarWorker:
         self._providers: dict[str, Provider] = {}
         self._session: aiohttp.ClientSession | None = None
         self._next_roster: datetime | None = None
+        self._checks: dict[str, asyncio.Task[None]] = {}  # connection id -> its check in flight
+        self._check_gate: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
         released = calendar.release_abandoned(self.db, leases.host_identity(), leases.alive)
@@ -143,6 +147,10 @@ class CalendarWorker:
             self._session = outbound.guarded_session(self.config.allowed_networks, user_agent="coursewire-calendars/1")
 
     async def close(self) -> None:
+        checks = list(self._checks.values())
+        for task in checks:  # their leases run out; the next worker checks those calendars again
+            task.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         for provider in self._providers.values():
             await provider.close()
         self._providers.clear()
@@ -243,17 +251,41 @@ class CalendarWorker:
             await self._stop_watching(watch)
         for watch in calendar_watch.watches_due(self.db, now):
             await self._rewatch(watch, now)
-        if not calendar_watch.has_due_checks(self.db, now):
-            return 0
-        claimed = calendar_watch.claim_checks(self.db, self.owner, self.batch, LEASE, now)
-        gate = asyncio.Semaphore(self.concurrency)
+        started = 0
+        if calendar_watch.has_due_checks(self.db, now):
+            for watch in calendar_watch.claim_checks(self.db, self.owner, self.batch, LEASE, now):
+                if watch.connection_id not in self._checks:
+                    self._start_check(watch, now)
+                    started += 1
+        # Checks run beside the rounds: one person's slow calendar server does not hold everyone's writes. A
+        # round waits a little for them (a quick check is done within its round), then goes on.
+        if self._checks:
+            await asyncio.wait(list(self._checks.values()), timeout=CHECK_WAIT)
+        return started + len(self._checks)
 
-        async def one(watch: calendar_watch.WatchState) -> None:
-            async with gate:
-                await self._check(watch, now)
+    def _start_check(self, watch: calendar_watch.WatchState, now: datetime) -> None:
+        key = watch.connection_id
+        task = asyncio.create_task(self._bounded_check(watch, now))
+        self._checks[key] = task
 
-        await asyncio.gather(*(one(w) for w in claimed))
-        return len(claimed)
+        def finished(_: asyncio.Task[None]) -> None:
+            self._checks.pop(key, None)
+
+        task.add_done_callback(finished)
+
+    async def _bounded_check(self, watch: calendar_watch.WatchState, now: datetime) -> None:
+        """`_check` with at most `concurrency` at once and CHECK_DEADLINE each (well within the lease, so no
+        other worker takes the same connection meanwhile)."""
+        if self._check_gate is None:
+            self._check_gate = asyncio.Semaphore(self.concurrency)
+        async with self._check_gate:
+            try:
+                async with asyncio.timeout(CHECK_DEADLINE.total_seconds()):
+                    await self._check(watch, now)
+            except TimeoutError:
+                error = f"reading the calendar's changes took longer than {CHECK_DEADLINE.total_seconds():g} s"
+                later = self.db.clock() + self._interval(watch.provider)
+                calendar_watch.release(self.db, self.owner, watch.connection_id, later, error)
 
     def _interval(self, provider: str) -> timedelta:
         seconds = self.config.caldav_poll_seconds if provider == "CalDAV" else self.config.sweep_seconds
@@ -297,7 +329,7 @@ class CalendarWorker:
                 self.owner,
                 watch.connection_id,
                 cursor=result.cursor,
-                next_due=now + self._interval(watch.provider),
+                next_due=self.db.clock() + self._interval(watch.provider),
                 now=now,
                 started=now,
             )

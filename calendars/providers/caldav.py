@@ -307,7 +307,8 @@ class CalDAVProvider:
             return await self._listing()
         if answer.status != 207:
             rejected(answer, what)
-        root, responses = multistatus(answer, what, limit=MAX_MEMBERS)
+        # Off the event loop (webhook deliveries share it): a listing may be 16 MiB of XML.
+        root, responses = await asyncio.to_thread(multistatus, answer, what, limit=MAX_MEMBERS)
         token = (root.findtext(f"{{{DAV}}}sync-token") or "").strip()
         if not token:
             return await self._listing()
@@ -376,7 +377,7 @@ class CalDAVProvider:
         if answer.status != 207:
             rejected(answer, what)
         found: dict[str, Change] = {}
-        for response in multistatus(answer, what, limit=MAX_MEMBERS)[1]:
+        for response in (await asyncio.to_thread(multistatus, answer, what, limit=MAX_MEMBERS))[1]:
             kind = response.props.get(f"{{{DAV}}}resourcetype")
             is_collection = kind is not None and kind.find(f"{{{DAV}}}collection") is not None
             member = self._member(response.href)

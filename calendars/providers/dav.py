@@ -83,8 +83,12 @@ class Http:
         raise (see `raise_for`) unless their status is in `keep` (then returned with at most ERROR_BODY bytes of
         body: a 403 may carry a precondition, RFC 4918 §16); every other status is returned for the caller to
         judge. `max_body`: this answer's size cap in bytes (default: the account's)."""
+        origin = _origin(url)
         for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._once(method, url, headers, data, keep, max_body or self.max_body)
+            # The person's credentials go only to the origin asked first: a redirect elsewhere is followed
+            # without them (the server does not choose where coursewire sends the password).
+            authorize = _origin(url) == origin
+            answer = await self._once(method, url, headers, data, keep, max_body or self.max_body, authorize)
             location = answer.headers.get("Location")
             if not (redirects and answer.status in (301, 302, 303, 307, 308) and location):
                 return answer
@@ -107,13 +111,15 @@ class Http:
         data: bytes | None,
         keep: Collection[int],
         max_body: int,
+        authorize: bool = True,
     ) -> Answer:
         self._check(url)
+        sent = {**(headers or {}), **({"Authorization": self.authorization} if authorize else {})}
         try:
             async with self.session.request(
                 method,
                 outbound.request_url(url),
-                headers={**(headers or {}), "Authorization": self.authorization},
+                headers=sent,
                 data=data,
                 timeout=self.timeout,
                 allow_redirects=False,
@@ -294,16 +300,27 @@ def text_of(prop: ET.Element | None) -> str:
     return "".join(prop.itertext()).strip() if prop is not None else ""
 
 
+# Elements one answer may hold: a listing of caldav.MAX_MEMBERS members takes about 8 each. Past it the parser
+# stops at once, so a server cannot make coursewire build (or spend seconds on) millions of tiny elements.
+MAX_ELEMENTS = 250_000
+
+
 def parse_xml(data: bytes, url: str) -> ET.Element:
     """The document as an ElementTree element with Clark names (`{DAV:}href`). A document type declaration
-    (where entities would be declared: billion laughs, external entities) or malformed XML raises Rejected."""
+    (where entities would be declared: billion laughs, external entities), malformed XML, or more than
+    MAX_ELEMENTS elements raises Rejected."""
     builder = ET.TreeBuilder()
+    count = 0
 
     def clark(name: str) -> str:
         namespace, _, local = name.rpartition(" ")
         return f"{{{namespace}}}{local}" if namespace else local
 
     def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_ELEMENTS:
+            raise Rejected(f"{url}: the answer holds more than {MAX_ELEMENTS} XML elements")
         builder.start(clark(name), {clark(k): v for k, v in attributes.items()})
 
     def refuse(*_: object) -> NoReturn:
@@ -321,3 +338,14 @@ def parse_xml(data: bytes, url: str) -> ET.Element:
         return builder.close()
     except (expat.ExpatError, AssertionError) as exc:
         raise Rejected(f"{url}: the answer is not well-formed XML ({exc})") from exc
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `url`, the port made explicit for http and https."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port or default

@@ -1,7 +1,9 @@
 """The two-way mirror against a hostile or unlucky world (issue 11, hostile review): a person's own CalDAV server
 written to tie up coursewire, credentials a server tries to send elsewhere, and a learner registered again right
-after the mirror unregistered them. Each test names what a user depends on; those that fail on main are marked
-xfail(strict=True) with the reason, and pass once the product is fixed.
+after the mirror unregistered them. Each test names what a user depends on; each failed before its fix (a slow
+server stalled every check and write; a 16 MiB answer held the event loop for seconds; a redirect took the
+password to another host; a registration made right after an unregistration was lost, then cancelled; resync
+deleted an event the worker had just written).
 
 Real parts: small HTTP servers on 127.0.0.1 speaking as a CalDAV server would (http.server), the real
 CalDAVProvider and CalendarWorker, a real SQLite file (tests/mirror/engine_support.py)."""
@@ -133,12 +135,6 @@ def _status(world: World, enrollment_id: str) -> str:
 # -- a person's own server ties up the worker ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main: CalendarWorker.run_once awaits every claimed check (asyncio.gather in worker._inbound) and a"
-    " check has no deadline of its own (inbound.check: up to MAX_CALLS x 30 s of sync-collection, then"
-    " MAX_CONFIRMATIONS x (GET 30 s + find_moved 20 s)), so one slow CalDAV server holds the whole mirror",
-)
 def test_one_persons_slow_caldav_server_does_not_stall_the_mirror_for_everyone(world: World) -> None:
     """Any user may connect a CalDAV server of their own. One that answers every sync-collection slowly, each
     time saying "there is more" (a 507 on the calendar, RFC 6578 §3.6), must not keep the worker from mirroring
@@ -194,12 +190,6 @@ def test_one_persons_slow_caldav_server_does_not_stall_the_mirror_for_everyone(w
     assert waited is not None, "omar's event was not written while lena's slow server was being checked"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main: calendars/providers/dav.py parse_xml parses a whole answer (up to caldav.MAX_LISTING_BODY, 16 MiB)"
-    " on the event loop, and multistatus counts DAV:response elements only after parsing; the loop is the one"
-    " webhook deliveries run on (connector/background.py run_both)",
-)
 def test_a_huge_sync_answer_does_not_hold_the_event_loop() -> None:
     """A CalDAV server (the person's own) answering sync-collection with 16 MiB of tiny elements must not stop
     everything else on the worker's event loop -- webhook deliveries share it -- for seconds: no gap between two
@@ -243,11 +233,6 @@ def test_a_huge_sync_answer_does_not_hold_the_event_loop() -> None:
 # -- credentials stay with the calendar's server -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main: calendars/providers/dav.py Http._once adds the person's Basic credentials to every request,"
-    " including redirects Http.send follows to another origin (GET in get/_fetch, PROPFIND in find_moved)",
-)
 def test_a_redirect_to_another_host_does_not_get_the_persons_password() -> None:
     """When the mirror confirms a deletion (Provider.get) and the calendar server redirects the GET to another
     host, the person's user name and app password (HTTP Basic) are not sent there: find_moved promises that the
@@ -277,12 +262,6 @@ def test_a_redirect_to_another_host_does_not_get_the_persons_password() -> None:
 # -- a learner registered again right after the mirror unregistered them -----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main: inbound._deleted leaves the item of an Unregistered decision with deleted_at NULL and its dead"
-    " provider_id; a registration made before the worker's next round keeps that record (same digest: sync.plan"
-    " writes nothing), so the day stays missing and the next full listing cancels the new registration",
-)
 def test_a_registration_made_right_after_a_calendar_unregistration_is_written_and_kept(world: World) -> None:
     """Lena deletes the first day's event and is unregistered. Before the worker's next round she (or an
     automation answering the SessionUnregistration trigger) registers again. Her calendar must get both days
@@ -312,12 +291,6 @@ def test_a_registration_made_right_after_a_calendar_unregistration_is_written_an
 # -- `coursewire calendar resync` while the server's worker writes -----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main: calendars/resync.py strays() takes any event of ours without a provider_id recorded for a stray,"
-    " including one the running worker has just written and not yet recorded (sync.execute writes, sync.record"
-    " records after); remove() deletes it, the worker records the dead id, and the next check unregisters",
-)
 def test_resync_while_the_worker_writes_unregisters_nobody(world: World) -> None:
     """`coursewire calendar resync` runs beside `coursewire serve`. When its stray search lists a calendar while
     the server's worker has written a new event there but not yet recorded it, that event is not a stray: it is

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,6 +106,7 @@ class NotificationReceiver:
     def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
         self.clock = clock or db.clock
+        self.ignored = IgnoredLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,7 +155,7 @@ class NotificationReceiver:
         ignored = {"unknown channel": 0, "wrong secret": 0}
         await asyncio.to_thread(self._graph_lookup, entries, due, ignored)
         await self._mark(due)
-        _log_ignored("Microsoft365", len(entries), ignored)
+        self.ignored.note("Microsoft365", ignored)
         return Response(status_code=202)
 
     def _graph_lookup(self, entries: list[GraphEntry], due: dict[str, Due], ignored: dict[str, int]) -> None:
@@ -195,7 +197,7 @@ class NotificationReceiver:
             await self._mark({watch.connection_id: Due()})
         elif state != "sync":
             log.info("calendar notification from Google with resource state %r ignored", state[:40])
-        _log_ignored("Google", 1, ignored)
+        self.ignored.note("Google", ignored)
         return Response(status_code=200)
 
     # -- shared -----------------------------------------------------------------------------------------------
@@ -282,13 +284,26 @@ async def _read(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _log_ignored(provider: str, received: int, ignored: dict[str, int]) -> None:
-    """One line for what was ignored; ids and secrets stay out (they are the sender's to choose)."""
-    if any(ignored.values()):
-        log.warning(
-            "calendar notifications from %s ignored: %d of %d (%s)",
-            provider,
-            sum(ignored.values()),
-            received,
-            ", ".join(f"{why}: {n}" for why, n in ignored.items() if n),
-        )
+class IgnoredLog:
+    """Counts the notifications ignored (unknown channel, wrong secret, ...) by provider and reason and says so
+    in one WARNING line at most every `every` seconds, so a flood of forged ones cannot flood the log. Ids and
+    secrets stay out: they are the sender's to choose."""
+
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self.counts: dict[tuple[str, str], int] = {}
+        self.said_at: float | None = None
+
+    def note(self, provider: str, ignored: dict[str, int]) -> None:
+        for why, n in ignored.items():
+            if n:
+                self.counts[(provider, why)] = self.counts.get((provider, why), 0) + n
+        now = self.clock()
+        if self.counts and (self.said_at is None or now - self.said_at >= self.every):
+            log.warning(
+                "calendar notifications ignored%s: %s",
+                "" if self.said_at is None else f" in the last {now - self.said_at:.0f} s",
+                ", ".join(f"{p} {why}: {n}" for (p, why), n in sorted(self.counts.items())),
+            )
+            self.counts.clear()
+            self.said_at = now

@@ -209,7 +209,7 @@ def test_a_wrong_client_state_or_an_unknown_subscription_changes_nothing(
     )
     assert answer.status_code == 202 and answer.content == b""
     untouched(db, alice, moved - timedelta(minutes=1))
-    assert "ignored: 4 of 4" in caplog.text
+    assert "Microsoft365 unknown channel: 1, Microsoft365 wrong secret: 3" in caplog.text
     assert "guessed-secret-value" not in caplog.text and SECRET not in caplog.text
 
 
@@ -335,7 +335,7 @@ def test_a_google_push_that_is_not_ours_is_ignored(
     caplog.set_level(logging.WARNING, logger="calendars.receiving")
     assert push(client, "exists", **wrong).status_code == 200
     untouched(db, bob, moved - timedelta(minutes=1))
-    assert "ignored: 1 of 1" in caplog.text and "guessed-token" not in caplog.text
+    assert "calendar notifications ignored: Google" in caplog.text and "guessed-token" not in caplog.text
 
 
 def test_a_graph_subscription_is_not_a_google_channel(
@@ -383,3 +383,20 @@ def test_the_calendar_page_is_still_the_pages(client: TestClient) -> None:
     """The mount sends only /calendar/notifications here: the rest of /calendar is still the calendar page."""
     answer = client.get("/calendar/nowhere")
     assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
+
+
+def test_a_flood_of_forged_notifications_is_one_log_line_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Forged notifications are counted, and said in one WARNING line at most every minute (the first at once),
+    so a flood of them cannot flood the log."""
+    caplog.set_level(logging.WARNING, logger="calendars.receiving")
+    now = [1000.0]
+    counter = receiving.IgnoredLog(every=60.0, clock=lambda: now[0])
+    for _ in range(500):
+        counter.note("Google", {"unknown channel": 1})
+    now[0] += 61
+    counter.note("Microsoft365", {"wrong secret": 2})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "calendar notifications ignored: Google unknown channel: 1",
+        "calendar notifications ignored in the last 61 s: Google unknown channel: 499, Microsoft365 wrong secret: 2",
+    ]

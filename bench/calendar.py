@@ -124,8 +124,8 @@ def fake_main(pipe: Pipe, options: dict[str, Any]) -> None:
                     self.counters["429 outside"] += 1
             return answer
 
-        async def _inner(self, principal: str, request: dict[str, Any]) -> dict[str, Any]:
-            out = await super()._inner(principal, request)
+        async def _inner(self, principal: str, request: dict[str, Any], call: int = 0) -> dict[str, Any]:
+            out = await super()._inner(principal, request, call)
             if out["status"] == 429:
                 with self._lock:
                     self.counters["429 inside"] += 1
@@ -241,8 +241,8 @@ def worker_main(pipe: Pipe, db_path: str, graph_url: str) -> None:
     first_put: dict[str, float] = {}
 
     class RecordingNull(NullProvider):
-        async def put(self, item: CalendarItem, written: Written | None) -> Written:
-            result = await super().put(item, written)
+        async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
+            result = await super().put(item, written, recreate=recreate)
             first_put.setdefault(item.key, time.time())
             return result
 

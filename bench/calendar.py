@@ -1,8 +1,10 @@
-"""The ILT calendar mirror against the Microsoft Graph fake: a burst of session edits, and registration latency.
+"""The ILT calendar mirror against the Microsoft Graph fake: a burst of session edits, tenant-wide mode against
+per-user mode, and registration latency.
 
 Run from the repository root:
 
     .venv/bin/python bench/calendar.py [--quick] [--registrants 1000] [--runs 2] [--rate 20] [--seconds 12]
+        [--scenarios burst,tenant,latency]
 
 Three processes share the machine: this one (the database's writer: it builds the world, edits the session,
 registers people, and reads the fake's state), the Graph fake (tests/mirror/fakes/graph.py in its own process, a
@@ -16,8 +18,12 @@ The fake runs with its documented limits: at most 4 requests per mailbox at once
 MailboxConcurrency), $batch of at most 20 answered 4 inner requests at a time, and seeded random 429s outside
 (`--throttle`, 2 %) and inside $batch (`--batch-throttle`, 2 %) with `Retry-After: --retry-after` (7 s, the
 fake's default); each request holds its mailbox slot `--graph-latency` seconds (0.05) as a stand-in for Graph's
-own time. Every connection is Microsoft365 with its own mailbox; its sealed credentials hold an access token the
-fake accepts (`bench-<user id>`) expiring in 2099, so no token endpoint is involved (no refresh happens).
+own time. A per-user connection is Microsoft365 with its own mailbox; its sealed credentials hold an access token
+the fake accepts (`bench-<user id>`) expiring in 2099, so no token endpoint is involved (no refresh happens). The
+fake's process also runs the Entra fake (tests/mirror/fakes/identity.py), whose client-credentials grant gives
+the tenant's application tokens, which the Graph fake takes for any mailbox (its `APP` principal), as
+tests/mirror/test_tenant.py sets them up; the tenant (storage.calendar_tenant.enable_tenant) is connected from
+the start, and the worker's CalendarConfig names the Entra fake's client and that tenant.
 
   burst    a one-day session with `--registrants` learners, each with their own mailbox, all events created
            first (the "first fill"). Then ten edits through storage.sessions.update, back to back while the
@@ -31,6 +37,24 @@ fake accepts (`bench-<user id>`) expiring in 2099, so no token endpoint is invol
            the most seen at any poll). Baseline, in the same run (which goes first alternating): the same change
            as ONE edit, the floor; the naive cost (every edit written on its own) is computed from what each
            edit alone writes.
+  tenant   tenant-wide Microsoft 365 (calendars/tenant.py) against per-user mode. `--registrants` more people,
+           each with an e-mail address that is the userPrincipalName of a mailbox of the tenant (its Graph user
+           id is the person's coursewire id; both are opaque) and no connection, registered to a one-day session
+           of their own. Then the roster, calendars.tenant.roster_round back to back until a round looks nobody
+           up (200 people a round, each looked up by `GET /users/{e-mail}` in the roster's TenantBatcher, 20 a
+           $batch; found people connected with storage.calendar_tenant.connect_mailbox), in this process on an
+           HTTP session of its own (the bench's worker has no session of its own to run it on), while the worker
+           writes their events through open_provider's tenant provider (`/users/{id}/events` in the worker's one
+           TenantBatcher: $batch of 20 across mailboxes, at most 4 in flight per mailbox, Retry-After honoured);
+           the roster's time and the first fill (from the roster's start until every mailbox is right and
+           nothing is queued) are reported. The two-way mirror then reads each new mailbox once
+           (calendarView/delta, sent alone; counted apart as "delta" requests), and every measured run waits
+           until no such check is due. Then `--runs` runs, each one edit (title and room at once) of the tenant
+           session and one of the burst session (per-user connections, put_many a $batch per person), the order
+           alternating; per mode: time to right and to 90 % right (as the burst measures them), HTTP requests,
+           $batch calls and the requests inside them, 429s, writes, the worker's batcher's own counts; and the
+           ratios tenant-wide / per-user. One event a person: per-user needs one $batch per person, tenant-wide
+           about one per 20.
   latency  registrations at `--rate` per second for `--seconds`, each a new person with a connected calendar
            enrolled into a session through storage.enrollments.enroll (its own transaction), with the worker
            in its normal loop. Latency is the fake's creation time of the event (Event.created, set when it
@@ -40,7 +64,10 @@ fake accepts (`bench-<user id>`) expiring in 2099, so no token endpoint is invol
 
 Caveats: one machine's two cores run all three processes, so the worker's CPU and the fake's compete; the
 fake's latency and Retry-After are chosen, not measured from Graph; one event per person (one session day), so
-each $batch holds one request (put_many sends one per pair).
+each per-user $batch holds one request (put_many sends one per pair). Random 429s are drawn per HTTP request
+and per inner request, so tenant-wide mode, with about 1/20 of the HTTP requests, meets fewer outer 429s, but
+an outer 429 pauses its whole batcher, where per-user it delays one person; with a 7 s Retry-After a single
+429 sets the time to right, so the 90 % time says more about throughput.
 """
 
 from __future__ import annotations
@@ -77,8 +104,9 @@ from machine import describe, publish  # noqa: E402
 from noise import _busy_seconds  # noqa: E402
 
 from calendars import desired  # noqa: E402
+from calendars.config import CalendarConfig  # noqa: E402
 from calendars.model import CalendarItem, Written  # noqa: E402
-from storage import calendar, catalogs, courses, enrollments, sessions, users  # noqa: E402
+from storage import calendar, calendar_tenant, catalogs, courses, enrollments, sessions, users  # noqa: E402
 from storage.db import Database, iso  # noqa: E402
 from storage.models import CLI  # noqa: E402
 from storage.secrets import SecretBox  # noqa: E402
@@ -88,7 +116,12 @@ NULL_DOMAIN = "null.bench"
 TOKEN_PREFIX = "bench-"  # noqa: S105 (the fake's made-up access tokens)
 ZONE = "W. Europe Standard Time"
 POLL = 0.2  # seconds between reads of the fake's state
-KINDS = ("$batch", "POST", "PATCH", "DELETE", "GET")
+KINDS = ("$batch", "POST", "PATCH", "DELETE", "GET", "delta")
+SCENARIOS = ("burst", "tenant", "latency")
+DEFAULT_MAX_WAIT = 120.0  # calendars.tenant.TenantBatcher's default max_wait, seconds
+INNER = ("POST", "PATCH", "DELETE", "GET")
+TENANT = "84bd8158-6d4d-4958-8b9f-9d6445542f95"  # the Entra and Graph fakes' tenant id
+TENANT_DOMAIN = "fabrikam.example"
 
 
 # -- the Graph fake's process ----------------------------------------------------------------------------------
@@ -96,28 +129,35 @@ KINDS = ("$batch", "POST", "PATCH", "DELETE", "GET")
 
 def fake_main(pipe: Pipe, options: dict[str, Any]) -> None:
     """The Graph fake, serving on a thread; this thread answers the bench's requests until ("stop",)."""
-    from fakes.graph import GraphFake, instant
+    from fakes.graph import APP, GraphFake, instant
     from fakes.graph import _property_key as property_key
+    from fakes.identity import FakeIdentity
 
     from calendars.providers.graph import PROPERTY_ID
 
     key_property = property_key(PROPERTY_ID)
+    # The Entra fake's client-credentials grant gives the tenant's application tokens (tenant-wide mode).
+    identity = FakeIdentity(tenant=TENANT).start()
 
     class BenchGraph(GraphFake):
         """The fake, counting what it answered: HTTP requests by kind, 429s outside and inside $batch, and the
-        writes it carried out. Tokens are `bench-<mailbox user id>`."""
+        writes it carried out. Tokens are `bench-<mailbox user id>` (a person's own), or an application token
+        the Entra fake issued (any mailbox of the tenant)."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.token_check = self._bench_token
 
         def _bench_token(self, token: str) -> str | None:
-            user = token.removeprefix(TOKEN_PREFIX)
-            return user if token.startswith(TOKEN_PREFIX) and user in self.mailboxes else None
+            if token.startswith(TOKEN_PREFIX):
+                user = token.removeprefix(TOKEN_PREFIX)
+                return user if user in self.mailboxes else None
+            return APP if identity.app_token(token) else None
 
         async def _answer(self, request: Any, path: str, raw: bytes, failure: Any) -> Any:
             answer = await super()._answer(request, path, raw, failure)
-            kind = "$batch" if path == "/v1.0/$batch" else request.method
+            # The two-way mirror's calendarView/delta sweeps (GET, never in $batch) counted apart from the writes.
+            kind = "$batch" if path == "/v1.0/$batch" else "delta" if path.endswith("/delta") else request.method
             with self._lock:
                 self.counters[f"http {kind}"] += 1
                 if answer.status == 429:
@@ -145,7 +185,17 @@ def fake_main(pipe: Pipe, options: dict[str, Any]) -> None:
         retry_after=options["retry_after"],
     )
     fake.start()
-    pipe.send(fake.url)
+    config = identity.config()
+    pipe.send(
+        (
+            fake.url,
+            {
+                "microsoft_client_id": config.microsoft_client_id,
+                "microsoft_client_secret": config.microsoft_client_secret,
+                "microsoft_login_url": config.microsoft_login_url,
+            },
+        )
+    )
 
     def check(people: list[str], want: dict[str, Any]) -> dict[str, int]:
         start, end = datetime.fromisoformat(want["start"]), datetime.fromisoformat(want["end"])
@@ -188,13 +238,16 @@ def fake_main(pipe: Pipe, options: dict[str, Any]) -> None:
             pipe.send(len(args[0]))
         elif command == "counters":
             with fake._lock:
-                pipe.send(dict(fake.counters))
+                counts = dict(fake.counters)
+            counts["token grants"] = identity.grant_count("client_credentials")
+            pipe.send(counts)
         elif command == "check":
             pipe.send(check(*args))
         elif command == "created":
             pipe.send(created(*args))
         elif command == "stop":
             fake.stop()
+            identity.close()
             pipe.send("stopped")
             return
 
@@ -208,7 +261,9 @@ class Fake:
         self.process = context.Process(target=fake_main, args=(theirs, options), name="graph-fake", daemon=True)
         self.process.start()
         theirs.close()  # so that recv() raises EOFError, not waits forever, if the fake's process dies
-        self.url: str = self.call()
+        url, identity = self.call()
+        self.url: str = url
+        self.identity: dict[str, str] = identity  # the Entra fake's client and login URL (CalendarConfig fields)
 
     def call(self, *message: Any) -> Any:
         if message:
@@ -223,17 +278,30 @@ class Fake:
         self.process.join(10)
 
 
+def bench_config(graph_url: str, identity: dict[str, str]) -> CalendarConfig:
+    """The worker's and the roster's settings: the Graph fake, 127.0.0.1 allowed outbound, and the Entra fake's
+    client for the tenant (client credentials)."""
+    return CalendarConfig(
+        graph_url=graph_url,
+        allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+        microsoft_tenant=TENANT,
+        microsoft_client_id=identity["microsoft_client_id"],
+        microsoft_client_secret=identity["microsoft_client_secret"],
+        microsoft_login_url=identity["microsoft_login_url"],
+    )
+
+
 # -- the worker's process --------------------------------------------------------------------------------------
 
 
-def worker_main(pipe: Pipe, db_path: str, graph_url: str) -> None:
+def worker_main(pipe: Pipe, db_path: str, graph_url: str, identity: dict[str, str]) -> None:
     """CalendarWorker.run with its defaults until ("stop",); ("created",) answers the NullProviders' first-put
-    times by item key."""
+    times by item key, ("batcher",) what the tenant's TenantBatcher did so far (calendars.tenant.BatcherStats)."""
     logging.basicConfig(level=logging.WARNING, format="worker %(levelname)s %(name)s: %(message)s")
-    from calendars.config import CalendarConfig
     from calendars.connections import open_provider
     from calendars.model import Provider
     from calendars.providers.null import NullProvider
+    from calendars.tenant import batcher_for
     from calendars.worker import CalendarWorker
     from storage import outbound
     from storage.calendar import Connection
@@ -249,7 +317,7 @@ def worker_main(pipe: Pipe, db_path: str, graph_url: str) -> None:
     async def main() -> None:
         db = Database(db_path)
         box = SecretBox.for_database(db_path)
-        config = CalendarConfig(graph_url=graph_url, allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+        config = bench_config(graph_url, identity)
         # The session CalendarWorker.start() makes when it builds providers itself.
         session = outbound.guarded_session(config.allowed_networks, user_agent="coursewire-calendars/1")
 
@@ -264,9 +332,27 @@ def worker_main(pipe: Pipe, db_path: str, graph_url: str) -> None:
             task = asyncio.create_task(worker.run(stop))
             pipe.send("running")
             while True:
-                command, *_ = await loop.run_in_executor(None, pipe.recv)
-                if command == "created":
+                command, *args = await loop.run_in_executor(None, pipe.recv)
+                if command == "max_wait":
+                    # A diagnostic: the longest Retry-After the tenant's batcher waits out itself before it hands
+                    # the 429 back to the provider (and so the worker's retry); its default is 120 s.
+                    batcher_for(session, config, TENANT).max_wait = float(args[0])
+                    pipe.send("ok")
+                elif command == "created":
                     pipe.send(dict(first_put))
+                elif command == "batcher":
+                    # The batcher open_provider's tenant connections share (made here if none was yet).
+                    stats = batcher_for(session, config, TENANT).stats
+                    pipe.send(
+                        {
+                            "batches": stats.batches,
+                            "batched": sum(stats.batch_sizes),
+                            "direct": stats.direct,
+                            "inner 429": stats.inner_throttled,
+                            "outer 429": stats.outer_throttled,
+                            "largest": max(stats.batch_sizes, default=0),
+                        }
+                    )
                 elif command == "stop":
                     stop.set()
                     await task
@@ -278,10 +364,12 @@ def worker_main(pipe: Pipe, db_path: str, graph_url: str) -> None:
 
 
 class Worker:
-    def __init__(self, db_path: Path, graph_url: str) -> None:
+    def __init__(self, db_path: Path, graph_url: str, identity: dict[str, str]) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipe, theirs = context.Pipe()
-        self.process = context.Process(target=worker_main, args=(theirs, str(db_path), graph_url), name="worker")
+        self.process = context.Process(
+            target=worker_main, args=(theirs, str(db_path), graph_url, identity), name="worker"
+        )
         self.process.start()
         theirs.close()  # so that recv() raises EOFError, not waits forever, if the worker's process dies
         assert self.pipe.recv() == "running"
@@ -294,6 +382,16 @@ class Worker:
         self.pipe.send(("created",))
         result: dict[str, float] = self.pipe.recv()
         return result
+
+    def max_wait(self, seconds: float) -> None:
+        """Set the tenant batcher's max_wait (TenantBatcher's argument) in the worker's process."""
+        self.pipe.send(("max_wait", seconds))
+        assert self.pipe.recv() == "ok"
+
+    def batcher(self) -> Counter[str]:
+        """The tenant batcher's totals so far (worker_main)."""
+        self.pipe.send(("batcher",))
+        return Counter(self.pipe.recv())
 
     def stop(self) -> None:
         self.pipe.send(("stop",))
@@ -336,16 +434,22 @@ class World:
     latency_people: dict[str, list[str]]  # mode -> people not yet registered (login names)
     ids: dict[str, str]  # login name -> user id
     day: datetime  # the sessions' date (local)
+    box: SecretBox
+    tenant_session: str
+    tenant_people: list[str]  # login names: people of the tenant, not connected and not registered yet
 
 
-def build_world(directory: Path, registrants: int, latency_people: int) -> World:
-    """A catalog, a ClassRoom course, a one-day session for the burst and one per latency mode; `registrants`
-    learners registered to the burst session and `latency_people` per mode with a connected calendar, none
-    registered yet. Everything through the storage verbs the API uses."""
+def build_world(directory: Path, registrants: int, latency_people: int, tenant_people: int) -> World:
+    """A catalog, a ClassRoom course, a one-day session for the burst, one per latency mode and one for the
+    tenant; `registrants` learners registered to the burst session and `latency_people` per mode with a
+    connected calendar, none registered yet; `tenant_people` learners with an e-mail address and no calendar
+    connection, not registered yet; the tenant connected (storage.calendar_tenant.enable_tenant). Everything
+    through the storage verbs the API uses."""
     db = Database(directory / "coursewire.db")
     db.migrate()
     box = SecretBox.for_database(str(directory / "coursewire.db"))
     calendar.update_settings(db, CLI, {"Microsoft365Enabled": True})
+    calendar_tenant.enable_tenant(db, CLI, TENANT)
     catalog = catalogs.create_catalog(db, CLI, {"Title": "Academy"}, "https://lms.example")
     course = courses.create(
         db,
@@ -378,6 +482,7 @@ def build_world(directory: Path, registrants: int, latency_people: int) -> World
 
     burst_session = new_session("Burst session")
     latency_sessions = {mode: new_session(f"Latency session ({mode})") for mode in ("graph", "null")}
+    tenant_session = new_session("Tenant session")
     far = iso(datetime(2099, 1, 1, tzinfo=UTC))
     ids: dict[str, str] = {}
 
@@ -406,7 +511,13 @@ def build_world(directory: Path, registrants: int, latency_people: int) -> World
         person(login, null=True)
     for login in burst_people:
         enrollments.enroll(db, CLI, course["Id"], {"userLoginName": login, "courseSessionId": burst_session})
-    return World(db, course["Id"], burst_session, burst_people, latency_sessions, waiting, ids, day)
+    tenant_logins = [f"tenant{i:05d}@{TENANT_DOMAIN}" for i in range(tenant_people)]
+    for login in tenant_logins:
+        ids[login] = users.create(db, CLI, {"LoginName": login, "Email": login, "Title": login.split("@")[0]})["Id"]
+    return World(
+        db, course["Id"], burst_session, burst_people, latency_sessions, waiting, ids, day, box, tenant_session,
+        tenant_logins,
+    )  # fmt: skip
 
 
 def wanted(db: Database, user_id: str, session_id: str) -> dict[str, Any]:
@@ -442,6 +553,7 @@ class Burst:
     worker_cpu: float = 0.0
     converged: bool = False
     others: float = 0.0  # cores other processes of the machine took meanwhile
+    batcher: Counter[str] = field(default_factory=Counter)  # the worker's tenant batcher meanwhile
 
     @property
     def writes(self) -> int:
@@ -450,6 +562,16 @@ class Burst:
     @property
     def requests(self) -> int:
         return sum(self.counts[f"http {k}"] for k in KINDS)
+
+    @property
+    def sweeps(self) -> int:
+        """calendarView/delta GETs: the two-way mirror's periodic checks, not caused by the edit."""
+        return self.counts["http delta"]
+
+    @property
+    def inner(self) -> int:
+        """Requests inside $batch calls."""
+        return sum(self.counts[f"batch {k}"] for k in INNER)
 
 
 class Edits:
@@ -517,24 +639,169 @@ def converge(
         time.sleep(POLL)
 
 
-def burst(world: World, fake: Fake, worker: Worker, kind: str, bodies: list[dict[str, Any]], timeout: float) -> Burst:
+def burst(
+    world: World,
+    fake: Fake,
+    worker: Worker,
+    kind: str,
+    bodies: list[dict[str, Any]],
+    timeout: float,
+    *,
+    tenant: bool = False,
+) -> Burst:
+    """Edit the burst session (`tenant`: the tenant session) with `bodies`, one transaction each, and wait
+    until its registrants' mailboxes are right (converge)."""
+    session_id, people = (
+        (world.tenant_session, world.tenant_people) if tenant else (world.burst_session, world.burst_people)
+    )
     result = Burst(kind, len(bodies))
-    before, cpu, others = fake.counters(), worker.cpu(), Others(fake, worker)
+    before, cpu, others, batcher = fake.counters(), worker.cpu(), Others(fake, worker), worker.batcher()
     start = time.monotonic()
     for body in bodies:
-        sessions.update(world.db, CLI, world.burst_session, body)
+        sessions.update(world.db, CLI, session_id, body)
     result.edit_seconds = time.monotonic() - start
     # The check needs the wanted state, read after the last edit; the clock runs from before the first.
-    result.converged, state, result.duplicates_seen, most = converge(
-        world, fake, world.burst_people, world.burst_session, timeout
-    )
+    result.converged, state, result.duplicates_seen, most = converge(world, fake, people, session_id, timeout)
     result.seconds, result.seconds_90 = time.monotonic() - start, most - start
     result.worker_cpu, result.others = worker.cpu() - cpu, others.cores()
     result.counts = fake.counters() - before
+    result.batcher = _minus(worker.batcher(), batcher)
     result.duplicates_end = state["duplicates"]
     if not result.converged:
         print(f"  did not converge in {timeout:.0f} s: {state}, {calendar.pending(world.db)} pairs queued")
     return result
+
+
+def _minus(after: Counter[str], before: Counter[str]) -> Counter[str]:
+    """after - before, keeping keys that did not change (Counter's `-` drops zeros) but not `largest`."""
+    return Counter({k: v - before[k] for k, v in after.items() if k != "largest"})
+
+
+# -- tenant-wide mode ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TenantFill:
+    """Registering the tenant's people, the roster connecting them, and the first fill of their mailboxes."""
+
+    people: int
+    enroll_seconds: float = 0.0
+    roster_seconds: float = 0.0  # until the roster had connected everyone (its rounds back to back)
+    roster_rounds: int = 0
+    connected: int = 0
+    roster_batches: int = 0  # $batch calls of the roster's own batcher (look-ups)
+    roster_lookups: int = 0
+    fill: Burst = field(default_factory=lambda: Burst("tenant fill", 0))
+    checks_seconds: float = 0.0  # from the roster's start until every new mailbox had its first check
+    check_counts: Counter[str] = field(default_factory=Counter)  # what the fake received meanwhile, after the fill
+
+
+def checks_due(db: Database) -> int:
+    """Connections whose two-way check (calendars/inbound.py: a calendarView/delta reading) is due now or that
+    have no watch row yet; the first check of a new connection is due at once (storage.calendar_watch.ensure)."""
+    with db.read() as conn:
+        due = conn.execute("SELECT count(*) FROM calendar_watches WHERE check_due_at <= ?", (iso(datetime.now(UTC)),))
+        unwatched = conn.execute(
+            "SELECT count(*) FROM calendar_connections c LEFT JOIN calendar_watches w ON w.connection_id = c.id"
+            " WHERE c.state = 'active' AND c.sync_enabled = 1 AND c.status = 'Connected' AND w.connection_id IS NULL"
+        )
+        return int(due.fetchone()[0]) + int(unwatched.fetchone()[0])
+
+
+def settle(world: World, timeout: float) -> float:
+    """Wait until no pair is queued and no check is due (so a measured edit does not share the worker's rounds
+    with the first readings of new mailboxes); returns the seconds waited."""
+    start = time.monotonic()
+    while (checks_due(world.db) or calendar.pending(world.db)) and time.monotonic() - start < timeout:
+        time.sleep(POLL)
+    return time.monotonic() - start
+
+
+async def _roster(world: World, config: CalendarConfig) -> tuple[int, int, Any]:
+    """calendars.tenant.roster_round until a round looks nobody up, on an HTTP session of its own (the worker
+    runs it on its own session in production; here the worker is the bench's, without one). Returns (rounds,
+    people connected, the roster batcher's BatcherStats)."""
+    from calendars import tenant
+    from storage import outbound
+
+    session = outbound.guarded_session(config.allowed_networks, user_agent="coursewire-calendars/1")
+    try:
+        batcher = tenant.TenantBatcher(session, config.graph_url, tenant.TenantTokens(session, config, TENANT))
+        rounds = connected = 0
+        while True:
+            result = await tenant.roster_round(world.db, world.box, config, session, datetime.now(UTC), batcher=batcher)
+            if result.error:
+                raise SystemExit(f"the roster failed: {result.error}")
+            rounds += 1
+            connected += result.connected
+            if not result.looked_up:
+                return rounds, connected, batcher.stats
+    finally:
+        await session.close()
+
+
+def tenant_fill(world: World, fake: Fake, worker: Worker, config: CalendarConfig, timeout: float) -> TenantFill:
+    """Register the tenant's people to the tenant session (no connection yet: nothing to write), wait until the
+    worker has nothing queued, then run the roster (its look-ups, 20 per $batch, connect each person to their
+    mailbox with storage.calendar_tenant.connect_mailbox) while the worker writes; the fill ends when every
+    mailbox holds the right event and nothing is queued. Counts are from the roster's start."""
+    out = TenantFill(len(world.tenant_people))
+    start = time.monotonic()
+    for login in world.tenant_people:
+        enrollments.enroll(
+            world.db, CLI, world.course_id, {"userLoginName": login, "courseSessionId": world.tenant_session}
+        )
+    out.enroll_seconds = time.monotonic() - start
+    deadline = time.monotonic() + timeout
+    while calendar.pending(world.db) and time.monotonic() < deadline:
+        time.sleep(POLL)
+    fill = out.fill
+    before, cpu, others, batcher = fake.counters(), worker.cpu(), Others(fake, worker), worker.batcher()
+    start = time.monotonic()
+    out.roster_rounds, out.connected, stats = asyncio.run(_roster(world, config))
+    out.roster_seconds = time.monotonic() - start
+    out.roster_batches, out.roster_lookups = stats.batches, sum(stats.batch_sizes)
+    fill.converged, state, fill.duplicates_seen, most = converge(
+        world, fake, world.tenant_people, world.tenant_session, timeout
+    )
+    fill.seconds, fill.seconds_90 = time.monotonic() - start, most - start
+    fill.worker_cpu, fill.others = worker.cpu() - cpu, others.cores()
+    fill.counts = fake.counters() - before
+    fill.batcher = _minus(worker.batcher(), batcher)
+    fill.duplicates_end = state["duplicates"]
+    settle(world, timeout)
+    out.checks_seconds = time.monotonic() - start
+    out.check_counts = fake.counters() - before - fill.counts
+    return out
+
+
+# kind -> (label, the tenant batcher's max_wait for it; None: per-user mode)
+MODES = {
+    "tenant": ("tenant-wide (application token)", DEFAULT_MAX_WAIT),
+    "per-user": ("per-user (own tokens)", None),
+    "tenant, 429 handed back": ("tenant-wide, the batcher handing every 429 back (max_wait 0; diagnostic)", 0.0),
+}
+
+
+def compare(world: World, fake: Fake, worker: Worker, edits: Edits, runs: int, timeout: float) -> list[Burst]:
+    """One edit (title and room) of the tenant session, one of the burst session (per-user connections) and
+    one of the tenant session with the batcher handing 429s back, in each run, the order reversed every other
+    run; kinds the keys of MODES."""
+    out: list[Burst] = []
+    for number in range(runs):
+        for mode in list(MODES) if number % 2 == 0 else list(reversed(MODES)):
+            max_wait = MODES[mode][1]
+            settle(world, timeout)
+            if max_wait is not None:
+                worker.max_wait(max_wait)
+            b = burst(world, fake, worker, mode, edits.bodies("fields", 1), timeout, tenant=max_wait is not None)
+            out.append(b)
+            print(
+                f"run {number + 1} {mode:23} 1 edit: {b.seconds:5.1f} s (90 % {b.seconds_90:4.1f}), {b.requests} HTTP"
+                f" requests ({b.counts['http $batch']} $batch holding {b.inner}), {b.writes} writes, 429s"
+                f" {b.counts['429 outside']}/{b.counts['429 inside']}, worker CPU {b.worker_cpu:.1f} s"
+            )
+    return out
 
 
 # -- latency ---------------------------------------------------------------------------------------------------
@@ -624,12 +891,16 @@ def report(
     bursts: list[Burst],
     runs: list[LatencyRun],
     people: int,
+    tenant: TenantFill | None = None,
+    compared: Sequence[Burst] = (),
 ) -> str:
-    def med(group: list[Burst], get: Callable[[Burst], float]) -> float:
+    def med(group: Sequence[Burst], get: Callable[[Burst], float]) -> float:
         return median([get(b) for b in group])
 
+    def c(key: str) -> Callable[[Burst], float]:
+        return lambda b: b.counts[key]
+
     def row(label: str, group: list[Burst]) -> str:
-        c: Callable[[str], Callable[[Burst], float]] = lambda key: lambda b: b.counts[key]  # noqa: E731
         return (
             f"| {label} | {fmt(med(group, lambda b: b.seconds))} | {fmt(med(group, lambda b: b.seconds_90))}"
             f" | {fmt(med(group, lambda b: b.requests), 0)}"
@@ -641,29 +912,53 @@ def report(
             f" | {fmt(med(group, lambda b: b.worker_cpu))} |"
         )
 
-    pooled = {mode: [x for r in runs if r.mode == mode for x in r.latencies] for mode in ("graph", "null")}
+    parts = [
+        *(["a burst of session edits"] if bursts else []),
+        *(["tenant-wide mode against per-user"] if tenant else []),
+        *(["registration-to-event latency"] if runs else []),
+    ]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines: list[str] = [
-        "# Calendar mirror: a burst of session edits, and registration-to-event latency, against the Graph fake",
+        f"# Calendar mirror: {', '.join(parts[:-1]) + ' and ' + parts[-1] if len(parts) > 1 else parts[0]},"
+        " against the Graph fake",
         "",
         "Written by `bench/calendar.py`; its docstring says what is measured and how.",
         "",
         *describe(packages=("aiohttp",), wrk=False),
         f"- {people:,} registrants, each with their own Microsoft 365 mailbox; one session day, so one event each;"
-        f" world built through the storage verbs in {world_seconds:.0f} s",
+        + (f" {tenant.people:,} more people of the tenant for tenant-wide mode;" if tenant else "")
+        + f" world built through the storage verbs in {world_seconds:.0f} s",
         f"- Graph fake (tests/mirror/fakes/graph.py, its own process): 4 requests per mailbox, $batch of 20 answered"
         f" 4 at a time, random 429s {args.throttle:.0%} outside and {args.batch_throttle:.0%} inside $batch (seed"
         f" {args.seed}) with Retry-After {args.retry_after} s, {args.graph_latency * 1000:.0f} ms per request",
         "- Worker: CalendarWorker.run with its defaults (poll every 1 s when idle, 100 pairs a round, 32 at once),"
-        " its own process; tokens sealed with an expiry in 2099 (no token endpoint, no refresh)",
-        f"- {args.runs} runs of each burst, ten edits and one alternating first; load average at the end {load}"
+        " its own process; per-user tokens sealed with an expiry in 2099 (no token endpoint, no refresh)"
+        + ("; the tenant's application token from the Entra fake's client-credentials grant" if tenant else ""),
+        f"- {args.runs} runs of each comparison, the order alternating; load average at the end {load}"
         " (the machine is shared)",
         "",
-        f"First fill, from starting the worker's process: {fill.counts['done POST']:,} events created in"
+        f"First fill (per-user), from starting the worker's process: {fill.counts['done POST']:,} events created in"
         f" {fmt(fill.seconds)} s (90 % in {fmt(fill.seconds_90)} s)"
         f" ({fill.requests:,} HTTP requests, {fill.counts['429 outside']} + {fill.counts['429 inside']} 429s,"
         f" worker CPU {fmt(fill.worker_cpu)} s).",
         "",
+    ]
+    if bursts:
+        lines += _burst_section(bursts, people, row, med)
+    if tenant is not None:
+        lines += _tenant_section(tenant, list(compared), med)
+    if runs:
+        lines += _latency_section(args, runs)
+    return "\n".join(lines)
+
+
+def _burst_section(
+    bursts: list[Burst],
+    people: int,
+    row: Callable[[str, list[Burst]], str],
+    med: Callable[[Sequence[Burst], Callable[[Burst], float]], float],
+) -> list[str]:
+    lines = [
         "## Burst: ten edits of a session with every registrant's event to update",
         "",
         "Medians over the runs. Time: from just before the first edit until every mailbox holds exactly the right"
@@ -714,8 +1009,114 @@ def report(
             f" | {b.counts['429 outside']} / {b.counts['429 inside']} | {b.duplicates_end} ({b.duplicates_seen})"
             f" | {fmt(b.worker_cpu)} | {fmt(b.others)} | {'yes' if b.converged else 'NO'} |"
         )
+    return [*lines, ""]
+
+
+def _tenant_section(
+    tenant: TenantFill,
+    compared: list[Burst],
+    med: Callable[[Sequence[Burst], Callable[[Burst], float]], float],
+) -> list[str]:
+    f = tenant.fill
+    worker_batches = f.batcher["batches"]
+    lines = [
+        f"## Tenant-wide Microsoft 365: one edit of a session of {tenant.people:,} registrants, against per-user",
+        "",
+        f"{tenant.people:,} people of the tenant (an e-mail address that is a mailbox's userPrincipalName, no"
+        f" DirectoryObjectId, no calendar connection) registered to a one-day session in"
+        f" {fmt(tenant.enroll_seconds)} s. Then the roster (calendars.tenant.roster_round, up to 200 people a"
+        f" round, back to back, in the bench's process on its own HTTP session and TenantBatcher) while the worker"
+        f" runs: {tenant.connected:,} connected in {tenant.roster_rounds} rounds and {fmt(tenant.roster_seconds)} s"
+        f" ({tenant.roster_lookups:,} look-ups in {tenant.roster_batches:,} $batch calls). First fill, from the"
+        f" roster's start until every mailbox holds the right event and nothing is queued:"
+        f" {fmt(f.seconds)} s (90 % in {fmt(f.seconds_90)} s); {f.requests:,} HTTP requests, of which"
+        f" {f.counts['http $batch']:,} $batch ({worker_batches:,} the worker's, holding"
+        f" {f.batcher['batched']:,} requests: {f.batcher['batched'] / max(1, worker_batches):.1f} a call) and"
+        f" {f.requests - f.counts['http $batch']:,} sent alone; {f.counts['done POST']:,}"
+        f" events created; 429s {f.counts['429 outside']} outside / {f.counts['429 inside']} inside $batch;"
+        f" {f.counts['token grants']} client-credentials grants in all; duplicates {f.duplicates_end}"
+        f" ({f.duplicates_seen} seen); worker CPU {fmt(f.worker_cpu)} s. The two-way mirror's first reading of"
+        f" each new mailbox (calendars/inbound.py: a calendarView/delta listing, sent alone, not in $batch) was done"
+        f" for all {fmt(tenant.checks_seconds)} s after the roster's start ({tenant.check_counts['http delta']:,}"
+        f" delta GETs after the fill converged, {f.sweeps:,} before); each comparison run below starts once no"
+        " check is due and nothing is queued.",
+        "",
+        "Then, in each run, one edit (title and room at once) of the tenant session, one of the per-user burst"
+        f" session ({tenant.people:,} registrants each, one event each) and one more of the tenant session with"
+        " the batcher handing 429s back, the order reversed every other run. Tenant-wide: each PATCH goes to"
+        " `/users/{id}/events/{id}` inside the tenant's shared $batch (calendars.tenant.TenantBatcher: up to 20 a"
+        " call across mailboxes, at most 4 in flight per mailbox, inner 429s waited out per mailbox up to"
+        f" max_wait, {DEFAULT_MAX_WAIT:g} s by default, an outer 429 pausing all). Per-user: each person's put_many"
+        " is one $batch of their own token holding their one PATCH. The diagnostic row sets the worker's batcher's"
+        " max_wait to 0, so a throttled mailbox's write fails Throttled at once and the worker retries that pair"
+        " after the Retry-After, as per-user mode does (not what coursewire does today: a change to consider)."
+        " Medians over the runs; time as in the burst, from just before the edit.",
+        "",
+        "| mode | time to right, s | 90 % right, s | HTTP requests | of which delta sweeps | $batch | requests"
+        " inside $batch | per $batch | 429s outside / inside | writes | duplicates (most seen) | worker CPU, s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups = {mode: [b for b in compared if b.kind == mode] for mode in MODES}
+    for mode, (label, _) in MODES.items():
+        group = groups[mode]
+        if not group:
+            continue
+        batches, inner = med(group, lambda b: b.counts["http $batch"]), med(group, lambda b: b.inner)
+        lines.append(
+            f"| {label} | {fmt(med(group, lambda b: b.seconds))} | {fmt(med(group, lambda b: b.seconds_90))}"
+            f" | {fmt(med(group, lambda b: b.requests), 0)} | {fmt(med(group, lambda b: b.sweeps), 0)}"
+            f" | {fmt(batches, 0)} | {fmt(inner, 0)}"
+            f" | {fmt(inner / batches if batches else float('nan'))}"
+            f" | {fmt(med(group, lambda b: b.counts['429 outside']), 0)}"
+            f" / {fmt(med(group, lambda b: b.counts['429 inside']), 0)}"
+            f" | {fmt(med(group, lambda b: b.writes), 0)}"
+            f" | {max(b.duplicates_end for b in group)} ({max(b.duplicates_seen for b in group)})"
+            f" | {fmt(med(group, lambda b: b.worker_cpu))} |"
+        )
+    lines.append("")
+    for mode in ("tenant", "tenant, 429 handed back"):
+        t, u = groups[mode], groups["per-user"]
+        if not t or not u:
+            continue
+        batch = med(t, lambda b: b.counts["http $batch"]) / med(u, lambda b: b.counts["http $batch"])
+        own = med(t, lambda b: b.requests - b.sweeps) / med(u, lambda b: b.requests - b.sweeps)
+        requests = med(t, lambda b: b.requests) / med(u, lambda b: b.requests)
+        seconds = med(t, lambda b: b.seconds) / med(u, lambda b: b.seconds)
+        most = med(t, lambda b: b.seconds_90) / med(u, lambda b: b.seconds_90)
+        cpu = med(t, lambda b: b.worker_cpu) / med(u, lambda b: b.worker_cpu)
+        lines += [
+            f"- {MODES[mode][0]} against per-user: $batch calls **{batch:.3f}x** (1/{1 / batch:.1f}); HTTP requests the"
+            f" edit caused (sweeps excluded) {own:.3f}x (1/{1 / own:.1f}), all HTTP requests {requests:.3f}x;"
+            f" time to right **{seconds:.2f}x**, to 90 % right {most:.2f}x; worker CPU {cpu:.2f}x; the writes are"
+            f" the same ({fmt(med(t, lambda b: b.writes), 0)} / {fmt(med(u, lambda b: b.writes), 0)}).",
+        ]
     lines += [
         "",
+        "Each run:",
+        "",
+        "| run | mode | time, s | 90 %, s | HTTP requests | $batch / inside | batcher: calls, requests, inner /"
+        " outer 429s waited | writes | 429s out / in | duplicates end (seen) | worker CPU, s | others, cores"
+        " | converged |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for i, b in enumerate(compared):
+        waited = (
+            f"{b.batcher['batches']:,}, {b.batcher['batched']:,}, {b.batcher['inner 429']} / {b.batcher['outer 429']}"
+            if b.kind != "per-user"
+            else ""
+        )
+        lines.append(
+            f"| {i // len(MODES) + 1} | {b.kind} | {fmt(b.seconds)} | {fmt(b.seconds_90)} | {b.requests:,}"
+            f" | {b.counts['http $batch']:,} / {b.inner:,} | {waited} | {b.writes:,}"
+            f" | {b.counts['429 outside']} / {b.counts['429 inside']} | {b.duplicates_end} ({b.duplicates_seen})"
+            f" | {fmt(b.worker_cpu)} | {fmt(b.others)} | {'yes' if b.converged else 'NO'} |"
+        )
+    return [*lines, ""]
+
+
+def _latency_section(args: argparse.Namespace, runs: list[LatencyRun]) -> list[str]:
+    pooled = {mode: [x for r in runs if r.mode == mode for x in r.latencies] for mode in ("graph", "null")}
+    lines = [
         "## Registration to event: latency at a steady rate",
         "",
         f"{args.rate:g} registrations per second for {args.seconds:g} s, {args.latency_runs} runs per provider"
@@ -752,7 +1153,7 @@ def report(
         + ".",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 # -- main ------------------------------------------------------------------------------------------------------
@@ -773,18 +1174,31 @@ def main() -> None:
     parser.add_argument("--graph-latency", type=float, default=0.05, help="seconds each request holds its slot")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for convergence")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"which to run, comma-separated, of {', '.join(SCENARIOS)} (the per-user first fill always runs;"
+        " fewer than all write to the temporary folder unless --out is given)",
+    )
     args = parser.parse_args()
+    chosen = {name.strip() for name in args.scenarios.split(",") if name.strip()}
+    if not chosen <= set(SCENARIOS):
+        parser.error(f"--scenarios: unknown {', '.join(sorted(chosen - set(SCENARIOS)))}")
     if args.quick:
         args.registrants, args.runs, args.seconds, args.latency_runs = 100, 1, 5.0, 1
-        if args.out == RESULTS:
-            args.out = Path(tempfile.gettempdir()) / "calendar-quick.md"
-    per_mode = int(args.rate * args.seconds) * args.latency_runs
+    if (args.quick or chosen != set(SCENARIOS)) and args.out == RESULTS:
+        args.out = Path(tempfile.gettempdir()) / ("calendar-quick.md" if args.quick else "calendar-partial.md")
+    per_mode = int(args.rate * args.seconds) * args.latency_runs if "latency" in chosen else 0
+    tenant_people = args.registrants if "tenant" in chosen else 0
 
     with tempfile.TemporaryDirectory(prefix="calendar-bench-") as name:
         directory = Path(name)
         t = time.monotonic()
-        print(f"building the world: {args.registrants} registrants, {2 * per_mode} people for the latency runs")
-        world = build_world(directory, args.registrants, per_mode)
+        print(
+            f"building the world: {args.registrants} registrants, {2 * per_mode} people for the latency runs,"
+            f" {tenant_people} people of the tenant"
+        )
+        world = build_world(directory, args.registrants, per_mode, tenant_people)
         world_seconds = time.monotonic() - t
         print(f"  {world_seconds:.0f} s")
         fake = Fake(
@@ -796,13 +1210,19 @@ def main() -> None:
                 "retry_after": args.retry_after,
             }
         )
-        mailboxes = world.burst_people + world.latency_people["graph"]
+        # A tenant person's mailbox: Graph user id = their coursewire user id (opaque to both), address = login.
+        mailboxes = world.burst_people + world.latency_people["graph"] + world.tenant_people
         fake.call("add", [(world.ids[login], login) for login in mailboxes])
+        graph_url = f"{fake.url}/v1.0"
         worker: Worker | None = None
+        bursts: list[Burst] = []
+        runs: list[LatencyRun] = []
+        tenant: TenantFill | None = None
+        compared: list[Burst] = []
         try:
             before = fake.counters()
             t = time.monotonic()
-            worker = Worker(directory / "coursewire.db", f"{fake.url}/v1.0")
+            worker = Worker(directory / "coursewire.db", graph_url, fake.identity)
             fill = Burst("fill", 0)
             fill.converged, state, fill.duplicates_seen, most = converge(
                 world, fake, world.burst_people, world.burst_session, args.timeout
@@ -814,8 +1234,7 @@ def main() -> None:
                 raise SystemExit("the first fill did not converge; see the worker's log above")
 
             edits = Edits(world.day)
-            bursts: list[Burst] = []
-            for number in range(args.runs):
+            for number in range(args.runs if "burst" in chosen else 0):
                 for kind in BURSTS:
                     for count in (10, 1) if number % 2 == 0 else (1, 10):
                         b = burst(world, fake, worker, kind, edits.bodies(kind, count), args.timeout)
@@ -827,8 +1246,21 @@ def main() -> None:
                             f" worker CPU {b.worker_cpu:.1f} s"
                         )
 
-            runs: list[LatencyRun] = []
-            for number in range(args.latency_runs):
+            if "tenant" in chosen:
+                config = bench_config(graph_url, fake.identity)
+                tenant = tenant_fill(world, fake, worker, config, args.timeout)
+                f = tenant.fill
+                print(
+                    f"tenant: roster {tenant.connected} connected in {tenant.roster_seconds:.1f} s"
+                    f" ({tenant.roster_rounds} rounds, {tenant.roster_batches} $batch); first fill {f.seconds:.1f} s,"
+                    f" {f.requests} HTTP requests ({f.counts['http $batch']} $batch holding {f.inner}), {f.writes}"
+                    f" writes, 429s {f.counts['429 outside']}/{f.counts['429 inside']}"
+                )
+                if not f.converged:
+                    raise SystemExit("the tenant's first fill did not converge; see the worker's log above")
+                compared = compare(world, fake, worker, edits, args.runs, args.timeout)
+
+            for number in range(args.latency_runs if "latency" in chosen else 0):
                 for mode in ("null", "graph") if number % 2 == 0 else ("graph", "null"):
                     r = latency_run(world, fake, worker, mode, args.rate, args.seconds, args.timeout)
                     runs.append(r)
@@ -841,7 +1273,7 @@ def main() -> None:
             if worker is not None:
                 worker.stop()
             fake.stop()
-        publish(report(args, world_seconds, fill, bursts, runs, args.registrants), args.out)
+        publish(report(args, world_seconds, fill, bursts, runs, args.registrants, tenant, compared), args.out)
 
 
 if __name__ == "__main__":

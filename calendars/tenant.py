@@ -207,6 +207,7 @@ class _Request:
     future: asyncio.Future[Reply]
     direct: bool = False  # sent on its own, not in a $batch (delta pages, subscriptions)
     attempts: int = 0
+    max_wait: float = 0.0  # a Retry-After longer than this goes back to the caller as a 429
 
 
 @dataclass
@@ -233,7 +234,10 @@ class TenantBatcher:
     clock/sleep: seconds (monotonic) and how to wait them (tests pass a virtual clock); per_mailbox: requests in
     flight per mailbox [MS11-b]; max_batches: `$batch` calls in flight at once; attempts: how often one request
     is sent before its 429 is handed to the caller; max_wait: a Retry-After longer than this is handed to the
-    caller at once (as a 429 answer: the provider raises Throttled and the worker comes back later);
+    caller at once (as a 429 answer: the provider raises Throttled and the worker comes back later) for
+    directory look-ups (mailbox None), mailbox_wait the same for a mailbox's requests: short, because a write
+    waiting out a Retry-After here would hold the worker's whole round of pairs, while handed back it is
+    retried after its Retry-After by the dirty queue and the round goes on (bench/results/calendar_tenant.md);
     timeout: seconds per HTTP request.
     """
 
@@ -249,6 +253,7 @@ class TenantBatcher:
         max_batches: int = 8,
         attempts: int = 5,
         max_wait: float = 120.0,
+        mailbox_wait: float = 1.0,
         timeout: float = 60.0,
     ) -> None:
         self.session = session
@@ -260,6 +265,7 @@ class TenantBatcher:
         self.max_batches = max_batches
         self.attempts = attempts
         self.max_wait = max_wait
+        self.mailbox_wait = mailbox_wait
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.stats = BatcherStats()
         self._queue: deque[_Request] = deque()
@@ -276,14 +282,17 @@ class TenantBatcher:
         """Send one request in a `$batch` and return its inner answer, whatever its status, after waiting out
         429s (up to `attempts` sends). Raises AuthorizationLost (the tenant's token), Unavailable (the `$batch`
         failed or its answer lacks this request)."""
-        return await self._enqueue(_Request(mailbox, method, path, body, prefer, self._future()))
+        wait = self.max_wait if mailbox is None else self.mailbox_wait
+        return await self._enqueue(_Request(mailbox, method, path, body, prefer, self._future(), max_wait=wait))
 
     async def direct(
         self, mailbox: str | None, method: str, path: str, body: dict[str, Any] | None, prefer: str = PREFER_IMMUTABLE
     ) -> Reply:
         """Send one request on its own (a delta page, a subscription), under the same per-mailbox limit and
         Retry-After as batched ones. Raises like `submit`."""
-        return await self._enqueue(_Request(mailbox, method, path, body, prefer, self._future(), direct=True))
+        wait = self.max_wait if mailbox is None else self.mailbox_wait
+        request = _Request(mailbox, method, path, body, prefer, self._future(), direct=True, max_wait=wait)
+        return await self._enqueue(request)
 
     def _future(self) -> asyncio.Future[Reply]:
         return asyncio.get_running_loop().create_future()
@@ -355,7 +364,7 @@ class TenantBatcher:
                 continue
             box = self._box(request.mailbox)
             if box.not_before > now:
-                if box.not_before - now > self.max_wait:
+                if box.not_before - now > request.max_wait:
                     request.future.set_result(_throttled(box.not_before - now))
                     continue
                 wake = box.not_before if wake is None else min(wake, box.not_before)

@@ -22,7 +22,7 @@ from graph_receiver_support import graph_receiver
 from calendars import tenant
 from calendars.config import CalendarConfig
 from calendars.connections import open_provider
-from calendars.model import AuthorizationLost, CalendarItem, Rejected, Unavailable, Written
+from calendars.model import AuthorizationLost, CalendarItem, Rejected, Throttled, Unavailable, Written
 from calendars.providers.graph import GraphProvider
 from calendars.tenant import MailboxTransport, TenantBatcher, TenantTokens
 from calendars.worker import CalendarWorker
@@ -248,8 +248,9 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def test_an_inner_429_waits_its_mailboxs_retry_after_while_other_mailboxes_go_on(env: Env) -> None:
-    """A mailbox answered 429 inside a $batch is sent nothing until its Retry-After has passed (the fake counts
-    early requests); the others are written at once; nothing is written twice."""
+    """A batcher that may wait (mailbox_wait, as the roster's look-ups do): a mailbox answered 429 inside a $batch
+    is sent nothing until its Retry-After has passed (the fake counts early requests); the others are written at
+    once; nothing is written twice."""
     for n in range(5):
         env.graph.add_user(mailbox_id(n), f"person{n}@contoso.example")
     env.graph.throttle_mailbox(mailbox_id(0), 1, retry_after=30)
@@ -258,7 +259,7 @@ def test_an_inner_429_waits_its_mailboxs_retry_after_while_other_mailboxes_go_on
     start = env.clock.now
 
     async def step(session: aiohttp.ClientSession) -> None:
-        batcher = env.batcher(session)
+        batcher = env.batcher(session, mailbox_wait=120)
 
         async def one(n: int) -> None:
             provider = env.provider(session, batcher, mailbox_id(n))
@@ -275,6 +276,33 @@ def test_an_inner_429_waits_its_mailboxs_retry_after_while_other_mailboxes_go_on
     assert all(finished[mailbox_id(n)] == 0 for n in (2, 3, 4))
     for n in range(5):
         assert len(env.graph.stored(mailbox_id(n))) == 3
+
+
+def test_by_default_a_throttled_mailbox_write_goes_back_to_the_worker_at_once(env: Env) -> None:
+    """The worker's batcher does not wait out a mailbox's Retry-After (that would hold its whole round of pairs):
+    the write comes back Throttled with the Retry-After, for the dirty queue to retry then; the other mailboxes
+    are written at once and nothing is sent to the throttled one early."""
+    for n in range(3):
+        env.graph.add_user(mailbox_id(n), f"person{n}@contoso.example")
+    env.graph.throttle_mailbox(mailbox_id(0), 1, retry_after=30)
+    start = env.clock.now
+    outcome: dict[str, list[object]] = {}
+
+    async def step(session: aiohttp.ClientSession) -> None:
+        batcher = env.batcher(session)
+
+        async def one(n: int) -> None:
+            provider = env.provider(session, batcher, mailbox_id(n))
+            outcome[mailbox_id(n)] = list(await provider.put_many([(item(f"u{n}", "day0"), None)]))
+
+        await asyncio.gather(*(one(n) for n in range(3)))
+
+    run(step)
+    (throttled,) = outcome[mailbox_id(0)]
+    assert isinstance(throttled, Throttled) and throttled.retry_after is not None and throttled.retry_after >= 29
+    assert env.clock.now - start < 5  # nobody waited the 30 s
+    assert all(isinstance(outcome[mailbox_id(n)][0], Written) for n in (1, 2))
+    assert env.graph.counters["early"] == 0 and env.graph.stored(mailbox_id(0)) == []
 
 
 def test_an_outer_429_pauses_every_mailbox_for_its_retry_after(env: Env) -> None:

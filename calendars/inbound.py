@@ -16,9 +16,12 @@ or, after a full listing, events of ours the calendar no longer lists -- and con
   instructor, a day that has ended, the setting off) the deletion is recorded on the item, which is written
   again only when the session changes.
 
-Before the first confirmation the calendar itself is checked (`ChangeFeed.check_calendar`): a calendar deleted
-or unshared as a whole, or credentials that stopped working, raise CalendarGone or AuthorizationLost, which the
-worker turns into the connection's status (Error, NeedsReauthorization) without unregistering anyone.
+The first listing of a watch (a calendar just connected, or maintained again after a pause, an error or a
+reauthorization) decides nothing: events of ours missing then went while coursewire was not watching, and are
+written again. Before the first confirmation the calendar itself is checked (`ChangeFeed.check_calendar`): a
+calendar deleted or unshared as a whole, or credentials that stopped working, raise CalendarGone or
+AuthorizationLost, which the worker turns into the connection's status (Error, NeedsReauthorization) without
+unregistering anyone.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import cast
 
 from calendars import desired
 from calendars.model import ChangeFeed, CursorExpired, Provider, RemoteEvent, Written
-from storage import calendar, enrollments, events, seats, snapshots
+from storage import calendar, calendar_watch, enrollments, events, seats, snapshots
 from storage.calendar import PROVIDER_NAMES, ItemRecord
 from storage.calendar_watch import WatchState
 from storage.db import Database, iso
@@ -64,6 +67,7 @@ class CheckResult:
     changes: int = 0
     full: bool = False
     candidates: int = 0
+    restored: int = 0  # events missing at a first listing, written again (nobody unregistered)
     decisions: list[Decision] = field(default_factory=list)
 
 
@@ -114,6 +118,26 @@ async def check(db: Database, provider: Provider, watch: WatchState, now: dateti
 
     candidates = _candidates(db, watch, now, removed, listed if full else None, listed_keys)
     result.candidates = len(candidates)
+    if candidates and watch.cursor is None and watch.last_check_at is None:
+        # The first listing since the calendar was connected, resumed (sync on again, the provider enabled again,
+        # reauthorized) or repaired: what is missing went while coursewire was not watching -- deleted while
+        # paused, a calendar deleted and made again -- which says nothing about the person leaving the session.
+        # It is written again, as resync does, and nobody is unregistered.
+        with db.write() as conn:
+            for record in candidates:
+                conn.execute(
+                    "UPDATE calendar_items SET digest = ? WHERE user_id = ? AND session_id = ? AND day_id = ?"
+                    " AND channel = 'calendar'",
+                    (calendar_watch.RESYNC_DIGEST, record.user_id, record.session_id, record.day_id),
+                )
+            calendar.mark_dirty(conn, {(r.user_id, r.session_id) for r in candidates}, now)
+        log.info(
+            "connection %s: %d event(s) missing at its first listing are written again", watch.connection_id,
+            len(candidates),
+        )  # fmt: skip
+        result.restored = len(candidates)
+        result.cursor = cursor
+        return result
     if candidates:
         await changes.check_calendar()
     for record in candidates[:MAX_CONFIRMATIONS]:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic as _monotonic
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
@@ -93,6 +94,10 @@ class CalendarInfo:
     name: str
 
 
+# Seconds the list of the person's calendars (find_moved's search) is kept before it is learnt again.
+CALENDARS_TTL = 30.0
+
+
 class CalDAVProvider:
     """One CalDAV calendar collection of one account (calendars.model.Provider).
 
@@ -117,7 +122,10 @@ class CalDAVProvider:
         self._http = Http(
             session, username, password, entry=self.calendar_url, timeout=timeout, max_body=max_body, clock=self._clock
         )
-        self._calendars: list[str] | None = None  # the person's calendars on this server, learnt by find_moved
+        # The person's calendars on this server, learnt by find_moved, and when (_monotonic()): learnt again
+        # after CALENDARS_TTL, so a calendar the person made since (to move an event into) is searched too.
+        self._calendars: list[str] | None = None
+        self._calendars_at = 0.0
 
     def __repr__(self) -> str:  # never the password
         return f"CalDAVProvider({self.calendar_url!r})"
@@ -387,7 +395,7 @@ class CalDAVProvider:
 
     async def _person_calendars(self) -> list[str]:
         """The connected calendar, then the person's other event calendars on its origin (see `find_moved`)."""
-        if self._calendars is None:
+        if self._calendars is None or _monotonic() - self._calendars_at > CALENDARS_TTL:
             calendars = [self.calendar_url]
             context = await propfind(self._http, self.calendar_url, 0, PROPFIND_CONTEXT, tolerate=True)
             principal = first_href(context[0].props.get(f"{{{DAV}}}current-user-principal")) if context else None
@@ -397,7 +405,7 @@ class CalDAVProvider:
                 except Rejected:  # no calendar home named: only the connected calendar is searched
                     found = []
                 calendars += [c.url for c in found if origin(c.url) == origin(self.calendar_url)]
-            self._calendars = list(dict.fromkeys(calendars))
+            self._calendars, self._calendars_at = list(dict.fromkeys(calendars)), _monotonic()
         return self._calendars
 
     async def _query_uid(self, calendar: str, uid: str) -> list[str]:

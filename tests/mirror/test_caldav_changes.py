@@ -23,6 +23,7 @@ from calendars.model import (
     Changes,
     CursorExpired,
     Rejected,
+    RemoteEvent,
     Written,
 )
 from calendars.providers import caldav
@@ -341,3 +342,24 @@ def test_answers_are_bounded() -> None:
     for body, said in ((many, "more than"), (long_token, "longer than")):
         with dav_server({}, reports={CAL: (207, body)}) as server, pytest.raises(Rejected, match=said):
             feed(server.url, None)
+
+
+def test_a_calendar_made_after_the_first_search_is_searched_too(
+    caldav_env: CalDAVEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider a worker keeps learns the person's calendars again (after CALENDARS_TTL): an event moved into
+    a calendar the person made after an earlier search is still found, not taken for a deletion (which would
+    unregister the person)."""
+    monkeypatch.setattr(caldav, "CALENDARS_TTL", 0.0)
+    first, second = item(day="day1"), item(day="day2")
+
+    async def steps(provider: CalDAVProvider) -> tuple[RemoteEvent | None, str]:
+        gone = await provider.put(first, None)
+        kept = await provider.put(second, None)
+        caldav_env.delete_as_person(gone.provider_id)
+        assert await provider.get(gone) is None  # a search: the person's calendars are learnt
+        new_url = await asyncio.to_thread(move_to_other_calendar, caldav_env, kept)  # into a calendar made now
+        return await provider.get(kept), new_url
+
+    found, new_url = on(caldav_env, steps)
+    assert found is not None and found.provider_id == new_url

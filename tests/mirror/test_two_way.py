@@ -272,3 +272,40 @@ def test_resync_finds_and_removes_events_of_ours_without_a_record(world: World) 
     found = asyncio.run(go())
     assert [s.provider_id for s in found] == ["left-behind"]
     assert set(provider.events) == {recorded, "own"}
+
+
+def test_an_event_deleted_while_sync_was_paused_is_written_again_not_taken_for_leaving(world: World) -> None:
+    """While the mirror is paused the person gets e-mails on top of the calendar and may delete the calendar's
+    copy; once sync is on again the event is written again and nobody is unregistered (the first listing after
+    a pause decides nothing)."""
+    _, lena, provider = _registered(world, "lena")
+    calendar.set_sync_enabled(world.db, CLI, world.people["lena"], False)
+    world.sync()
+    provider.person_deletes(next(iter(provider.events)))
+    world.advance(seconds=POLL)
+    world.sync()
+    calendar.set_sync_enabled(world.db, CLI, world.people["lena"], True)
+    world.sync()
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert _decisions(world) == []
+    assert len(world.calendar_of("lena")) == 1
+
+
+def test_a_calendar_deleted_and_made_again_gets_its_events_back_and_unregisters_nobody(world: World) -> None:
+    """The calendar goes as a whole (connection Error), the person makes it again, empty, and turns sync on: the
+    events are written again; nobody is unregistered for the emptied calendar."""
+    _, lena, provider = _registered(world, "lena", days=2)
+    provider.gone = True
+    world.advance(seconds=POLL)
+    world.sync()
+    assert calendar.get_connection(world.db, CLI, world.people["lena"])["Status"] == "Error"
+    provider.gone = False
+    provider.events.clear()  # made again, empty
+    calendar.set_sync_enabled(world.db, CLI, world.people["lena"], True)  # retries a connection in Error
+    world.sync()
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert len(world.calendar_of("lena")) == 2

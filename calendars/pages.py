@@ -355,6 +355,7 @@ class CalendarPages:
             caldav_problem=caldav_problem,
             caldav_values=caldav_values or {"url": "", "username": ""},
             reauthorize=reauthorize,
+            unregister_on_delete=bool(settings.get("UnregisterOnCalendarDelete", True)),
         )
 
     async def _connect_oauth(self, request: Request, base: str, slug: str) -> Response:

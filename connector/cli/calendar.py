@@ -230,9 +230,18 @@ async def _strays(db: Database, settings: Settings, connections: list[calendar_s
                 found = await resync.strays(db, provider, connection)
                 failed = await resync.remove(provider, found) if remove else []
                 await provider.close()
-            except (ProviderError, ValueError, KeyError, SecretKeyError) as exc:
-                click.echo(f"Could not read the {connection.provider} calendar of user {connection.user_id}: {exc}")
+            except (ProviderError, ValueError, KeyError, SecretKeyError, outbound.BlockedURL) as exc:
+                hint = (
+                    " (run resync with the server's environment: COURSEWIRE_ALLOWED_NETWORKS)"
+                    if isinstance(exc, outbound.BlockedURL) or "BlockedURL" in str(exc)
+                    else ""
+                )
+                click.echo(
+                    f"Could not read the {connection.provider} calendar of user {connection.user_id}: {exc}{hint}"
+                )
                 continue
+            for stray in found:
+                click.echo(f"{'Stray' if not remove else 'Removing stray'}: {stray.provider_id} ({stray.key})")
             for stray, why in failed:
                 click.echo(f"Could not remove {stray.provider_id}: {why}")
             total += len(found) - len(failed)

@@ -275,6 +275,7 @@ def test_connecting_shows_the_calendar_authorized_with_the_account(
     words = text(person.page(back.headers["location"].replace("http://testserver", "")))
     assert f"calendar is authorized: {identity.accounts[provider]}" in words
     assert "Disconnect" in words and "Turn sync off" in words
+    assert "Deleting a session's event from your calendar cancels your registration" in words  # the two-way rule
 
 
 def test_connect_needs_the_csrf_token(person: Person, db: Database) -> None:

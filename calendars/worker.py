@@ -298,7 +298,11 @@ class CalendarWorker:
         try:
             result = await inbound.check(self.db, self._provider(connection), watch, now)
         except CalendarGone as exc:
-            self._lost(connection.id, "Error", f"The calendar is gone or no longer shared: {exc}", watch, now)
+            why = (
+                f"The calendar is gone or no longer shared ({exc}): make it again, or share it again, and turn sync"
+                " on (PATCH SyncEnabled true), or connect another calendar"
+            )
+            self._lost(connection.id, "Error", why, watch, now)
             return
         except AuthorizationLost as exc:
             self._lost(connection.id, "NeedsReauthorization", str(exc), watch, now)

@@ -124,13 +124,7 @@ async def check(db: Database, provider: Provider, watch: WatchState, now: dateti
         # paused, a calendar deleted and made again -- which says nothing about the person leaving the session.
         # It is written again, as resync does, and nobody is unregistered.
         with db.write() as conn:
-            for record in candidates:
-                conn.execute(
-                    "UPDATE calendar_items SET digest = ? WHERE user_id = ? AND session_id = ? AND day_id = ?"
-                    " AND channel = 'calendar'",
-                    (calendar_watch.RESYNC_DIGEST, record.user_id, record.session_id, record.day_id),
-                )
-            calendar.mark_dirty(conn, {(r.user_id, r.session_id) for r in candidates}, now)
+            calendar_watch.rewrite_items(conn, candidates, now)
         log.info(
             "connection %s: %d event(s) missing at its first listing are written again", watch.connection_id,
             len(candidates),

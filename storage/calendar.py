@@ -774,16 +774,22 @@ def resync_pairs(db: Database, user_id: str | None = None, session_id: str | Non
             and conn.execute("SELECT 1 FROM course_sessions WHERE id = ?", (session_id,)).fetchone() is None
         ):
             raise NotFound(f"no session with Id '{session_id}'", "session")
-        if user_id is not None:
-            pairs = pairs_of_user(conn, user_id)
-            return {p for p in pairs if p[1] == session_id} if session_id is not None else pairs
-        if session_id is not None:
-            return pairs_of_session(conn, session_id)
-        rows = conn.execute(
-            "SELECT user_id, session_id FROM session_registrations"
-            " UNION SELECT user_id, session_id FROM session_instructors"
-            " UNION SELECT user_id, session_id FROM calendar_items"
-        ).fetchall()
+        return pairs_in_scope(conn, user_id, session_id)
+
+
+def pairs_in_scope(conn: sqlite3.Connection, user_id: str | None, session_id: str | None) -> set[tuple[str, str]]:
+    """The pairs of `resync_pairs` without its checks: the user's, the session's, both (their intersection) or,
+    with neither, every pair with a registration in any state, an instructor or a calendar item."""
+    if user_id is not None:
+        pairs = pairs_of_user(conn, user_id)
+        return {p for p in pairs if p[1] == session_id} if session_id is not None else pairs
+    if session_id is not None:
+        return pairs_of_session(conn, session_id)
+    rows = conn.execute(
+        "SELECT user_id, session_id FROM session_registrations"
+        " UNION SELECT user_id, session_id FROM session_instructors"
+        " UNION SELECT user_id, session_id FROM calendar_items"
+    ).fetchall()
     return {(r[0], r[1]) for r in rows}
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from storage import calendar
 from storage.db import Database, iso, parse_iso
 from storage.errors import clip
 
@@ -289,30 +291,30 @@ def force_rewrite(
     writes each event again as it is (one missing from the calendar is created again, not taken for a deletion
     by the person: calendars/sync.py) and creates what was never written. Returns (items marked, pairs queued).
     """
-    from storage import calendar  # storage.calendar is the queue's owner
-
     where, args = "channel = 'calendar'", list[str]()
     if user_id is not None:
         where, args = where + " AND user_id = ?", [*args, user_id]
     if session_id is not None:
         where, args = where + " AND session_id = ?", [*args, session_id]
     marked = conn.execute(f"UPDATE calendar_items SET digest = ? WHERE {where}", (RESYNC_DIGEST, *args)).rowcount  # noqa: S608
-    if user_id is not None:
-        pairs = calendar.pairs_of_user(conn, user_id)
-        if session_id is not None:
-            pairs = {p for p in pairs if p[1] == session_id}
-    elif session_id is not None:
-        pairs = calendar.pairs_of_session(conn, session_id)
-    else:
-        pairs = {
-            (r[0], r[1])
-            for r in conn.execute(
-                "SELECT user_id, session_id FROM session_registrations UNION SELECT user_id, session_id FROM"
-                " session_instructors UNION SELECT user_id, session_id FROM calendar_items"
-            )
-        }
+    pairs = calendar.pairs_in_scope(conn, user_id, session_id)
     calendar.mark_dirty(conn, pairs, now)
     return int(marked), pairs
+
+
+def rewrite_items(conn: sqlite3.Connection, items: Iterable[calendar.ItemRecord], now: datetime) -> int:
+    """`force_rewrite` for the given items only (calendars/inbound.py: events missing at a calendar's first
+    reading): each is written again as it is and its pair queued. Returns how many were marked."""
+    marked, pairs = 0, set()
+    for item in items:
+        marked += conn.execute(
+            "UPDATE calendar_items SET digest = ? WHERE user_id = ? AND session_id = ? AND day_id = ?"
+            " AND channel = ?",
+            (RESYNC_DIGEST, item.user_id, item.session_id, item.day_id, item.channel),
+        ).rowcount
+        pairs.add((item.user_id, item.session_id))
+    calendar.mark_dirty(conn, pairs, now)
+    return marked
 
 
 def health(db: Database) -> dict[str, object]:

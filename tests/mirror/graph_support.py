@@ -7,8 +7,9 @@ fake issues; `fail_next('auth')` revokes the person's consent, so the refresh fa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -19,6 +20,8 @@ from calendars.providers.graph import PROPERTY_ID, GraphProvider
 
 USER_ID = "8b1f0c7e-5d2a-4a55-9a7e-3f6f1f2c9d10"
 ACCOUNT = "ada.lovelace@contoso.example"
+
+T = TypeVar("T")
 
 
 class FakeTokens:
@@ -94,3 +97,17 @@ def graph_fake() -> Iterator[GraphFake]:
 @pytest.fixture
 def graph_env(graph_fake: GraphFake) -> GraphEnv:
     return GraphEnv(graph_fake)
+
+
+def run(env: GraphEnv, step: Callable[[GraphProvider], Awaitable[T]], **options: Any) -> T:
+    """Run `step` with a provider of `env` on a fresh aiohttp session, closing both after."""
+
+    async def main() -> T:
+        async with aiohttp.ClientSession() as session:
+            provider = env.make_provider(session, **options)
+            try:
+                return await step(provider)
+            finally:
+                await provider.close()
+
+    return asyncio.run(main())

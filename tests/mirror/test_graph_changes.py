@@ -4,16 +4,15 @@ out of order), calendarView/delta with paging and expired tokens, a deleted cale
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from fakes.graph import GraphFake
 from graph_receiver_support import GraphReceiver, graph_receiver
+from graph_support import run
 
 from calendars.model import (
     AuthorizationLost,
@@ -43,18 +42,6 @@ NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
 def receiver() -> Iterator[GraphReceiver]:
     with graph_receiver() as found:
         yield found
-
-
-def run(env: GraphEnv, step: Callable[[GraphProvider], Awaitable[T]], **options: Any) -> T:
-    async def main() -> T:
-        async with aiohttp.ClientSession() as session:
-            provider = env.make_provider(session, **options)
-            try:
-                return await step(provider)
-            finally:
-                await provider.close()
-
-    return asyncio.run(main())
 
 
 def failure(env: GraphEnv, step: Callable[[GraphProvider], Awaitable[Any]], **options: Any) -> ProviderError:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from contract import ProviderContract
 from fakes.graph import APP, GraphFake
+from graph_support import run
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from calendars.model import (
@@ -39,18 +40,6 @@ class TestGraphContract(ProviderContract):
     """The contract every provider honours, against the Graph fake."""
 
     env_fixture = "graph_env"
-
-
-def run(env: GraphEnv, step: Callable[[GraphProvider], Awaitable[T]], **options: Any) -> T:
-    async def main() -> T:
-        async with aiohttp.ClientSession() as session:
-            provider = env.make_provider(session, **options)
-            try:
-                return await step(provider)
-            finally:
-                await provider.close()
-
-    return asyncio.run(main())
 
 
 def item(

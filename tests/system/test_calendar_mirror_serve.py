@@ -6,14 +6,13 @@ calendar receives the REQUEST and then the CANCEL."""
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from icalendar import Calendar
-from serving import Server, start
+from serving import Server, eventually, start
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "mirror"))  # the calendar tests' real servers
 import radicale_support
@@ -32,19 +31,6 @@ def served(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Server]:
         "COURSEWIRE_ALLOWED_NETWORKS": "127.0.0.0/8",
     }
     yield from start(tmp_path / "data", "--demo", "--workers", "1", env=env)
-
-
-def eventually(what: str, check: Callable[[], object], timeout: float = 30.0) -> object:
-    """Poll `check` until it returns something true: the worker runs in another process, with no clock to
-    inject; the deadline only bounds a failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def user_id(server: Server, login: str) -> str:

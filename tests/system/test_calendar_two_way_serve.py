@@ -10,12 +10,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serving import BIN, Server, start
+from serving import BIN, Server, eventually, start
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "mirror"))  # the calendar tests' real servers
 import radicale_support
@@ -32,19 +32,6 @@ DEADLINE = 20.0  # seconds: four poll intervals, for a loaded machine; it bounds
 def served(tmp_path: Path) -> Iterator[Server]:
     env = {"COURSEWIRE_ALLOWED_NETWORKS": "127.0.0.0/8", "COURSEWIRE_CALDAV_POLL_SECONDS": str(POLL_SECONDS)}
     yield from start(tmp_path / "data", "--demo", "--workers", "1", env=env)
-
-
-def eventually(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """Poll `check` until it returns something true: the worker runs in another process, with no clock to
-    inject; the deadline only bounds a failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Person:

@@ -7,7 +7,10 @@ or, after a full listing, events of ours the calendar no longer lists -- and con
 
 - the event is still there: a duplicate or late notification, or our own write; nothing happens;
 - it is somewhere else (Graph keeps the immutable id across calendars; Google and CalDAV find it by id or UID in
-  the person's other calendars): the mirror follows it there (`CalendarEventMoved`);
+  the person's other calendars): the mirror follows it there (`CalendarEventMoved`). Only the connected calendar
+  is watched, so an event followed to another one is read again (`Provider.get`) at every check once `reread`
+  has passed since it was last found (the worker passes the sweep or CalDAV poll interval): deleted there, it
+  is a deletion like any other; moved back, it is followed back;
 - it is gone: the person deleted it (`CalendarEventDeleted`). A learner registered for a session whose day has
   not ended is unregistered with the person as the actor and a reason naming the calendar and the time, when
   the account owner left `UnregisterOnCalendarDelete` on: the enrollment is cancelled when this was its only
@@ -29,7 +32,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 from calendars import desired
@@ -78,10 +81,14 @@ def feed(provider: Provider) -> ChangeFeed | None:
     return None
 
 
-async def check(db: Database, provider: Provider, watch: WatchState, now: datetime) -> CheckResult:
+async def check(
+    db: Database, provider: Provider, watch: WatchState, now: datetime, *, reread: timedelta | None = None
+) -> CheckResult:
     """Read the changes of `watch`'s calendar since its cursor and act on confirmed deletions and moves (module
-    docstring). Returns what happened; the caller records the cursor. Raises the provider's errors (Throttled,
-    Unavailable, AuthorizationLost, CalendarGone, Rejected) before anything is decided on a failed read."""
+    docstring); events followed to another calendar and last found there `reread` or longer ago are read again
+    (None: not at all). Returns what happened; the caller records the cursor. Raises the provider's errors
+    (Throttled, Unavailable, AuthorizationLost, CalendarGone, Rejected) before anything is decided on a failed
+    read."""
     changes = feed(provider)
     if changes is None:
         return CheckResult(cursor=None)
@@ -132,9 +139,12 @@ async def check(db: Database, provider: Provider, watch: WatchState, now: dateti
         result.restored = len(candidates)
         result.cursor = cursor
         return result
-    if candidates:
+    confirm = candidates[:MAX_CONFIRMATIONS]
+    if reread is not None and len(confirm) < MAX_CONFIRMATIONS:
+        confirm += _followed(db, watch, now, now - reread, MAX_CONFIRMATIONS - len(confirm), confirm)
+    if confirm:
         await changes.check_calendar()
-    for record in candidates[:MAX_CONFIRMATIONS]:
+    for record in confirm:
         assert record.provider_id is not None
         remote = await provider.get(Written(record.provider_id, record.etag))
         decision = _decide(db, watch, record, remote, now)
@@ -172,11 +182,32 @@ def _candidates(
     return out
 
 
+def _followed(
+    db: Database, watch: WatchState, now: datetime, found_before: datetime, limit: int, taken: list[ItemRecord]
+) -> list[ItemRecord]:
+    """Upcoming events of ours followed to another calendar and last found there before `found_before`, longest
+    ago first, at most `limit`, those already in `taken` left out."""
+    with db.read() as conn:
+        rows = conn.execute(
+            "SELECT * FROM calendar_items WHERE connection_id = ? AND channel = 'calendar' AND deleted_at IS NULL"
+            " AND provider_id IS NOT NULL AND followed_at IS NOT NULL AND followed_at <= ? AND day_end > ?"
+            " ORDER BY followed_at LIMIT ?",
+            (watch.connection_id, iso(found_before), iso(now), limit + len(taken)),
+        ).fetchall()
+    seen = {(r.user_id, r.session_id, r.day_id) for r in taken}
+    out = [ItemRecord.of(row) for row in rows]
+    return [r for r in out if (r.user_id, r.session_id, r.day_id) not in seen][:limit]
+
+
 def _decide(
     db: Database, watch: WatchState, record: ItemRecord, remote: RemoteEvent | None, now: datetime
 ) -> Decision | None:
     """Act on one confirmed read in one write transaction; None when nothing was to be done."""
-    if remote is not None and not remote.cancelled and remote.provider_id == record.provider_id:
+    present = remote is not None and not remote.cancelled
+    # Where it was last found: the same id, and in the connected calendar or (followed) in another one.
+    stays = present and remote is not None and remote.provider_id == record.provider_id
+    stays = stays and remote is not None and remote.elsewhere == (record.followed_at is not None)
+    if stays and remote is not None and not remote.elsewhere:
         return None  # still there: a duplicate, a late notification, or our own write
     with db.write() as conn:
         row = conn.execute(
@@ -187,12 +218,16 @@ def _decide(
         if row is None:
             return None  # rewritten, removed or decided meanwhile
         if remote is not None and not remote.cancelled:
+            followed_at = iso(now) if remote.elsewhere else None
             conn.execute(
-                "UPDATE calendar_items SET provider_id = ?, etag = ? WHERE user_id = ? AND session_id = ?"
-                " AND day_id = ? AND channel = 'calendar'",
-                (remote.provider_id, remote.etag, record.user_id, record.session_id, record.day_id),
+                "UPDATE calendar_items SET provider_id = ?, etag = ?, followed_at = ? WHERE user_id = ?"
+                " AND session_id = ? AND day_id = ? AND channel = 'calendar'",
+                (remote.provider_id, remote.etag, followed_at, record.user_id, record.session_id, record.day_id),
             )
-            decision = Decision(record.user_id, record.session_id, record.day_id, "Followed", "MovedToAnotherCalendar")
+            if stays:
+                return None  # still in the calendar it was followed to: read again after the next interval
+            reason = "MovedToAnotherCalendar" if remote.elsewhere else "MovedBackToConnectedCalendar"
+            decision = Decision(record.user_id, record.session_id, record.day_id, "Followed", reason)
             _log(conn, "CalendarEventMoved", watch, record, decision, now)
             return decision
         return _deleted(conn, watch, record, now)

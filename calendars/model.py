@@ -90,6 +90,9 @@ class RemoteEvent:
     key: str | None  # our tag, when the event carries it
     cancelled: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # Found in another of the person's calendars than the connected one under the same provider_id (Graph: an
+    # ImmutableId stays the same when the event moves [MS16]); Google and CalDAV give a moved event another id.
+    elsewhere: bool = False
 
 
 class ProviderError(Exception):

@@ -266,6 +266,8 @@ def _record(
     previous: ItemRecord | None,
     sequence: int | None = None,
 ) -> ItemRecord:
+    # Written where it was followed to (the same event): it is still in the other calendar.
+    same = previous is not None and written is not None and written.provider_id == previous.provider_id
     return ItemRecord(
         user_id=item.user_id,
         session_id=item.session_id,
@@ -281,6 +283,7 @@ def _record(
         day_start=item.start,
         time_zone=item.time_zone,
         subject=item.subject,
+        followed_at=previous.followed_at if same and previous is not None else None,
     )
 
 

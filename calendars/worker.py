@@ -296,7 +296,9 @@ class CalendarWorker:
         if connection is None:
             return
         try:
-            result = await inbound.check(self.db, self._provider(connection), watch, now)
+            result = await inbound.check(
+                self.db, self._provider(connection), watch, now, reread=self._interval(watch.provider)
+            )
         except CalendarGone as exc:
             why = (
                 f"The calendar is gone or no longer shared ({exc}): make it again, or share it again, and turn sync"

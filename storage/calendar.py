@@ -446,6 +446,8 @@ class ItemRecord:
     time_zone: str | None = None
     subject: str | None = None
     deleted_at: datetime | None = None  # the person deleted it from their calendar and it stays deleted
+    # Last found in another of the person's calendars (moved there, followed): read again every sweep.
+    followed_at: datetime | None = None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> ItemRecord:
@@ -467,6 +469,7 @@ class ItemRecord:
             digest=row["digest"],
             day_end=end,
             deleted_at=parse_iso(row["deleted_at"]),
+            followed_at=parse_iso(row["followed_at"]),
         )
 
 
@@ -486,11 +489,12 @@ def items_of_connection(db: Database, connection_id: str, limit: int = 100) -> l
 
 
 def save_item(conn: sqlite3.Connection, item: ItemRecord, now: datetime) -> None:
-    """Record what was written (insert or replace) and remember its SEQUENCE for the UID."""
+    """Record what was written (insert or replace; `deleted_at` starts again empty, `followed_at` is the item's)
+    and remember its SEQUENCE for the UID."""
     conn.execute(
         "INSERT OR REPLACE INTO calendar_items (user_id, session_id, day_id, channel, connection_id, provider_id,"
-        " etag, uid, sequence, digest, day_end, written_at, day_start, time_zone, subject)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " etag, uid, sequence, digest, day_end, written_at, day_start, time_zone, subject, followed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             item.user_id,
             item.session_id,
@@ -507,6 +511,7 @@ def save_item(conn: sqlite3.Connection, item: ItemRecord, now: datetime) -> None
             iso(item.day_start),
             item.time_zone,
             clip(item.subject, 1000),
+            iso(item.followed_at),
         ),
     )
     remember_sequence(conn, item.uid, item.sequence)

@@ -770,3 +770,18 @@ def calendar_tenant(db: Database) -> None:
     """Tenant-wide Microsoft 365 (issue 11): the tenant row, tenant-made connections, the roster's misses."""
     for statement in _statements(CALENDAR_TENANT):
         db.execute(statement)
+
+
+CALENDAR_FOLLOWED = """
+-- When the mirror last found this event of ours in another of the person's calendars than the connected one
+-- (moved there by the person, and followed there). Only the connected calendar is watched, so such an event is
+-- read again every sweep (or CalDAV poll): its deletion there is a deletion like any other.
+ALTER TABLE calendar_items ADD COLUMN followed_at TEXT;
+"""
+
+
+@migrations(name="0012_calendar_followed")
+def calendar_followed(db: Database) -> None:
+    """Events followed to another calendar (issue 11): when each was last found there."""
+    for statement in _statements(CALENDAR_FOLLOWED):
+        db.execute(statement)

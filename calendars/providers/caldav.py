@@ -209,8 +209,9 @@ class CalDAVProvider:
         An event gone from its URL may have been moved by the person to another of their calendars (deleted
         here, created there with the same UID): when the URL's resource name is one of ours (`<handle>.ics`,
         giving the UID `<handle>@coursewire`), `find_moved` looks for that UID, and the event found is returned
-        with its new URL as provider_id. Raises AuthorizationLost, Throttled, Unavailable (also: the search took
-        longer than SEARCH_DEADLINE) or Rejected (other 4xx, or a body that holds no VEVENT)."""
+        with its new URL as provider_id; `elsewhere` says the URL is outside the connected collection. Raises
+        AuthorizationLost, Throttled, Unavailable (also: the search took longer than SEARCH_DEADLINE) or Rejected
+        (other 4xx, or a body that holds no VEVENT)."""
         url = written.provider_id
         fetched = await self._fetch(url)
         if fetched is None:
@@ -238,6 +239,7 @@ class CalDAVProvider:
             key=str(key) if key is not None else None,
             cancelled=str(event.get("STATUS", "")).upper() == "CANCELLED",
             extra={"uid": str(event.get("UID", "")), "sequence": str(_sequence(event))},
+            elsewhere=not url.startswith(self.calendar_url),
         )
 
     async def find_moved(self, uid: str, *, gone: str) -> tuple[str, Any, str | None] | None:

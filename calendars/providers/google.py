@@ -43,7 +43,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -510,21 +510,8 @@ def _written(answer: _Answer, provider_id: str | None = None) -> Written:
 
 
 def _remote(body: Mapping[str, Any], provider_id: str) -> RemoteEvent:
-    remote = remote_event(body)
-    return remote if remote.provider_id == provider_id else _replace_id(remote, provider_id)
-
-
-def _replace_id(remote: RemoteEvent, provider_id: str) -> RemoteEvent:
-    return RemoteEvent(
-        provider_id=provider_id,
-        etag=remote.etag,
-        subject=remote.subject,
-        start=remote.start,
-        end=remote.end,
-        key=remote.key,
-        cancelled=remote.cancelled,
-        extra=remote.extra,
-    )
+    """The event read at `provider_id`; one of another calendar (`<calendarId>/<eventId>`) is `elsewhere`."""
+    return replace(remote_event(body), provider_id=provider_id, elsewhere=split_id(provider_id)[0] is not None)
 
 
 def _changes(body: Mapping[str, Any], *, full: bool) -> list[Change]:

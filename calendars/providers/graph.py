@@ -23,7 +23,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -160,6 +160,7 @@ class GraphProvider:
         self._view = f"{self._owner}/calendarView" if calendar is None else f"{self._calendar}/calendarView"
         self._clock = clock or (lambda: datetime.now(UTC))
         self._transport: GraphTransport = transport or DirectTransport(session, self._base, tokens, timeout=timeout)
+        self._calendar_id: str | None = None  # the connected calendar's id, once check_calendar read it
 
     async def put(self, item: CalendarItem, written: Written | None, *, recreate: bool = True) -> Written:
         """Create the item's event (POST with its transactionId) or update it (PATCH by id); an event the person
@@ -237,8 +238,9 @@ class GraphProvider:
         """GET the event by id with our extended property expanded, then its calendar (`/events/{id}/calendar`);
         None when either is gone (404/410): an event deleted in Outlook is moved to Deleted Items, where its
         ImmutableId still finds it, but it is in no calendar [MS16]. An event moved to another calendar keeps its
-        ImmutableId and is found there. Times come back as aware UTC datetimes. Raises Throttled, Unavailable,
-        AuthorizationLost or Rejected."""
+        ImmutableId and is found there: `elsewhere` is set when its calendar is not the connected one (known
+        once `check_calendar` ran on this provider; before that, False). Times come back as aware UTC datetimes.
+        Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
         path = self._event_path(written.provider_id)
         reply = await self._call("GET", f"{path}?$expand={_EXPAND}", None)
         if reply.status in (404, 410):
@@ -252,7 +254,11 @@ class GraphProvider:
             return None
         if held.status != 200:
             raise self._error(held)
-        return _remote(reply.body)
+        found = _remote(reply.body)
+        held_in = held.body.get("id") if isinstance(held.body, dict) else None
+        if self._calendar_id is not None and isinstance(held_in, str) and held_in != self._calendar_id:
+            found = replace(found, elsewhere=True)
+        return found
 
     # -- the change feed (calendars.model.ChangeFeed) ---------------------------------------------------------
 
@@ -300,10 +306,13 @@ class GraphProvider:
         return Changes(list(found.values()), self._base + path, full=cursor is None, more=True)
 
     async def check_calendar(self) -> None:
-        """GET the connected calendar: return when it exists and the token reaches it. Raises CalendarGone
-        (403/404/410), AuthorizationLost (401 after a refresh), Throttled, Unavailable or Rejected."""
+        """GET the connected calendar: return when it exists and the token reaches it (its id is kept, for `get`
+        to tell an event moved to another calendar). Raises CalendarGone (403/404/410), AuthorizationLost (401
+        after a refresh), Throttled, Unavailable or Rejected."""
         reply = await self._call("GET", self._calendar, None)
         if reply.status == 200:
+            held = reply.body.get("id") if isinstance(reply.body, dict) else None
+            self._calendar_id = held if isinstance(held, str) else None
             return
         if reply.status in (403, 404, 410):
             code, message = graph_error(reply.body)

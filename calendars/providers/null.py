@@ -38,6 +38,7 @@ class NullProvider:
     fail: list[ProviderError] = field(default_factory=list)
     log: list[tuple[str, bool]] = field(default_factory=list)  # (provider id, removed), the change feed
     moved: dict[str, str] = field(default_factory=dict)  # old provider id -> where the person moved it
+    elsewhere: set[str] = field(default_factory=set)  # ids in the person's other calendars (not in the feed)
     epoch: int = 0  # bumped by expire_cursors
     gone: bool = False
     reads: int = 0  # changes() and get() calls
@@ -61,7 +62,7 @@ class NullProvider:
         provider_id = self._id(item, written)
         self.events[provider_id] = item
         self.versions[provider_id] = self.versions.get(provider_id, 0) + 1
-        self.log.append((provider_id, False))
+        self._logged(provider_id, False)
         return Written(provider_id=provider_id, etag=str(self.versions[provider_id]))
 
     async def put_many(
@@ -73,7 +74,7 @@ class NullProvider:
         self._maybe_fail()
         self.writes += 1
         if self.events.pop(written.provider_id, None) is not None:
-            self.log.append((written.provider_id, True))
+            self._logged(written.provider_id, True)
 
     async def get(self, written: Written) -> RemoteEvent | None:
         self._maybe_fail()
@@ -85,13 +86,15 @@ class NullProvider:
         if item is None:
             return None
         etag = str(self.versions[provider_id])
-        return RemoteEvent(provider_id, etag, item.subject, item.start, item.end, item.key)
+        return RemoteEvent(
+            provider_id, etag, item.subject, item.start, item.end, item.key, elsewhere=provider_id in self.elsewhere
+        )
 
     async def changes(self, cursor: str | None) -> Changes:
         self._maybe_fail()
         self.reads += 1
         if cursor is None:
-            listing = [Change(pid, item.key) for pid, item in self.events.items()]
+            listing = [Change(pid, item.key) for pid, item in self.events.items() if pid not in self.elsewhere]
             return Changes(listing, f"{self.epoch}:{len(self.log)}", full=True)
         epoch, _, position = cursor.partition(":")
         if int(epoch) != self.epoch:
@@ -110,8 +113,9 @@ class NullProvider:
     # -- what the calendar's owner does -------------------------------------------------------------------
 
     def person_deletes(self, provider_id: str) -> None:
+        """Delete the event, in this calendar (the feed reports it) or in the other one it was moved to (not)."""
         self.events.pop(provider_id)
-        self.log.append((provider_id, True))
+        self._logged(provider_id, True)
 
     def person_moves(self, provider_id: str) -> str:
         """Move the event to another calendar of the person: gone from this one's feed, found by `get`."""
@@ -119,8 +123,14 @@ class NullProvider:
         self.events[new_id] = self.events.pop(provider_id)
         self.versions[new_id] = 1
         self.moved[provider_id] = new_id
-        self.log.append((provider_id, True))
+        self._logged(provider_id, True)
+        self.elsewhere.add(new_id)
         return new_id
+
+    def _logged(self, provider_id: str, removed: bool) -> None:
+        """The connected calendar's feed hears of changes to its own events only."""
+        if provider_id not in self.elsewhere:
+            self.log.append((provider_id, removed))
 
     def expire_cursors(self) -> None:
         self.epoch += 1

@@ -102,6 +102,54 @@ def test_an_event_moved_to_another_calendar_is_followed_not_taken_for_a_deletion
     assert provider.events[new_id].subject == "First aid: Renamed"
 
 
+def test_a_followed_event_deleted_where_it_was_moved_unregisters_the_learner_at_the_next_poll(world: World) -> None:
+    """Only the connected calendar is watched, so its feed never reports the deletion of an event moved out of
+    it: the event is read again once per poll interval where it was followed to, and found gone there."""
+    _, lena, provider = _registered(world, "lena")
+    (event_id,) = provider.events
+    new_id = provider.person_moves(event_id)
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _decisions(world) == [("CalendarEventMoved", "Followed", "MovedToAnotherCalendar")]
+    provider.person_deletes(new_id)
+    log = len(provider.log)
+    world.advance(seconds=POLL)
+    world.sync()
+    assert len(provider.log) == log  # the feed said nothing: the read found it
+    assert _status(world, lena) == "Cancelled"
+    assert _decisions(world)[-1] == ("CalendarEventDeleted", "Unregistered", "DeletedFromCalendar")
+
+
+def test_a_followed_event_is_read_again_once_per_interval_and_followed_back_home(world: World) -> None:
+    """A followed event still where it was moved costs one read per poll interval (not one per check), and
+    one moved back into the connected calendar is followed back, and no longer read on its own."""
+    _, lena, provider = _registered(world, "lena")
+    (event_id,) = provider.events
+    new_id = provider.person_moves(event_id)
+    world.advance(seconds=POLL)
+    world.sync()
+    reads = provider.reads
+    connection = calendar.active_connection(world.db, world.people["lena"])
+    assert connection is not None
+    for _ in range(3):  # checks made due by notifications, well inside one interval
+        calendar_watch.notified(world.db, connection.id, world.now[0])
+        world.advance(seconds=10)
+        world.sync()
+    assert provider.reads - reads == 3  # one feed read per check, and the followed event not read
+    world.advance(seconds=POLL)
+    world.sync()
+    assert provider.reads - reads == 5  # the poll's feed read, and the followed event read once
+    provider.elsewhere.discard(new_id)  # the person puts it back in the connected calendar
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _decisions(world)[-1] == ("CalendarEventMoved", "Followed", "MovedBackToConnectedCalendar")
+    reads = provider.reads
+    world.advance(seconds=POLL)
+    world.sync()
+    assert provider.reads - reads == 1  # the feed only
+    assert _status(world, lena) != "Cancelled"
+
+
 def test_an_instructor_deleting_the_event_is_recorded_and_the_event_comes_back_with_the_next_change(
     world: World,
 ) -> None:

@@ -122,6 +122,10 @@ class Calendars:
         """The person moves the event to another of their calendars ("Personal")."""
         raise NotImplementedError
 
+    def delete_moved(self, person: str, event_id: str) -> None:
+        """The person deletes an event of `moved_events` (in "Personal")."""
+        self.delete(person, event_id)
+
     def revoke(self, person: str) -> None:
         """The person's consent (or password) is gone: every request and every refresh is refused."""
         raise NotImplementedError
@@ -228,6 +232,9 @@ class GoogleCalendars(Calendars):
 
     def delete(self, person: str, event_id: str) -> None:
         self.fake.person_deletes(self.accounts[person], event_id)
+
+    def delete_moved(self, person: str, event_id: str) -> None:
+        self.fake.person_deletes(f"personal.{self.accounts[person]}", event_id)
 
     def move(self, person: str, event_id: str) -> None:
         account = self.accounts[person]

@@ -651,17 +651,46 @@ async def lookup(batcher: TenantBatcher, key: str) -> Mailbox | None:
     return Mailbox(user_id, mail if isinstance(mail, str) else None, upn if isinstance(upn, str) else None)
 
 
+async def lookup_by_mail(batcher: TenantBatcher, email: str) -> Mailbox | None:
+    """The one tenant user whose primary SMTP address (`mail`) is `email`, by `GET /users?$filter=mail eq
+    '<email>'&$select=id,mail,userPrincipalName&$top=2` in a `$batch` (`mail` supports `eq` without advanced
+    query headers; the quote is doubled, OData 4.01 §5.1.1.6.1 string literals). None when no user or more than
+    one has it. Raises Rejected (403: User.Read.All missing; 400), Throttled, Unavailable, AuthorizationLost."""
+    literal = email.replace("'", "''")
+    wanted = quote(f"mail eq '{literal}'", safe="")
+    reply = await batcher.submit(None, "GET", f"/users?$filter={wanted}&$select=id,mail,userPrincipalName&$top=2", None)
+    if reply.status != 200:
+        code, message = graph_error(reply.body)
+        if reply.status == 429:
+            raise Throttled(f"Graph 429 {code}: {message}", retry_after=_seconds(reply.headers.get("retry-after")))
+        if reply.status >= 500:
+            raise Unavailable(f"Graph {reply.status} {code}: {message}")
+        raise Rejected(f"Graph {reply.status} {code}: {message}")
+    value = reply.body.get("value") if isinstance(reply.body, dict) else None
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
+        return None
+    user_id, mail, upn = (value[0].get(name) for name in ("id", "mail", "userPrincipalName"))
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    return Mailbox(user_id, mail if isinstance(mail, str) else None, upn if isinstance(upn, str) else None)
+
+
 async def match(batcher: TenantBatcher, directory_object_id: str | None, email: str | None) -> Mailbox | None:
-    """The person's mailbox: the tenant user whose id is their DirectoryObjectId, else the one whose
-    userPrincipalName is their e-mail address and whose mail or userPrincipalName equals it (ignoring case)."""
+    """The person's mailbox: the tenant user whose id is their DirectoryObjectId; else the one whose
+    userPrincipalName is their e-mail address and whose mail or userPrincipalName equals it; else the only one
+    whose mail is their e-mail address (organizations whose sign-in names differ from their addresses).
+    Addresses compare ignoring case."""
     if directory_object_id:
         found = await lookup(batcher, directory_object_id)
         if found is not None and found.id.lower() == directory_object_id.lower():
             return found
     if email:
-        found = await lookup(batcher, email)
         wanted = email.strip().lower()
+        found = await lookup(batcher, email)
         if found is not None and wanted in {(found.mail or "").lower(), (found.upn or "").lower()}:
+            return found
+        found = await lookup_by_mail(batcher, email.strip())
+        if found is not None and (found.mail or "").lower() == wanted:
             return found
     return None
 

@@ -426,6 +426,30 @@ def test_the_roster_connects_people_by_directory_object_id_or_e_mail_and_keeps_o
     assert calendar_tenant.tenant_state(world.db) is not None
 
 
+def test_the_roster_finds_people_whose_sign_in_name_is_not_their_address_by_mail_unless_ambiguous(
+    env: Env, world: World
+) -> None:
+    """Many organizations sign in as `x@contoso.onmicrosoft.com` and mail as `x@example.org`: omar is found by
+    `mail` once `GET /users/{address}` answers 404; quinn's address holds a quote, sent doubled in the OData
+    literal; pia's address is the mail of two tenant users, so she is connected to neither."""
+    box = SecretBox.for_database(":memory:")
+    users.update(world.db, CLI, world.people["quinn"], {"Email": "quinn.o'hara@example.org"})
+    env.graph.add_user(mailbox_id(2), "omar@example.org", upn="omar.o@contoso.onmicrosoft.com")
+    env.graph.add_user(mailbox_id(4), "quinn.o'hara@example.org", upn="quinn@contoso.onmicrosoft.com")
+    env.graph.add_user(mailbox_id(3), "pia@example.org", upn="pia.one@contoso.onmicrosoft.com")
+    env.graph.add_user(mailbox_id(5), "PIA@example.org", upn="pia.two@contoso.onmicrosoft.com")
+    calendar_tenant.enable_tenant(world.db, CLI, TENANT)
+
+    result = roster(env, world, box)
+    assert result.error is None
+    omar, quinn = tenant_connection(world, "omar"), tenant_connection(world, "quinn")
+    assert omar is not None and calendar_tenant.tenant_mailbox(world.db, omar.id) == mailbox_id(2)
+    assert omar.account == "omar@example.org"
+    assert quinn is not None and calendar_tenant.tenant_mailbox(world.db, quinn.id) == mailbox_id(4)
+    assert tenant_connection(world, "pia") is None
+    assert result.connected == 2
+
+
 def test_a_person_who_no_longer_matches_is_dropped_and_quinn_is_found_once_added(env: Env, world: World) -> None:
     """After a day the roster checks again: omar's address changed (no mailbox any more) so his connection is
     being removed; quinn, added to the tenant meanwhile, is connected."""

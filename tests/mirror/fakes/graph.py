@@ -704,11 +704,22 @@ class GraphFake:
             return _error(exc)
 
     def _users(self, principal: str, query: str) -> _Answer:
+        """`GET /users`, with `$top` and `$filter=mail eq '<address>'` (the one filter coursewire sends; `mail`
+        compares ignoring case, and a quote in the literal is doubled); another $filter is refused as Graph
+        refuses what a property does not support."""
         if principal != APP or "User.Read.All" not in self.app_permissions:
             raise _insufficient()
-        top = int(dict(parse_qsl(query)).get("$top", "100") or 100)
+        params = dict(parse_qsl(query))
+        top = int(params.get("$top", "100") or 100)
+        wanted: str | None = None
+        if "$filter" in params:
+            found = re.fullmatch(r"mail eq '((?:[^']|'')*)'", params["$filter"].strip())
+            if found is None:
+                raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
+            wanted = found.group(1).replace("''", "'").lower()
         with self._lock:
-            listed = [_user(m) for m in list(self.mailboxes.values())[: max(1, min(top, 999))]]
+            users = [m for m in self.mailboxes.values() if wanted is None or m.address.lower() == wanted]
+            listed = [_user(m) for m in users[: max(1, min(top, 999))]]
         return _Answer(200, {"value": listed})
 
     async def _batch(self, principal: str, body: Any) -> _Answer:
@@ -749,7 +760,10 @@ class GraphFake:
             if random_429:
                 self.counters["throttled"] += 1
                 raise _throttled("Application is over its request limit.", self.retry_after)
-            answer = await self._run(principal, method, path, query, headers, request.get("body"), call)
+            if path == "/users" and method == "GET":
+                answer = self._users(principal, query)
+            else:
+                answer = await self._run(principal, method, path, query, headers, request.get("body"), call)
         except GraphError as exc:
             answer = _error(exc)
         out: dict[str, Any] = {"id": rid, "status": answer.status, "headers": answer.headers}

@@ -146,7 +146,7 @@ async def check(
         await changes.check_calendar()
     for record in confirm:
         assert record.provider_id is not None
-        remote = await provider.get(Written(record.provider_id, record.etag))
+        remote = await provider.get(Written(record.provider_id, record.etag), uid=record.uid)
         decision = _decide(db, watch, record, remote, now)
         if decision is not None:
             result.decisions.append(decision)

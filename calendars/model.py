@@ -257,12 +257,14 @@ class Provider(Protocol):
         AuthorizationLost or Rejected."""
         ...
 
-    async def get(self, written: Written) -> RemoteEvent | None:
+    async def get(self, written: Written, *, uid: str | None = None) -> RemoteEvent | None:
         """Read the event back; None when it is gone (404/410, Google `status: cancelled`).
 
         An event the person moved to another of their calendars is found where it is now (Graph keeps its
         immutable id; Google and CalDAV look for it by id or UID in the person's other calendars) and returned
-        with its new `provider_id`, which put/delete/get accept from then on.
+        with its new `provider_id`, which put/delete/get accept from then on. `uid`: the UID the event was
+        written with (CalendarItem.uid), for CalDAV to look for it by when it is gone from an address the
+        person's app named (one it was followed to), which does not tell the UID.
         Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
         ...
 

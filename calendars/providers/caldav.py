@@ -202,20 +202,21 @@ class CalDAVProvider:
         if answer.status not in (200, 202, 204, 404, 410):
             rejected(answer, f"DELETE {url}")
 
-    async def get(self, written: Written) -> RemoteEvent | None:
+    async def get(self, written: Written, *, uid: str | None = None) -> RemoteEvent | None:
         """The event at `written.provider_id` (start/end in UTC, key from X-COURSEWIRE-KEY, extra: uid and
         sequence), or None when it is gone (404/410) and not found elsewhere.
 
         An event gone from its URL may have been moved by the person to another of their calendars (deleted
-        here, created there with the same UID): when the URL's resource name is one of ours (`<handle>.ics`,
-        giving the UID `<handle>@coursewire`), `find_moved` looks for that UID, and the event found is returned
+        here, created there with the same UID): `find_moved` looks for its UID -- `uid` when given, else the
+        one the URL's resource name tells when it is one of ours (`<handle>.ics`, giving `<handle>@coursewire`;
+        an event followed to a name the person's app chose tells none) -- and the event found is returned
         with its new URL as provider_id; `elsewhere` says the URL is outside the connected collection. Raises
         AuthorizationLost, Throttled, Unavailable (also: the search took longer than SEARCH_DEADLINE) or Rejected
         (other 4xx, or a body that holds no VEVENT)."""
         url = written.provider_id
         fetched = await self._fetch(url)
         if fetched is None:
-            uid = uid_of(url)
+            uid = uid or uid_of(url)
             found = await self.find_moved(uid, gone=url) if uid is not None else None
             if found is None:
                 return None

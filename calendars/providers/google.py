@@ -184,7 +184,7 @@ class GoogleProvider:
         Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
         await self._send("DELETE", written.provider_id, None, passthrough=(404, 410))
 
-    async def get(self, written: Written) -> RemoteEvent | None:
+    async def get(self, written: Written, *, uid: str | None = None) -> RemoteEvent | None:
         """GET the event where we last knew it; `extra` holds `timeZone`, `status` and `htmlLink` as Google
         gives them.
 

@@ -234,7 +234,7 @@ class GraphProvider:
             return
         raise self._error(reply)
 
-    async def get(self, written: Written) -> RemoteEvent | None:
+    async def get(self, written: Written, *, uid: str | None = None) -> RemoteEvent | None:
         """GET the event by id with our extended property expanded, then its calendar (`/events/{id}/calendar`);
         None when either is gone (404/410): an event deleted in Outlook is moved to Deleted Items, where its
         ImmutableId still finds it, but it is in no calendar [MS16]. An event moved to another calendar keeps its

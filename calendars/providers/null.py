@@ -76,7 +76,7 @@ class NullProvider:
         if self.events.pop(written.provider_id, None) is not None:
             self._logged(written.provider_id, True)
 
-    async def get(self, written: Written) -> RemoteEvent | None:
+    async def get(self, written: Written, *, uid: str | None = None) -> RemoteEvent | None:
         self._maybe_fail()
         self.reads += 1
         provider_id = written.provider_id

@@ -1,0 +1,74 @@
+"""Attacks on following an event moved to another of the person's calendars (calendars/inbound.py `_followed`):
+whatever the person does with a moved event short of deleting it -- move it on, move it back -- must not
+unregister them, and an event moved on is still read where it went. CalDAV apps move an event by PUTting it under
+a name of their own, which does not tell its UID."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from test_two_way_e2e import MOVED, _mirror, registered
+from two_way_support import POLL_SECONDS, CalDAVCalendars, Mirror
+
+from storage import sessions
+from storage.models import CLI
+
+
+@pytest.fixture
+def caldav(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mirror]:
+    yield from _mirror(request, tmp_path, "CalDAV")
+
+
+def _app_moves(calendars: CalDAVCalendars, person: str, url: str, slug: str, name: str) -> None:
+    """As a CalDAV app moves an event: PUT the same object (same UID) under a name of its own into calendar
+    `slug`, then DELETE the original."""
+    env = calendars.envs[person]
+    data = env.person("GET", urlsplit(url).path).body
+    answer = env.person("PUT", f"/{env.username}/{slug}/{name}", data, {"Content-Type": "text/calendar"})
+    assert answer.status == 201, answer
+    env.delete_as_person(url)
+
+
+def test_caldav_an_event_moved_back_under_a_name_of_the_apps_is_followed_back_not_taken_for_a_deletion(
+    caldav: Mirror,
+) -> None:
+    session_id, lena = registered(caldav)
+    calendars = caldav.calendars
+    assert isinstance(calendars, CalDAVCalendars)
+    (event,) = calendars.events("lena")
+    calendars.move("lena", event.id)
+    caldav.notice()
+    caldav.rounds()
+    assert caldav.decisions() == [MOVED]
+    (moved,) = calendars.moved_events("lena")
+    _app_moves(calendars, "lena", moved.id, "training", "back-by-app.ics")
+    caldav.world.advance(seconds=POLL_SECONDS + 1)
+    caldav.rounds()
+    assert caldav.status(lena) != "Cancelled"
+    assert caldav.decisions()[-1] == ("CalendarEventMoved", "lena", "Followed", "MovedBackToConnectedCalendar")
+    sessions.update(caldav.db, CLI, session_id, {"Title": "Renamed"})
+    caldav.rounds()
+    caldav.notice()
+    caldav.rounds()
+    assert [h.subject for h in calendars.events("lena")] == ["First aid: Renamed"]
+    assert calendars.moved_events("lena") == []
+
+
+def test_caldav_an_event_moved_on_to_a_third_calendar_is_followed_there(caldav: Mirror) -> None:
+    _, lena = registered(caldav)
+    calendars = caldav.calendars
+    assert isinstance(calendars, CalDAVCalendars)
+    (event,) = calendars.events("lena")
+    calendars.move("lena", event.id)
+    caldav.notice()
+    caldav.rounds()
+    (moved,) = calendars.moved_events("lena")
+    calendars.envs["lena"].make_calendar("work", "Work")
+    _app_moves(calendars, "lena", moved.id, "work", "again-by-app.ics")
+    caldav.world.advance(seconds=POLL_SECONDS + 1)
+    caldav.rounds()
+    assert caldav.status(lena) != "Cancelled"
+    assert caldav.decisions() == [MOVED, MOVED]

@@ -266,8 +266,10 @@ def _record(
     previous: ItemRecord | None,
     sequence: int | None = None,
 ) -> ItemRecord:
-    # Written where it was followed to (the same event): it is still in the other calendar.
-    same = previous is not None and written is not None and written.provider_id == previous.provider_id
+    # An event followed to another calendar stays followed when written again: where it was, or where `put`
+    # found it since (moved on: CalDAV by UID, under another address). One found back in the connected calendar
+    # is followed back by its next reading (calendars/inbound.py), which a cleared followed_at would never make.
+    followed = previous is not None and written is not None and previous.provider_id is not None
     return ItemRecord(
         user_id=item.user_id,
         session_id=item.session_id,
@@ -283,7 +285,7 @@ def _record(
         day_start=item.start,
         time_zone=item.time_zone,
         subject=item.subject,
-        followed_at=previous.followed_at if same and previous is not None else None,
+        followed_at=previous.followed_at if followed and previous is not None else None,
     )
 
 

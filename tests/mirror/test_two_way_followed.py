@@ -72,3 +72,26 @@ def test_caldav_an_event_moved_on_to_a_third_calendar_is_followed_there(caldav: 
     caldav.rounds()
     assert caldav.status(lena) != "Cancelled"
     assert caldav.decisions() == [MOVED, MOVED]
+
+
+def test_caldav_an_event_moved_on_before_a_session_edit_is_still_read_where_it_went(caldav: Mirror) -> None:
+    """The session edit finds the event moved on (put follows it by UID): it is still outside the connected
+    calendar, so it is still read every poll, and deleting it there unregisters the learner."""
+    session_id, lena = registered(caldav)
+    calendars = caldav.calendars
+    assert isinstance(calendars, CalDAVCalendars)
+    (event,) = calendars.events("lena")
+    calendars.move("lena", event.id)
+    caldav.notice()
+    caldav.rounds()
+    (moved,) = calendars.moved_events("lena")
+    env = calendars.envs["lena"]
+    env.make_calendar("work", "Work")
+    _app_moves(calendars, "lena", moved.id, "work", "again-by-app.ics")
+    sessions.update(caldav.db, CLI, session_id, {"Title": "Renamed"})
+    caldav.rounds()
+    assert calendars.events("lena") == [] and calendars.moved_events("lena") == []
+    env.delete_as_person(f"{calendars.proxy.url}/{env.username}/work/again-by-app.ics")
+    caldav.world.advance(seconds=POLL_SECONDS + 1)
+    caldav.rounds()
+    assert caldav.status(lena) == "Cancelled"

@@ -10,7 +10,8 @@ or, after a full listing, events of ours the calendar no longer lists -- and con
   the person's other calendars): the mirror follows it there (`CalendarEventMoved`). Only the connected calendar
   is watched, so an event followed to another one is read again (`Provider.get`) at every check once `reread`
   has passed since it was last found (the worker passes the sweep or CalDAV poll interval): deleted there, it
-  is a deletion like any other; moved back, it is followed back;
+  is a deletion like any other; moved back, it is followed back; gone with a calendar deleted or unshared
+  (`ChangeFeed.reaches`), it is written again in the connected calendar and nobody is unregistered;
 - it is gone: the person deleted it (`CalendarEventDeleted`). A learner registered for a session whose day has
   not ended is unregistered with the person as the actor and a reason naming the calendar and the time, when
   the account owner left `UnregisterOnCalendarDelete` on: the enrollment is cancelled when this was its only
@@ -146,7 +147,11 @@ async def check(
         await changes.check_calendar()
     for record in confirm:
         assert record.provider_id is not None
-        remote = await provider.get(Written(record.provider_id, record.etag), uid=record.uid)
+        written = Written(record.provider_id, record.etag)
+        remote = await provider.get(written, uid=record.uid)
+        if remote is None and record.followed_at is not None and not await changes.reaches(written):
+            result.restored += _out_of_reach(db, watch, record, now)
+            continue
         decision = _decide(db, watch, record, remote, now)
         if decision is not None:
             result.decisions.append(decision)
@@ -197,6 +202,28 @@ def _followed(
     seen = {(r.user_id, r.session_id, r.day_id) for r in taken}
     out = [ItemRecord.of(row) for row in rows]
     return [r for r in out if (r.user_id, r.session_id, r.day_id) not in seen][:limit]
+
+
+def _out_of_reach(db: Database, watch: WatchState, record: ItemRecord, now: datetime) -> int:
+    """A followed event whose calendar was deleted or unshared: its absence says nothing about the person
+    leaving the session, so the item is forgotten and the mirror writes the event afresh in the connected
+    calendar. Returns 1, or 0 when the item changed meanwhile."""
+    with db.write() as conn:
+        gone = conn.execute(
+            "DELETE FROM calendar_items WHERE user_id = ? AND session_id = ? AND day_id = ? AND channel = 'calendar'"
+            " AND connection_id = ? AND provider_id IS ? AND deleted_at IS NULL",
+            (record.user_id, record.session_id, record.day_id, watch.connection_id, record.provider_id),
+        ).rowcount
+        if gone:
+            calendar.remember_sequence(conn, record.uid, record.sequence)
+            calendar.mark_dirty(conn, {(record.user_id, record.session_id)}, now)
+    if gone:
+        log.info(
+            "connection %s: the calendar an event was moved to is gone or no longer shared; it is written again"
+            " in the connected calendar (user %s, session %s, day %s)",
+            watch.connection_id, record.user_id, record.session_id, record.day_id,
+        )  # fmt: skip
+    return gone
 
 
 def _decide(

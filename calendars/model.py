@@ -199,6 +199,13 @@ class ChangeFeed(Protocol):
         AuthorizationLost, Throttled, Unavailable or Rejected."""
         ...
 
+    async def reaches(self, written: Written) -> bool:
+        """Whether the calendar that held `written` (an event followed to another of the person's calendars)
+        can still be read: False when it was deleted or is no longer shared with the person, so the event's
+        absence says nothing about the person leaving the session. Raises Throttled, Unavailable,
+        AuthorizationLost or Rejected."""
+        ...
+
 
 class Watchable(Protocol):
     """What a provider with push notifications implements (Graph subscriptions, Google events.watch)."""

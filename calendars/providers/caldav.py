@@ -335,6 +335,25 @@ class CalDAVProvider:
                 found[member] = Change(member, removed=response.status in (404, 410), handle=resource_handle(member))
         return Changes(list(found.values()), cursor=token, full=cursor is None, more=more)
 
+    async def reaches(self, written: Written) -> bool:
+        """Whether the collection holding `written` (its URL's parent) can still be read: PROPFIND Depth 0
+        answers 207; False on 403/404/410 (the calendar deleted, or no longer shared: RFC 4918 §9.1, RFC 3744
+        §7.1.1). The connected calendar itself is True here (check_calendar judges it). Raises
+        AuthorizationLost (401), Throttled, Unavailable or Rejected (other 4xx)."""
+        url = written.provider_id
+        if url.startswith(self.calendar_url) or not self._ours(url):
+            return True
+        collection = url.rsplit("/", 1)[0] + "/"
+        what = f"PROPFIND {collection}"
+        answer = await self._http.send(
+            "PROPFIND", collection, headers={"Depth": "0", "Content-Type": XML}, data=PROPFIND_CALENDARS
+        )
+        if answer.status in (403, 404, 410):
+            return False
+        if answer.status != 207:
+            rejected(answer, what)
+        return True
+
     async def check_calendar(self) -> None:
         """Return if the calendar exists and the credentials reach it: PROPFIND Depth 0 on it answers 207 naming
         an event calendar. Raises CalendarGone (404/410, or no longer a calendar collection), AuthorizationLost

@@ -253,6 +253,17 @@ class GoogleProvider:
         if answer.status in (404, 410):
             raise CalendarGone(_text(answer))
 
+    async def reaches(self, written: Written) -> bool:
+        """Whether the calendar of `written` (`<calendarId>/<eventId>`; a plain id is the connected one) can
+        still be read: GET calendars/{calendarId}, False on 404/410 (deleted, or no longer shared with the
+        person) [GO1]. Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
+        calendar, _ = split_id(written.provider_id)
+        if calendar is None:
+            return True
+        url = f"{self.base_url}/calendars/{quote(calendar, safe='')}"
+        answer = await self._call("GET", url, None, None, passthrough=(404, 410))
+        return answer.status not in (404, 410)
+
     async def watch(self, address: str, secret: str, expires_at: datetime) -> Watch:
         """POST calendars/{id}/events/watch {id: a new UUID, type: web_hook, address, token: secret,
         params: {ttl: whole seconds until expires_at}} [GO2]. Google may shorten the channel's life: the Watch

@@ -319,6 +319,12 @@ class GraphProvider:
             raise CalendarGone(f"Graph {reply.status} on the calendar {code}: {message}")
         raise self._error(reply)
 
+    async def reaches(self, written: Written) -> bool:
+        """True: every calendar of a mailbox is read with the same token, and an event gone with a calendar the
+        person deleted went with the person's own action (Graph has no calendars shared into a mailbox's list
+        that coursewire writes to)."""
+        return True
+
     # -- push (calendars.model.Watchable) -------------------------------------------------------------------
 
     async def watch(self, address: str, secret: str, expires_at: datetime) -> Watch:

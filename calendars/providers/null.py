@@ -39,6 +39,7 @@ class NullProvider:
     log: list[tuple[str, bool]] = field(default_factory=list)  # (provider id, removed), the change feed
     moved: dict[str, str] = field(default_factory=dict)  # old provider id -> where the person moved it
     elsewhere: set[str] = field(default_factory=set)  # ids in the person's other calendars (not in the feed)
+    unreachable: set[str] = field(default_factory=set)  # ids whose other calendar was unshared or deleted
     epoch: int = 0  # bumped by expire_cursors
     gone: bool = False
     reads: int = 0  # changes() and get() calls
@@ -106,6 +107,10 @@ class NullProvider:
 
     async def check_calendar(self) -> None:
         self._maybe_fail()
+
+    async def reaches(self, written: Written) -> bool:
+        self._maybe_fail()
+        return written.provider_id not in self.unreachable
 
     async def close(self) -> None:
         return None

@@ -10,8 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_two_way_e2e import MOVED, _mirror, registered
-from two_way_support import POLL_SECONDS, CalDAVCalendars, Mirror
+from test_two_way_e2e import MOVED, SUBJECT, _mirror, registered
+from two_way_support import POLL_SECONDS, SWEEP_SECONDS, CalDAVCalendars, GoogleCalendars, Mirror
 
 from storage import sessions
 from storage.models import CLI
@@ -95,3 +95,53 @@ def test_caldav_an_event_moved_on_before_a_session_edit_is_still_read_where_it_w
     caldav.world.advance(seconds=POLL_SECONDS + 1)
     caldav.rounds()
     assert caldav.status(lena) == "Cancelled"
+
+
+@pytest.fixture
+def google(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mirror]:
+    yield from _mirror(request, tmp_path, "Google")
+
+
+def test_google_a_moved_event_whose_calendar_is_unshared_is_written_again_not_taken_for_a_deletion(
+    google: Mirror,
+) -> None:
+    """Lena moves the event to a calendar shared with her, and its owner stops sharing it: the event is out of
+    her reach, not deleted by her. She stays registered and the event is written again in her own calendar."""
+    _, lena = registered(google)
+    calendars = google.calendars
+    assert isinstance(calendars, GoogleCalendars)
+    (event,) = calendars.events("lena")
+    calendars.move("lena", event.id)
+    google.notice()
+    google.rounds()
+    assert google.decisions() == [MOVED]
+    account = calendars.accounts["lena"]
+    with calendars.fake.lock:
+        del calendars.fake.calendars[f"personal.{account}"].roles[account]  # the owner unshares it
+    google.world.advance(seconds=SWEEP_SECONDS + 1)
+    google.rounds()
+    assert google.status(lena) != "Cancelled"
+    assert google.decisions() == [MOVED]
+    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+
+
+def test_caldav_a_moved_event_whose_calendar_is_deleted_is_written_again_not_taken_for_a_deletion(
+    caldav: Mirror,
+) -> None:
+    """Deleting a whole calendar is not leaving a session, for the calendar an event was moved to as for the
+    connected one: the event comes back to the connected calendar and the learner stays registered."""
+    _, lena = registered(caldav)
+    calendars = caldav.calendars
+    assert isinstance(calendars, CalDAVCalendars)
+    (event,) = calendars.events("lena")
+    calendars.move("lena", event.id)
+    caldav.notice()
+    caldav.rounds()
+    assert caldav.decisions() == [MOVED]
+    env = calendars.envs["lena"]
+    assert env.person("DELETE", f"/{env.username}/personal/").status in (200, 204)
+    caldav.world.advance(seconds=POLL_SECONDS + 1)
+    caldav.rounds()
+    assert caldav.status(lena) != "Cancelled"
+    assert caldav.decisions() == [MOVED]
+    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]

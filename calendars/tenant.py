@@ -655,10 +655,13 @@ async def lookup_by_mail(batcher: TenantBatcher, email: str) -> Mailbox | None:
     """The one tenant user whose primary SMTP address (`mail`) is `email`, by `GET /users?$filter=mail eq
     '<email>'&$select=id,mail,userPrincipalName&$top=2` in a `$batch` (`mail` supports `eq` without advanced
     query headers; the quote is doubled, OData 4.01 §5.1.1.6.1 string literals). None when no user or more than
-    one has it. Raises Rejected (403: User.Read.All missing; 400), Throttled, Unavailable, AuthorizationLost."""
+    one has it, when the one is a guest (`#EXT#` in the userPrincipalName), or on 400. Raises Rejected (403:
+    User.Read.All missing), Throttled, Unavailable, AuthorizationLost."""
     literal = email.replace("'", "''")
     wanted = quote(f"mail eq '{literal}'", safe="")
     reply = await batcher.submit(None, "GET", f"/users?$filter={wanted}&$select=id,mail,userPrincipalName&$top=2", None)
+    if reply.status == 400:
+        return None  # an address Graph cannot filter on matches nobody (as `lookup` does): the roster goes on
     if reply.status != 200:
         code, message = graph_error(reply.body)
         if reply.status == 429:
@@ -672,6 +675,8 @@ async def lookup_by_mail(batcher: TenantBatcher, email: str) -> Mailbox | None:
     user_id, mail, upn = (value[0].get(name) for name in ("id", "mail", "userPrincipalName"))
     if not isinstance(user_id, str) or not user_id:
         return None
+    if isinstance(upn, str) and "#EXT#" in upn.upper():
+        return None  # a guest: their mail is an outside address and they have no mailbox in this tenant
     return Mailbox(user_id, mail if isinstance(mail, str) else None, upn if isinstance(upn, str) else None)
 
 

@@ -346,7 +346,11 @@ class CalDAVProvider:
         collection = url.rsplit("/", 1)[0] + "/"
         what = f"PROPFIND {collection}"
         answer = await self._http.send(
-            "PROPFIND", collection, headers={"Depth": "0", "Content-Type": XML}, data=PROPFIND_CALENDARS
+            "PROPFIND",
+            collection,
+            headers={"Depth": "0", "Content-Type": XML},
+            data=PROPFIND_CALENDARS,
+            keep=(403, 404, 410),
         )
         if answer.status in (403, 404, 410):
             return False

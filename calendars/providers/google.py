@@ -372,6 +372,11 @@ class GoogleProvider:
         for calendar in candidates:
             provider_id = event_id if calendar is None else f"{calendar}/{event_id}"
             answer = await self._send("GET", provider_id, None, passthrough=(403, 404, 410))
+            if answer.status == 403:
+                error = error_for(answer.status, answer.body, answer.headers)
+                if isinstance(error, Throttled | AuthorizationLost):
+                    raise error  # a rate limit or a lost grant says nothing about where the event is
+                continue  # no access to that calendar: not there for us
             if answer.status == 200 and answer.body.get("status") != "cancelled":
                 return _remote(answer.body, provider_id)
         return None

@@ -21,6 +21,7 @@ from calendars.model import (
     CalendarItem,
     Change,
     CursorExpired,
+    Throttled,
     Watch,
     Written,
 )
@@ -451,3 +452,20 @@ def test_the_other_calendars_searched_are_bounded(google_env: GoogleEnv, monkeyp
     assert drive(google_env, lambda p: p.get(written)) is None
     reads = [e for e in google_env.fake.log[before:] if e.path.endswith(written.provider_id)]
     assert len(reads) == 1 + 3
+
+
+@pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+def test_a_rate_limit_while_looking_for_a_moved_event_is_throttled_not_a_deletion(
+    google_env: GoogleEnv, reason: str
+) -> None:
+    """Google answers rate limits with 403 as well: met while looking for a moved event in another calendar, it
+    must not pass for "not there" (get would return None: a deletion that unregisters the learner)."""
+    fake, account = google_env.fake, google_env.account
+    fake.add_calendar(account, calendar_id=TRAINING, summary="Training")
+    [written] = put(google_env, "d1")
+    fake.person_moves(account, written.provider_id, TRAINING)
+    fake.fail_at(f"/calendar/v3/calendars/{TRAINING}/events/{written.provider_id}", 403, reason)
+    with pytest.raises(Throttled):
+        drive(google_env, lambda p: p.get(written))
+    remote = drive(google_env, lambda p: p.get(written))  # the next check finds it
+    assert remote is not None and remote.provider_id == f"{TRAINING}/{written.provider_id}"

@@ -204,6 +204,7 @@ class GoogleCalendarFake:
         self.pushed: list[Pushed] = []
         self.lock = threading.RLock()
         self._script: deque[GoogleError] = deque()
+        self._path_script: dict[str, deque[GoogleError]] = {}  # fail_at: errors for one path
         self._lose = 0
         self._windows: dict[str, deque[datetime]] = {}
         self._rng: random.Random | None = None
@@ -253,6 +254,12 @@ class GoogleCalendarFake:
             for known, owner in list(self.tokens.items()):
                 if known == token or owner == account:
                     del self.tokens[known]
+
+    def fail_at(self, path: str, status: int, reason: str, count: int = 1) -> None:
+        """Answer the next `count` requests for `path` (e.g. `/calendar/v3/calendars/{id}/events/{eventId}`),
+        after the token check, with this error; other paths are answered as usual."""
+        with self.lock:
+            self._path_script.setdefault(path, deque()).extend(GoogleError(status, reason) for _ in range(count))
 
     def fail_next(
         self,
@@ -440,6 +447,10 @@ class GoogleCalendarFake:
         entry.account = account
         if self._script:
             raise self._script.popleft()
+        with self.lock:
+            scripted = self._path_script.get(entry.path)
+            if scripted:
+                raise scripted.popleft()
         self._count(account)
         if self._rng is not None and self._rng.random() < self._throttle_probability:
             raise GoogleError(self._rng.choice((403, 429)), "rateLimitExceeded")

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from calendars import desired
-from calendars.model import ChangeFeed, CursorExpired, Provider, RemoteEvent, Written
+from calendars.model import ChangeFeed, CursorExpired, Provider, Rejected, RemoteEvent, Written
 from storage import calendar, calendar_watch, enrollments, events, seats, snapshots
 from storage.calendar import PROVIDER_NAMES, ItemRecord
 from storage.calendar_watch import WatchState
@@ -54,7 +54,8 @@ MAX_CONFIRMATIONS = 200
 
 @dataclass
 class Decision:
-    """What was decided about one event of ours: Unregistered, Kept (deletion recorded), Followed (moved)."""
+    """What was decided about one event of ours: Unregistered, Kept (deletion recorded), Followed (moved),
+    WrittenAgain (followed into a calendar now out of reach)."""
 
     user_id: str
     session_id: str
@@ -149,9 +150,22 @@ async def check(
         assert record.provider_id is not None
         written = Written(record.provider_id, record.etag)
         remote = await provider.get(written, uid=record.uid)
-        if remote is None and record.followed_at is not None and not await changes.reaches(written):
-            result.restored += _out_of_reach(db, watch, record, now)
-            continue
+        if remote is None and record.followed_at is not None:
+            try:
+                reached = await changes.reaches(written)
+            except Rejected as exc:
+                # The other calendar answers what we cannot read (a redirect, a 405...): decide nothing about this
+                # event now, and ask again after the next interval rather than on every check.
+                log.info("connection %s: cannot tell whether a followed event's calendar is still there: %s",
+                         watch.connection_id, exc)  # fmt: skip
+                _still_followed(db, record, now)
+                continue
+            if not reached:
+                out_of_reach = _out_of_reach(db, watch, record, now)
+                if out_of_reach is not None:
+                    result.restored += 1
+                    result.decisions.append(out_of_reach)
+                continue
         decision = _decide(db, watch, record, remote, now)
         if decision is not None:
             result.decisions.append(decision)
@@ -204,26 +218,34 @@ def _followed(
     return [r for r in out if (r.user_id, r.session_id, r.day_id) not in seen][:limit]
 
 
-def _out_of_reach(db: Database, watch: WatchState, record: ItemRecord, now: datetime) -> int:
+def _still_followed(db: Database, record: ItemRecord, now: datetime) -> None:
+    """Read the followed event again only after the next interval."""
+    with db.write() as conn:
+        conn.execute(
+            "UPDATE calendar_items SET followed_at = ? WHERE user_id = ? AND session_id = ? AND day_id = ?"
+            " AND channel = 'calendar' AND provider_id IS ?",
+            (iso(now), record.user_id, record.session_id, record.day_id, record.provider_id),
+        )
+
+
+def _out_of_reach(db: Database, watch: WatchState, record: ItemRecord, now: datetime) -> Decision | None:
     """A followed event whose calendar was deleted or unshared: its absence says nothing about the person
     leaving the session, so the item is forgotten and the mirror writes the event afresh in the connected
-    calendar. Returns 1, or 0 when the item changed meanwhile."""
+    calendar (`CalendarEventMoved`, Decision `WrittenAgain`, Reason `CalendarOutOfReach`, which also queues the
+    pair). None when the item changed meanwhile."""
     with db.write() as conn:
         gone = conn.execute(
             "DELETE FROM calendar_items WHERE user_id = ? AND session_id = ? AND day_id = ? AND channel = 'calendar'"
             " AND connection_id = ? AND provider_id IS ? AND deleted_at IS NULL",
             (record.user_id, record.session_id, record.day_id, watch.connection_id, record.provider_id),
         ).rowcount
-        if gone:
-            calendar.remember_sequence(conn, record.uid, record.sequence)
-            calendar.mark_dirty(conn, {(record.user_id, record.session_id)}, now)
-    if gone:
-        log.info(
-            "connection %s: the calendar an event was moved to is gone or no longer shared; it is written again"
-            " in the connected calendar (user %s, session %s, day %s)",
-            watch.connection_id, record.user_id, record.session_id, record.day_id,
-        )  # fmt: skip
-    return gone
+        if not gone:
+            return None
+        calendar.remember_sequence(conn, record.uid, record.sequence)
+        calendar.mark_dirty(conn, {(record.user_id, record.session_id)}, now)
+        decision = Decision(record.user_id, record.session_id, record.day_id, "WrittenAgain", "CalendarOutOfReach")
+        _log(conn, "CalendarEventMoved", watch, record, decision, now)
+    return decision
 
 
 def _decide(

@@ -11,7 +11,7 @@ import pytest
 from engine_support import World, make_world
 
 from calendars import resync
-from calendars.model import AuthorizationLost, Throttled
+from calendars.model import AuthorizationLost, Rejected, Throttled, Written
 from calendars.providers.null import NullProvider
 from storage import calendar, calendar_watch, events, sessions
 from storage.models import CLI, EnrollmentStatus
@@ -148,6 +148,45 @@ def test_a_followed_event_is_read_again_once_per_interval_and_followed_back_home
     world.sync()
     assert provider.reads - reads == 1  # the feed only
     assert _status(world, lena) != "Cancelled"
+
+
+def test_a_followed_event_whose_calendar_cannot_be_judged_is_decided_later_not_taken_for_a_deletion(
+    world: World,
+) -> None:
+    """Gone where it was followed, but the other calendar answers what coursewire cannot read (Rejected): nothing
+    is decided, the check goes on, and the event is asked about again only after the next interval; once the
+    calendar answers, the deletion counts."""
+    _, lena, provider = _registered(world, "lena")
+    (event_id,) = provider.events
+    new_id = provider.person_moves(event_id)
+    world.advance(seconds=POLL)
+    world.sync()
+    provider.person_deletes(new_id)
+    answers: list[bool | Exception] = [Rejected("PROPFIND: 405")]
+
+    async def reaches(written: Written) -> bool:
+        answer = answers.pop(0) if answers else True
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    provider.reaches = reaches  # type: ignore[method-assign]
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) != "Cancelled"
+    assert [d[1] for d in _decisions(world)] == ["Followed"]
+    connection = calendar.active_connection(world.db, world.people["lena"])
+    assert connection is not None
+    watch = calendar_watch.of_connection(world.db, connection.id)
+    assert watch is not None and watch.last_check_error is None  # the check itself went through
+    reads = provider.reads
+    calendar_watch.notified(world.db, watch.connection_id, world.now[0])
+    world.advance(seconds=10)
+    world.sync()
+    assert provider.reads - reads == 1  # the feed only: the followed event waits for the next interval
+    world.advance(seconds=POLL)
+    world.sync()
+    assert _status(world, lena) == "Cancelled"
 
 
 def test_an_instructor_deleting_the_event_is_recorded_and_the_event_comes_back_with_the_next_change(

@@ -59,6 +59,7 @@ from calendars.providers.dav import (
     CALDAV,
     DAV,
     MAX_BODY,
+    MAX_REDIRECTS,
     TIMEOUT,
     XML,
     Answer,
@@ -336,27 +337,47 @@ class CalDAVProvider:
         return Changes(list(found.values()), cursor=token, full=cursor is None, more=more)
 
     async def reaches(self, written: Written) -> bool:
-        """Whether the collection holding `written` (its URL's parent) can still be read: PROPFIND Depth 0
-        answers 207; False on 403/404/410 (the calendar deleted, or no longer shared: RFC 4918 §9.1, RFC 3744
-        §7.1.1). The connected calendar itself is True here (check_calendar judges it). Raises
-        AuthorizationLost (401), Throttled, Unavailable or Rejected (other 4xx)."""
+        """Whether the collection holding `written` (its URL's parent) is still an event calendar the person can
+        read, judged as `check_calendar` judges the connected one: PROPFIND Depth 0 answers 207 and the
+        collection's own response (in the DAV:multistatus) names an event calendar (`_is_event_calendar`).
+
+        False, the event's absence saying nothing about the person leaving the session, when the calendar was
+        deleted or is no longer shared (403/404/410, RFC 4918 §9.1, RFC 3744 §7.1.1; or a 207 whose response or
+        propstat for the collection says 403/404), or the address no longer holds a calendar of events (a plain
+        collection, an address book, a task list). Redirects are followed on the calendar's origin (at most
+        MAX_REDIRECTS); one elsewhere, or any other 3xx, is False: the calendar is not where the event was, and
+        the person's credentials go nowhere else. The connected calendar itself, or an address on another
+        origin, is True here (check_calendar judges the first). Raises AuthorizationLost (401), Throttled,
+        Unavailable or Rejected (other 4xx, e.g. 405; a 207 that is not a DAV:multistatus)."""
         url = written.provider_id
         if url.startswith(self.calendar_url) or not self._ours(url):
             return True
         collection = url.rsplit("/", 1)[0] + "/"
-        what = f"PROPFIND {collection}"
-        answer = await self._http.send(
-            "PROPFIND",
-            collection,
-            headers={"Depth": "0", "Content-Type": XML},
-            data=PROPFIND_CALENDARS,
-            keep=(403, 404, 410),
-        )
-        if answer.status in (403, 404, 410):
-            return False
-        if answer.status != 207:
-            rejected(answer, what)
-        return True
+        for _ in range(MAX_REDIRECTS + 1):
+            what = f"PROPFIND {collection}"
+            answer = await self._http.send(
+                "PROPFIND",
+                collection,
+                headers={"Depth": "0", "Content-Type": XML},
+                data=PROPFIND_CALENDARS,
+                keep=(403, 404, 410),
+            )
+            location = answer.headers.get("Location")
+            if answer.status in (301, 302, 303, 307, 308) and location:
+                collection = join(collection, location)
+                if origin(collection) != origin(self.calendar_url):
+                    return False
+                continue
+            if answer.status in (403, 404, 410) or 300 <= answer.status < 400:
+                return False
+            if answer.status != 207:
+                rejected(answer, what)
+            responses = multistatus(answer, what)[1]
+            own = [r for r in responses if _path(r.href) == _path(collection)] or responses[:1]
+            if not own or (own[0].status is not None and not 200 <= own[0].status < 300):
+                return False  # the collection's own DAV:status (404, 403): gone or unshared
+            return _is_event_calendar(own[0].props)
+        return False
 
     async def check_calendar(self) -> None:
         """Return if the calendar exists and the credentials reach it: PROPFIND Depth 0 on it answers 207 naming

@@ -148,3 +148,39 @@ def test_caldav_a_moved_event_whose_calendar_is_deleted_is_written_again_not_tak
     assert caldav.status(lena) != "Cancelled"
     assert caldav.decisions() == [MOVED, WRITTEN_AGAIN]
     assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+
+
+ADDRESS_BOOK = (
+    b'<?xml version="1.0"?><D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set><D:prop>'
+    b"<D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype></D:prop></D:set></D:mkcol>"
+)
+
+
+@pytest.mark.parametrize("remade", ["task list", "address book"])
+def test_caldav_a_moved_event_whose_calendar_is_no_longer_one_of_events_is_written_again_not_taken_for_a_deletion(
+    caldav: Mirror, remade: str
+) -> None:
+    """The calendar the event was moved to is deleted and something else made at its address (a task list, an
+    address book): the collection still answers, but it holds no events, so the event is out of reach rather
+    than deleted by Lena. She stays registered and the event is written again in her own calendar."""
+    _, lena = registered(caldav)
+    calendars = caldav.calendars
+    assert isinstance(calendars, CalDAVCalendars)
+    (event,) = calendars.events("lena")
+    calendars.move("lena", event.id)
+    caldav.notice()
+    caldav.rounds()
+    assert caldav.decisions() == [MOVED]
+    env = calendars.envs["lena"]
+    path = f"/{env.username}/personal/"
+    assert env.person("DELETE", path).status in (200, 204)
+    if remade == "task list":
+        env.make_calendar("personal", "Personal", ("VTODO",))
+    else:
+        answer = env.person("MKCOL", path, ADDRESS_BOOK, {"Content-Type": "application/xml"})
+        assert answer.status == 201, answer
+    caldav.world.advance(seconds=POLL_SECONDS + 1)
+    caldav.rounds()
+    assert caldav.status(lena) != "Cancelled"
+    assert caldav.decisions() == [MOVED, WRITTEN_AGAIN]
+    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]

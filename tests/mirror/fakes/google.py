@@ -20,10 +20,14 @@ Faithful to ../shared/reference/notes/calendar-sync.md §2.2 ([GO1] discovery do
   (and page token) issued before it answer 410 `fullSyncRequired`.
 - `POST …/events/{eventId}/move?destination=` (events.move): the event leaves the calendar (its id reads 404
   there and shows as cancelled in that calendar's change feed) and enters the destination under the same id.
-- `GET /calendar/v3/calendars/{calendarId}` (calendars.get), `GET /calendar/v3/users/me/calendarList`
-  (`minAccessRole`, `maxResults` default 100 at most 250, `pageToken`): the calendars shared with the account,
-  with `accessRole` and `primary`. A deleted calendar (`delete_calendar`) answers 404 `notFound` to everything.
-  Writing to a calendar the account only reads is 403 `requiredAccessLevel`.
+- `GET /calendar/v3/calendars/{calendarId}` (calendars.get, answered on any role, `freeBusyReader` too),
+  `GET /calendar/v3/users/me/calendarList` (`minAccessRole`, `maxResults` default 100 at most 250, `pageToken`):
+  the calendars shared with the account, with `accessRole` and `primary`, and `GET
+  /calendar/v3/users/me/calendarList/{calendarId}` (calendarList.get: that one entry, `primary` the account's
+  own; 404 `notFound` when the account has no role on it). A deleted calendar (`delete_calendar`) answers 404
+  `notFound` to everything. Writing to a calendar the account only reads is 403 `requiredAccessLevel`; reading
+  one event (events.get) of a calendar where the account is only `freeBusyReader` is 404 `notFound`, as Google
+  answers for an event the caller cannot see.
 - Push notifications [GO2]: `POST …/events/watch {id, type: "web_hook", address, token?, params: {ttl}}` answers
   the Channel `{kind: "api#channel", id, resourceId, resourceUri, token, expiration}` (`expiration`: ms since the
   epoch as a string, `ttl` capped at 30 days: implementers report 7 to about 30 days [GO2-b]); an id in use is
@@ -76,6 +80,7 @@ PREFIX = "/calendar/v3"
 ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)/events(?:/(?P<event>[^/]+)(?P<move>/move)?)?")
 CALENDAR_ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)")
 CALENDAR_LIST = "/calendar/v3/users/me/calendarList"
+CALENDAR_LIST_ENTRY = re.compile(r"/calendar/v3/users/me/calendarList/(?P<calendar>[^/]+)")
 CHANNELS_STOP = "/calendar/v3/channels/stop"
 # Parameters Google refuses next to a syncToken [GO3].
 NOT_WITH_SYNC_TOKEN = (
@@ -438,7 +443,9 @@ class GoogleCalendarFake:
     def _dispatch(self, entry: Logged, headers: dict[str, str]) -> tuple[int, Any]:
         route = ROUTE.fullmatch(entry.path)
         calendar_route = CALENDAR_ROUTE.fullmatch(entry.path)
-        if route is None and calendar_route is None and entry.path not in (CALENDAR_LIST, CHANNELS_STOP):
+        list_entry = CALENDAR_LIST_ENTRY.fullmatch(entry.path)
+        known = route is not None or calendar_route is not None or list_entry is not None
+        if not known and entry.path not in (CALENDAR_LIST, CHANNELS_STOP):
             raise GoogleError(404, "notFound")
         authorization = headers.get("authorization", "")
         account = self.authorize(authorization[7:]) if authorization.startswith("Bearer ") else None
@@ -459,6 +466,10 @@ class GoogleCalendarFake:
             if method != "GET":
                 raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
             return 200, self._calendar_list(account, query)
+        if list_entry is not None:
+            if method != "GET":
+                raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
+            return 200, self._list_entry(account, self._calendar(account, unquote(list_entry["calendar"])))
         if entry.path == CHANNELS_STOP:
             if method != "POST":
                 raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
@@ -490,8 +501,8 @@ class GoogleCalendarFake:
         if event_id is None:
             raise GoogleError(405, "httpMethodNotAllowed", "Method Not Allowed")
         event = calendar.events.get(event_id)
-        if event is None:
-            raise GoogleError(404, "notFound")
+        if event is None or (method == "GET" and calendar.roles[account] == "freeBusyReader"):
+            raise GoogleError(404, "notFound")  # free/busy only: the event is not there for this account
         if_match = headers.get("if-match")
         if if_match and if_match not in ("*", event["etag"]):
             raise GoogleError(412, "conditionNotMet")
@@ -701,14 +712,7 @@ class GoogleCalendarFake:
         if least not in ROLES:
             raise GoogleError(400, "invalidParameter", f"Invalid value for: minAccessRole: {least}")
         entries = [
-            {
-                "kind": "calendar#calendarListEntry",
-                "id": c.id,
-                "summary": c.summary,
-                "timeZone": c.time_zone,
-                "accessRole": c.roles[account],
-                **({"primary": True} if c.id == account else {}),
-            }
+            self._list_entry(account, c)
             for c in self.calendars.values()
             if ROLES.index(c.roles.get(account, least)) >= ROLES.index(least) and account in c.roles
         ]
@@ -718,6 +722,17 @@ class GoogleCalendarFake:
         if offset + size < len(entries):
             page["nextPageToken"] = str(offset + size)
         return page
+
+    def _list_entry(self, account: str, calendar: Calendar) -> dict[str, Any]:
+        """The account's CalendarList entry for a calendar it has a role on."""
+        return {
+            "kind": "calendar#calendarListEntry",
+            "id": calendar.id,
+            "summary": calendar.summary,
+            "timeZone": calendar.time_zone,
+            "accessRole": calendar.roles[account],
+            **({"primary": True} if calendar.id == account else {}),
+        }
 
     def _watch(self, calendar: Calendar, account: str, body: dict[str, Any]) -> dict[str, Any]:
         channel_id, address = body.get("id"), body.get("address")

@@ -92,6 +92,8 @@ MAX_ID_LENGTH = 1024
 MAX_KEY_LENGTH = 256
 CURSOR_EXPIRED_REASONS = frozenset({"fullSyncRequired", "updatedMinTooLongAgo"})
 WRITER_ROLES = frozenset({"writer", "owner"})
+# Roles that read a calendar's events (`freeBusyReader` reads only free/busy) [GO1 CalendarList resource].
+READER_ROLES = frozenset({"reader", "writer", "owner"})
 
 
 @dataclass(frozen=True)
@@ -254,15 +256,28 @@ class GoogleProvider:
             raise CalendarGone(_text(answer))
 
     async def reaches(self, written: Written) -> bool:
-        """Whether the calendar of `written` (`<calendarId>/<eventId>`; a plain id is the connected one) can
-        still be read: GET calendars/{calendarId}, False on 404/410 (deleted, or no longer shared with the
-        person) [GO1]. Raises Throttled, Unavailable, AuthorizationLost or Rejected."""
+        """Whether the person can still read the events of the calendar of `written` (`<calendarId>/<eventId>`;
+        a plain id is the connected one, True here: check_calendar judges it).
+
+        GET users/me/calendarList/{calendarId} (CalendarList: get, [GO1] and
+        https://developers.google.com/workspace/calendar/api/v3/reference/calendarList/get): True only when the
+        entry's `accessRole` is `reader`, `writer` or `owner`. False on 404/410 (the calendar deleted, or no
+        longer in the person's list), on an entry marked `deleted`, and on `freeBusyReader` ("read access to
+        free/busy information", CalendarList resource): what a colleague who stops sharing a calendar usually
+        leaves inside a Google Workspace domain, whose default sharing is free/busy. calendars.get answers 200
+        to such a reader while events.get answers 404, so a 200 on the calendar does not mean its events can be
+        read. Google documents calendarList.get, like calendarList.list (`_other_calendars`), under the scopes
+        calendar, calendar.readonly, calendar.calendarlist(.readonly) (and calendar.app.created for get), none of
+        them the calendar.events that calendars/oauth.py SCOPES asks for.
+        Raises Throttled, Unavailable, AuthorizationLost or Rejected as `_call`'s table says."""
         calendar, _ = split_id(written.provider_id)
         if calendar is None:
             return True
-        url = f"{self.base_url}/calendars/{quote(calendar, safe='')}"
+        url = f"{self.base_url}/users/me/calendarList/{quote(calendar, safe='')}"
         answer = await self._call("GET", url, None, None, passthrough=(404, 410))
-        return answer.status not in (404, 410)
+        if answer.status in (404, 410) or answer.body.get("deleted") is True:
+            return False
+        return answer.body.get("accessRole") in READER_ROLES
 
     async def watch(self, address: str, secret: str, expires_at: datetime) -> Watch:
         """POST calendars/{id}/events/watch {id: a new UUID, type: web_hook, address, token: secret,

@@ -21,7 +21,9 @@ from calendars.model import (
     CalendarItem,
     Change,
     CursorExpired,
+    Rejected,
     Throttled,
+    Unavailable,
     Watch,
     Written,
 )
@@ -469,3 +471,79 @@ def test_a_rate_limit_while_looking_for_a_moved_event_is_throttled_not_a_deletio
         drive(google_env, lambda p: p.get(written))
     remote = drive(google_env, lambda p: p.get(written))  # the next check finds it
     assert remote is not None and remote.provider_id == f"{TRAINING}/{written.provider_id}"
+
+
+# --- whether the calendar a moved event went to can still be read (ChangeFeed.reaches) -----------------------
+
+
+def test_reaches_reads_the_persons_calendar_list_entry_and_wants_more_than_free_busy(google_env: GoogleEnv) -> None:
+    """calendars.get answers 200 to a person left with free/busy access only, whose events.get then answers 404:
+    reaches asks the person's calendar list entry and counts only reader, writer and owner as reaching it. A
+    calendar not in the list, or deleted, is out of reach; the connected calendar costs no request."""
+    fake, account = google_env.fake, google_env.account
+    fake.add_calendar("colleague@example.com", calendar_id="c_unlisted@group.calendar.google.com")
+    fake.add_calendar(account, calendar_id="c_deleted@group.calendar.google.com")
+    fake.delete_calendar("c_deleted@group.calendar.google.com")
+    expected = {"freeBusyReader": False, "reader": True, "writer": True, "owner": True}
+    for role in expected:
+        fake.add_calendar(account, calendar_id=f"c_{role.lower()}@group.calendar.google.com", role=role)
+    expected |= {"unlisted": False, "deleted": False}
+
+    async def look(provider: GoogleProvider) -> dict[str, bool]:
+        return {
+            name: await provider.reaches(Written(f"c_{name.lower()}@group.calendar.google.com/abcdefgh", None))
+            for name in expected
+        }
+
+    before = len(fake.log)
+    assert drive(google_env, look) == expected
+    looked = [(e.method, e.path.rsplit("/", 1)[0], e.status) for e in fake.log[before:]]
+    entries = "/calendar/v3/users/me/calendarList"
+    assert looked == [("GET", entries, 200)] * 4 + [("GET", entries, 404)] * 2
+    before = len(fake.log)
+    assert drive(google_env, lambda p: p.reaches(Written("abcdefgh", None))) is True
+    assert fake.log[before:] == []
+
+
+def test_reaches_with_free_busy_only_matches_what_events_get_answers(google_env: GoogleEnv) -> None:
+    """The fake as Google: a person reduced to free/busy on the calendar an event was moved to is told 200 by
+    calendars.get but 404 by events.get, so get finds the event nowhere and reaches says it is out of reach."""
+    fake, account = google_env.fake, google_env.account
+    fake.add_calendar("colleague@example.com", calendar_id=TRAINING, summary="Training")
+    fake.add_calendar(account, calendar_id=TRAINING, role="writer")
+    [written] = put(google_env, "d1")
+    fake.person_moves(account, written.provider_id, TRAINING)
+    moved = drive(google_env, lambda p: p.get(written))
+    assert moved is not None and moved.provider_id == f"{TRAINING}/{written.provider_id}"
+    there = Written(moved.provider_id, moved.etag)
+    assert drive(google_env, lambda p: p.reaches(there)) is True
+    fake.calendars[TRAINING].roles[account] = "freeBusyReader"
+    drive(google_env, lambda p: p.check_calendar())
+    headers = {"authorization": f"Bearer {google_env.tokens.current}"}
+    status, _, _ = fake.handle("GET", f"/calendar/v3/calendars/{TRAINING}", headers, b"")
+    assert status == 200
+    assert drive(google_env, lambda p: p.get(there)) is None
+    assert drive(google_env, lambda p: p.reaches(there)) is False
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "raised"),
+    [
+        (403, "rateLimitExceeded", Throttled),
+        (403, "userRateLimitExceeded", Throttled),
+        (429, "rateLimitExceeded", Throttled),
+        (403, "insufficientPermissions", AuthorizationLost),
+        (503, "backendError", Unavailable),
+        (400, "invalid", Rejected),
+    ],
+)
+def test_reaches_raises_what_the_answer_means_instead_of_guessing(
+    google_env: GoogleEnv, status: int, reason: str, raised: type[Exception]
+) -> None:
+    """Only 404/410 and the entry's role decide; a rate limit, a lost grant or an outage met on the calendar
+    list entry raises as every other request does, so nothing is decided on it."""
+    fake, account = google_env.fake, google_env.account
+    fake.add_calendar(account, calendar_id=TRAINING, role="freeBusyReader")
+    fake.fail_at(f"/calendar/v3/users/me/calendarList/{TRAINING}", status, reason)
+    with pytest.raises(raised):
+        drive(google_env, lambda p: p.reaches(Written(f"{TRAINING}/abcdefgh", None)))

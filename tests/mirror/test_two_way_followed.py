@@ -184,3 +184,32 @@ def test_caldav_a_moved_event_whose_calendar_is_no_longer_one_of_events_is_writt
     assert caldav.status(lena) != "Cancelled"
     assert caldav.decisions() == [MOVED, WRITTEN_AGAIN]
     assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+
+
+def test_google_a_moved_event_whose_calendar_is_reduced_to_free_busy_is_written_again_not_taken_for_a_deletion(
+    google: Mirror,
+) -> None:
+    """Lena moves the event to a colleague's calendar she may write to; the colleague "unshares" it, which in a
+    Google Workspace domain usually leaves her the domain's default free/busy access. calendars.get still
+    answers 200 to her, events.get 404: the event is out of her reach, not deleted by her. She stays registered
+    and the event is written again in her own calendar."""
+    _, lena = registered(google)
+    calendars = google.calendars
+    assert isinstance(calendars, GoogleCalendars)
+    fake, account = calendars.fake, calendars.accounts["lena"]
+    team = "c_team.colleague@group.calendar.google.com"
+    fake.add_calendar("colleague@example.com", calendar_id=team, summary="Team")
+    fake.add_calendar(account, calendar_id=team, role="writer")
+    (event,) = calendars.events("lena")
+    fake.person_moves(account, event.id, team)
+    google.notice()
+    google.rounds()
+    assert google.decisions() == [MOVED]
+    with fake.lock:
+        fake.calendars[team].roles[account] = "freeBusyReader"  # the colleague stops sharing it with her
+    google.world.advance(seconds=SWEEP_SECONDS + 1)
+    google.rounds()
+    assert google.status(lena) != "Cancelled"
+    assert google.decisions() == [MOVED, WRITTEN_AGAIN]
+    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+    assert [e["id"] for e in fake.stored(team)] == [event.id]  # still in the colleague's calendar, out of her sight

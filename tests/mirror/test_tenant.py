@@ -450,6 +450,55 @@ def test_the_roster_finds_people_whose_sign_in_name_is_not_their_address_by_mail
     assert result.connected == 2
 
 
+def test_a_guest_whose_mail_is_a_learners_address_is_no_mailbox_for_them(env: Env, world: World) -> None:
+    """Lena's Email is her own outside address, which the tenant knows as the `mail` of a guest (B2B) user,
+    `lena.guest_gmail.com#EXT#@contoso.onmicrosoft.com`: a guest has no mailbox in the tenant, so lena gets no
+    tenant connection and is remembered as a miss; omar, a member found the same way, is connected."""
+    box = SecretBox.for_database(":memory:")
+    users.update(world.db, CLI, world.people["lena"], {"Email": "lena.guest@gmail.com"})
+    env.graph.add_user(mailbox_id(1), "lena.guest@gmail.com", upn="lena.guest_gmail.com#EXT#@contoso.onmicrosoft.com")
+    env.graph.add_user(mailbox_id(2), "omar@example.org", upn="omar.o@contoso.onmicrosoft.com")
+    calendar_tenant.enable_tenant(world.db, CLI, TENANT)
+
+    result = roster(env, world, box)
+    assert result.error is None
+    assert tenant_connection(world, "lena") is None
+    assert calendar.active_connection(world.db, world.people["lena"]) is None
+    omar = tenant_connection(world, "omar")
+    assert omar is not None and calendar_tenant.tenant_mailbox(world.db, omar.id) == mailbox_id(2)
+    assert result.connected == 1
+    assert ("GET", "/users") in env.graph.batch_requests  # lena was looked for by mail, and refused as a guest
+    with world.db.read() as conn:
+        missed = {r[0] for r in conn.execute("SELECT user_id FROM calendar_tenant_misses")}
+    assert world.people["lena"] in missed
+
+
+def test_a_mail_lookup_answered_400_misses_that_person_and_the_round_goes_on(env: Env, world: World) -> None:
+    """Graph answers 400 to the `$filter=mail eq` for quinn's address: that matches nobody, as a 400 on `GET
+    /users/{key}` does, instead of ending the round. The others are connected in the same round, quinn is
+    remembered as a miss (not looked up again the next round) and no error is recorded."""
+    box = SecretBox.for_database(":memory:")
+    env.graph.add_user(mailbox_id(1), "lena@example.org")
+    env.graph.add_user(mailbox_id(2), "omar@example.org", upn="omar.o@contoso.onmicrosoft.com")
+    env.graph.add_user(mailbox_id(3), "pia@example.org", upn="pia.p@contoso.onmicrosoft.com")
+    env.graph.unfilterable.add("QUINN@example.org")
+    calendar_tenant.enable_tenant(world.db, CLI, TENANT)
+
+    result = roster(env, world, box)
+    assert result.error is None
+    assert result.connected == 3
+    for person, n in (("lena", 1), ("omar", 2), ("pia", 3)):
+        found = tenant_connection(world, person)
+        assert found is not None and calendar_tenant.tenant_mailbox(world.db, found.id) == mailbox_id(n)
+    assert tenant_connection(world, "quinn") is None
+    with world.db.read() as conn:
+        missed = {r[0] for r in conn.execute("SELECT user_id FROM calendar_tenant_misses")}
+    assert world.people["quinn"] in missed
+    state = calendar_tenant.tenant_state(world.db)
+    assert state is not None and state.last_error is None and state.connections == 3
+    assert roster(env, world, box).looked_up == 0  # the miss waits, like any other
+
+
 def test_a_person_who_no_longer_matches_is_dropped_and_quinn_is_found_once_added(env: Env, world: World) -> None:
     """After a day the roster checks again: omar's address changed (no mailbox any more) so his connection is
     being removed; quinn, added to the tenant meanwhile, is connected."""

@@ -22,7 +22,8 @@ It does what ../shared/reference/notes/calendar-sync.md §2.1 documents, and not
   makes requests overlap; `peak` records the most seen at once.
 - Application access (tenant-wide, `APP` tokens) [MS1]: `/users/{id or userPrincipalName}` (GET: `id`, `mail`,
   `userPrincipalName`; needs `User.Read.All`, else 403 Authorization_RequestDenied; unknown: 404
-  Request_ResourceNotFound), `GET /users?$top=` (the same, needs User.Read.All), and every `/users/{id}/...`
+  Request_ResourceNotFound), `GET /users?$top=` (the same, needs User.Read.All; `$filter=mail eq` answers 400
+  Request_BadRequest for an address in `unfilterable`), and every `/users/{id}/...`
   route above (needs `Calendars.ReadWrite`, else 403 ErrorAccessDenied). `app_permissions` holds what admin
   consent granted.
 - `throttle_mailbox(user, count, retry_after)`: the next `count` requests to that mailbox (inside a $batch or
@@ -259,6 +260,7 @@ class GraphFake:
         self.monotonic: Callable[[], float] = time.monotonic  # Retry-After windows are measured by it
         self.enforce_retry_after = False
         self.app_permissions = {"Calendars.ReadWrite", "User.Read.All"}
+        self.unfilterable: set[str] = set()  # addresses (any case) whose `mail eq` $filter Graph answers 400
         self._app_blocked_until = 0.0
         self.validation_timeout = 10.0  # seconds a receiver has to answer the validation request [MS6]
         self.subscriptions: dict[str, Subscription] = {}
@@ -718,6 +720,8 @@ class GraphFake:
                 raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
             wanted = found.group(1).replace("''", "'").lower()
         with self._lock:
+            if wanted is not None and wanted in {a.lower() for a in self.unfilterable}:
+                raise GraphError(400, "Request_BadRequest", "Invalid filter clause")
             users = [m for m in self.mailboxes.values() if wanted is None or m.address.lower() == wanted]
             listed = [_user(m) for m in users[: max(1, min(top, 999))]]
         return _Answer(200, {"value": listed})

@@ -52,9 +52,18 @@ SCOPES: Mapping[str, tuple[str, ...]] = {
     # Calendars.ReadWrite: write events in the person's calendar; offline_access: a refresh token; User.Read,
     # openid and email: who signed in (the id_token's claims, or Graph /me).
     "Microsoft365": ("offline_access", "Calendars.ReadWrite", "User.Read", "openid", "email"),
-    # calendar.events: events of the person's calendars (not the calendars themselves); openid and email: the
-    # id_token names the account.
-    "Google": ("https://www.googleapis.com/auth/calendar.events", "openid", "email"),
+    # calendar.events: events of the person's calendars (not the calendars themselves); calendar.calendars.readonly
+    # (calendars.get) and calendar.calendarlist.readonly (calendarList list/get): whether the connected calendar
+    # still exists, and where an event the person moved to another of their calendars went -- calendar.events
+    # allows neither (the API's discovery document lists each method's scopes); openid and email: the id_token
+    # names the account.
+    "Google": (
+        "https://www.googleapis.com/auth/calendar.events",
+        "https://www.googleapis.com/auth/calendar.calendars.readonly",
+        "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
+        "openid",
+        "email",
+    ),
 }
 # Google's OpenID Connect userinfo endpoint, asked only when a token answer has no id_token with an e-mail
 # address (Google documents `email` in the id_token whenever the `email` scope was granted).

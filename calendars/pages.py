@@ -87,6 +87,9 @@ PERMISSIONS = {
     "Google": (
         "View and edit events on all your calendars (calendar.events): to add, change and remove the events of"
         " your sessions",
+        "See your calendars' names and the list of calendars you use (calendar.calendars.readonly,"
+        " calendar.calendarlist.readonly): to notice an event you moved to another calendar, or a deleted"
+        " calendar, instead of taking it for leaving the session",
         "See your primary Google Account e-mail address (openid, email): to show which account is connected",
     ),
 }

@@ -547,3 +547,23 @@ def test_reaches_raises_what_the_answer_means_instead_of_guessing(
     fake.fail_at(f"/calendar/v3/users/me/calendarList/{TRAINING}", status, reason)
     with pytest.raises(raised):
         drive(google_env, lambda p: p.reaches(Written(f"{TRAINING}/abcdefgh", None)))
+
+
+def test_the_scopes_coursewire_asks_for_are_enough_for_the_two_way_reads_and_calendar_events_alone_is_not(
+    google_env: GoogleEnv,
+) -> None:
+    """calendars.get and calendarList need a scope calendar.events does not give (the API's discovery document):
+    with only calendar.events, looking for a moved event would be refused (insufficientPermissions, which the
+    provider takes for a lost grant and the person would have to connect again); with what coursewire asks for
+    (calendars.oauth.SCOPES) the event is found where it was moved."""
+    fake, account = google_env.fake, google_env.account
+    fake.add_calendar(account, calendar_id=TRAINING, summary="Training")
+    [written] = put(google_env, "d1")
+    fake.person_moves(account, written.provider_id, TRAINING)
+    remote = drive(google_env, lambda p: p.get(written))
+    assert remote is not None and remote.provider_id == f"{TRAINING}/{written.provider_id}"
+    drive(google_env, lambda p: p.check_calendar())
+
+    google_env.tokens.current = fake.issue_token(account, scopes=["https://www.googleapis.com/auth/calendar.events"])
+    with pytest.raises(AuthorizationLost, match="insufficientPermissions"):
+        drive(google_env, lambda p: p.get(written))

@@ -107,7 +107,8 @@ def test_microsoft_authorization_url_asks_for_a_refresh_token_with_pkce_and_stat
 
 def test_google_authorization_url_asks_for_offline_access_and_consent() -> None:
     """Google: access_type=offline and prompt=consent (a refresh token on every new consent),
-    include_granted_scopes=true, the calendar.events scope, PKCE S256."""
+    include_granted_scopes=true, the calendar.events scope and the two read-only ones the two-way mirror needs
+    (calendars.get, calendarList), PKCE S256."""
     config = CalendarConfig(google_client_id="gid", google_client_secret=CLIENT_KEY)
     request = oauth.authorization_request(config, "Google", "https://lms.contoso.example/calendar/oauth/google")
     assert request.url.startswith("https://accounts.google.com/o/oauth2/v2/auth?")
@@ -115,7 +116,13 @@ def test_google_authorization_url_asks_for_offline_access_and_consent() -> None:
     assert query["access_type"] == "offline"
     assert query["prompt"] == "consent"
     assert query["include_granted_scopes"] == "true"
-    assert query["scope"].split() == ["https://www.googleapis.com/auth/calendar.events", "openid", "email"]
+    assert query["scope"].split() == [
+        "https://www.googleapis.com/auth/calendar.events",
+        "https://www.googleapis.com/auth/calendar.calendars.readonly",
+        "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
+        "openid",
+        "email",
+    ]
     assert query["code_challenge"] == create_s256_code_challenge(request.code_verifier)
     assert query["code_challenge_method"] == "S256"
 

@@ -66,7 +66,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -75,6 +75,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from calendars import oauth
+
 EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")
 PREFIX = "/calendar/v3"
 ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)/events(?:/(?P<event>[^/]+)(?P<move>/move)?)?")
@@ -82,6 +84,27 @@ CALENDAR_ROUTE = re.compile(r"/calendar/v3/calendars/(?P<calendar>[^/]+)")
 CALENDAR_LIST = "/calendar/v3/users/me/calendarList"
 CALENDAR_LIST_ENTRY = re.compile(r"/calendar/v3/users/me/calendarList/(?P<calendar>[^/]+)")
 CHANNELS_STOP = "/calendar/v3/channels/stop"
+# The OAuth scopes each method accepts, any one of them, as the Calendar API v3 discovery document lists them
+# (https://www.googleapis.com/discovery/v1/apis/calendar/v3/rest, "scopes" of each method; the granular
+# calendar.* scopes of 2024 included). A token without one is answered 403 insufficientPermissions [GO4].
+_AUTH = "https://www.googleapis.com/auth/"
+SCOPES_EVENTS_READ = frozenset(
+    _AUTH + s for s in ("calendar", "calendar.readonly", "calendar.events", "calendar.events.readonly",
+                        "calendar.events.owned", "calendar.events.owned.readonly", "calendar.app.created")
+)  # fmt: skip
+SCOPES_EVENTS_WRITE = frozenset(
+    _AUTH + s for s in ("calendar", "calendar.events", "calendar.events.owned", "calendar.app.created")
+)
+SCOPES_CALENDARS_GET = frozenset(
+    _AUTH + s for s in ("calendar", "calendar.readonly", "calendar.calendars", "calendar.calendars.readonly",
+                        "calendar.app.created")
+)  # fmt: skip
+SCOPES_CALENDAR_LIST_READ = frozenset(
+    _AUTH + s for s in ("calendar", "calendar.readonly", "calendar.calendarlist", "calendar.calendarlist.readonly",
+                        "calendar.app.created")
+)  # fmt: skip
+# What a token carries unless the test says otherwise: exactly what coursewire asks people to consent to.
+DEFAULT_SCOPES = frozenset(oauth.SCOPES["Google"])
 # Parameters Google refuses next to a syncToken [GO3].
 NOT_WITH_SYNC_TOKEN = (
     "iCalUID",
@@ -202,6 +225,7 @@ class GoogleCalendarFake:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.calendars: dict[str, Calendar] = {}
         self.tokens: dict[str, str] = {}  # access token -> account
+        self.token_scopes: dict[str, frozenset[str]] = {}  # access token -> its scopes (absent: DEFAULT_SCOPES)
         self.authorize: Callable[[str], str | None] = self.tokens.get
         self.rate_limit: int | None = None  # requests per sliding minute per account
         self.log: list[Logged] = []
@@ -245,12 +269,15 @@ class GoogleCalendarFake:
             calendar.roles[account] = role
             return calendar
 
-    def issue_token(self, account: str) -> str:
-        """A new access token for the account (the default `authorize` accepts it until revoked)."""
+    def issue_token(self, account: str, scopes: Iterable[str] | None = None) -> str:
+        """A new access token for the account (the default `authorize` accepts it until revoked), carrying
+        `scopes` (default: those coursewire requests, calendars.oauth.SCOPES)."""
         with self.lock:
             self._token_count += 1
             token = f"ya29.fake-{self._token_count}"
             self.tokens[token] = account
+            if scopes is not None:
+                self.token_scopes[token] = frozenset(scopes)
             return token
 
     def revoke(self, token: str | None = None, *, account: str | None = None) -> None:
@@ -452,6 +479,9 @@ class GoogleCalendarFake:
         if account is None:
             raise GoogleError(401, "authError")
         entry.account = account
+        granted = self.token_scopes.get(authorization[7:], DEFAULT_SCOPES)
+        if not granted & _accepted(entry, route, list_entry):
+            raise GoogleError(403, "insufficientPermissions", "Request had insufficient authentication scopes.")
         if self._script:
             raise self._script.popleft()
         with self.lock:
@@ -1002,3 +1032,15 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _accepted(entry: Logged, route: re.Match[str] | None, list_entry: re.Match[str] | None) -> frozenset[str]:
+    """The scopes the method of this request accepts (see SCOPES_EVENTS_READ and the others)."""
+    if route is not None:
+        watch = route.group("event") == "watch"
+        return SCOPES_EVENTS_READ if entry.method == "GET" or watch else SCOPES_EVENTS_WRITE
+    if entry.path == CALENDAR_LIST or list_entry is not None:
+        return SCOPES_CALENDAR_LIST_READ
+    if entry.path == CHANNELS_STOP:
+        return SCOPES_EVENTS_READ | SCOPES_CALENDARS_GET | SCOPES_CALENDAR_LIST_READ
+    return SCOPES_CALENDARS_GET

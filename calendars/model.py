@@ -118,6 +118,13 @@ class AuthorizationLost(ProviderError):
     changed password, 401 after a refresh): the connection needs the person to authorize again."""
 
 
+class ApplicationRefused(AuthorizationLost):
+    """The application's own grant for a whole Microsoft 365 tenant was refused (client credentials: an expired
+    or wrong secret, the application removed or its consent withdrawn; Graph 401 after a new token). Only an
+    administrator can fix it, once for everybody: the people's connections keep their status and their writes
+    wait (`TENANT_RETRY` in calendars/sync.py) instead of asking each person to authorize again."""
+
+
 class Rejected(ProviderError):
     """The provider refused this item for good (4xx other than the above): retrying the same write fails
     the same way; the connection is marked Error with the message."""

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from calendars import desired
 from calendars.model import (
+    ApplicationRefused,
     AuthorizationLost,
     CalendarItem,
     EventGone,
@@ -47,6 +48,8 @@ RESYNC = calendar_watch.RESYNC_DIGEST
 # Waits before trying a pair again after an error without Retry-After: 30 s, doubling, at most an hour.
 BACKOFF_FIRST = 30.0
 BACKOFF_MAX = 3600.0
+# How long a pair waits before trying again while the tenant's application is refused (ApplicationRefused).
+TENANT_RETRY = timedelta(minutes=5)
 
 
 @dataclass
@@ -162,7 +165,11 @@ class Outcome:
         (Throttled, Unavailable) retries the pair after the provider's Retry-After or the backoff."""
         if isinstance(exc, EventGone) and connection_id:
             self.gone.add(connection_id)  # the connection's check decides first; the pair waits for it
-        if isinstance(exc, AuthorizationLost) and connection_id:
+        if isinstance(exc, ApplicationRefused):
+            # The tenant's application, not the person: nothing changes for them; the pair waits for the fix.
+            self.retry_after = max(self.retry_after or 0.0, TENANT_RETRY.total_seconds())
+            self.error = str(exc)
+        elif isinstance(exc, AuthorizationLost) and connection_id:
             self.lost[connection_id] = str(exc)
         elif isinstance(exc, Rejected) and connection_id:
             self.rejected[connection_id] = str(exc)

@@ -34,7 +34,7 @@ from urllib.parse import quote
 import aiohttp
 
 from calendars.config import CalendarConfig
-from calendars.model import AuthorizationLost, ProviderError, Rejected, Throttled, Unavailable
+from calendars.model import ApplicationRefused, ProviderError, Rejected, Throttled, Unavailable
 from calendars.providers.graph import (
     BATCH_LIMIT,
     MAILBOX_CONCURRENCY,
@@ -93,10 +93,10 @@ class TenantTokens:
     grant (RFC 6749 §4.4; Microsoft identity platform v2.0 with `scope=https://graph.microsoft.com/.default`).
     Kept in memory only and fetched again REFRESH_MARGIN before it expires; `clock` is now (aware).
 
-    Raises from `access_token` and `refresh`: AuthorizationLost when Microsoft refuses the application (any
-    OAuth error, e.g. AADSTS7000215 a wrong secret, AADSTS700016 the application unknown in the tenant,
-    AADSTS90002 no such tenant, AADSTS7000222 an expired secret): an administrator has to connect the tenant
-    again; Throttled (429); Unavailable (unreachable, 5xx, no token in the answer)."""
+    Raises from `access_token` and `refresh`: ApplicationRefused (an AuthorizationLost) when Microsoft refuses
+    the application (any OAuth error, e.g. AADSTS7000215 a wrong secret, AADSTS700016 the application unknown
+    in the tenant, AADSTS90002 no such tenant, AADSTS7000222 an expired secret): an administrator has to fix
+    it; Throttled (429); Unavailable (unreachable, 5xx, no token in the answer)."""
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class TenantTokens:
     async def _fetch(self) -> None:
         client_id, client_secret = self.config.microsoft_client_id, self.config.microsoft_client_secret
         if not client_id or not client_secret:
-            raise AuthorizationLost(
+            raise ApplicationRefused(
                 f"the Microsoft client is not configured: set {self.config.missing('Microsoft365')}"
             )
         form = {
@@ -180,9 +180,10 @@ class TenantTokens:
         if status == 429:
             raise Throttled(f"Microsoft token endpoint: too many requests ({said})", retry_after=_seconds(wait))
         if isinstance(error, str) and 400 <= status < 500:
-            raise AuthorizationLost(
+            raise ApplicationRefused(
                 f"Microsoft refused coursewire's application for tenant {self.tenant} ({said}); an administrator"
-                " has to connect the tenant again"
+                " has to fix the application (a new COURSEWIRE_MICROSOFT_CLIENT_SECRET, admin consent) or connect"
+                " the tenant again"
             )
         raise Unavailable(f"Microsoft token endpoint answered HTTP {status} ({said})", retry_after=_seconds(wait))
 
@@ -414,7 +415,7 @@ class TenantBatcher:
             reply = await send_request(self.session, self.base, method, path, body, token, prefer, self.timeout)
             if reply.status == 401:
                 code, message = graph_error(reply.body)
-                raise AuthorizationLost(f"Graph refused the tenant's application token (401 {code}: {message})")
+                raise ApplicationRefused(f"Graph refused the tenant's application token (401 {code}: {message})")
         return reply
 
     async def _send_batch(self, requests: list[_Request]) -> None:

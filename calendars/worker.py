@@ -28,6 +28,7 @@ import aiohttp
 from calendars import inbound, sync
 from calendars.config import CalendarConfig
 from calendars.model import (
+    ApplicationRefused,
     AuthorizationLost,
     CalendarGone,
     CalendarItem,
@@ -306,6 +307,9 @@ class CalendarWorker:
             )
             self._lost(connection.id, "Error", why, watch, now)
             return
+        except ApplicationRefused as exc:  # the tenant's application: nothing for the person to do
+            calendar_watch.release(self.db, self.owner, watch.connection_id, now + sync.TENANT_RETRY, str(exc))
+            return
         except AuthorizationLost as exc:
             self._lost(connection.id, "NeedsReauthorization", str(exc), watch, now)
             return
@@ -382,6 +386,9 @@ class CalendarWorker:
                 new = await watchable.renew(old, address, secret, now + WATCH_FOR)
             else:
                 new = await watchable.watch(address, secret, now + WATCH_FOR)
+        except ApplicationRefused as exc:
+            calendar_watch.watch_failed(self.db, watch.connection_id, str(exc), now + sync.TENANT_RETRY)
+            return
         except AuthorizationLost as exc:
             calendar.set_status(self.db, watch.connection_id, "NeedsReauthorization", str(exc))
             self._drop_provider(watch.connection_id)

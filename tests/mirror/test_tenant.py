@@ -26,7 +26,7 @@ from calendars.model import AuthorizationLost, CalendarItem, Rejected, Throttled
 from calendars.providers.graph import GraphProvider
 from calendars.tenant import MailboxTransport, TenantBatcher, TenantTokens
 from calendars.worker import CalendarWorker
-from storage import calendar, calendar_tenant, users
+from storage import calendar, calendar_tenant, sessions, users
 from storage.errors import Conflict
 from storage.models import CLI
 from storage.secrets import SecretBox
@@ -580,6 +580,53 @@ def test_the_worker_writes_a_rostered_persons_sessions_into_their_mailbox_and_re
     asyncio.run(rounds())
     assert env.graph.stored(mailbox_id(1)) == []
     assert calendar.active_connection(world.db, world.people["lena"]) is None
+
+
+def test_an_expired_application_secret_holds_tenant_writes_without_sending_anybody_to_reauthorize(
+    env: Env, world: World
+) -> None:
+    """The application's secret expires: that is the administrator's to fix, once. No tenant-made connection
+    becomes NeedsReauthorization (which would tell every learner to authorize what they cannot, and switch them
+    all to e-mail invitations duplicating the events already in their mailboxes); the session's edit waits and
+    lands once the secret works again."""
+    box = SecretBox.for_database(":memory:")
+    env.graph.add_user(mailbox_id(1), "lena@example.org")
+    world.settings(Microsoft365Enabled=True, EmailFallbackEnabled=True)
+    session_id = world.session("Forklift safety")
+    world.enroll("lena", session_id)
+    calendar_tenant.enable_tenant(world.db, CLI, TENANT)
+    assert roster(env, world, box).connected == 1
+
+    mails: list[str] = []
+
+    async def send_mail(method: str, item: CalendarItem, *_: Any) -> None:
+        mails.append(f"{method} {item.subject}")
+
+    async def rounds() -> None:
+        async with CalendarWorker(world.db, box, env.config, send_mail=send_mail) as worker:
+            for _ in range(4):
+                await worker.run_once(world.now[0])
+
+    asyncio.run(rounds())
+    (before,) = env.graph.stored(mailbox_id(1))
+    env.identity.expire_client_secret()
+    sessions.update(world.db, CLI, session_id, {"Title": "Night shift"})
+    world.advance(seconds=1)
+    asyncio.run(rounds())
+    lena = calendar.active_connection(world.db, world.people["lena"])
+    assert lena is not None and lena.status == "Connected"
+    with world.db.read() as conn:
+        kinds = {r[0] for r in conn.execute("SELECT type FROM events")}
+    assert "CalendarConnectionNeedsReauthorization" not in kinds
+    assert mails == []  # no e-mail invitations meanwhile
+    assert calendar.pending(world.db) == 1  # the edit waits for the application
+    assert "Night shift" not in env.graph.stored(mailbox_id(1))[0].fields["subject"]
+
+    env.identity.secret_expired = False  # the administrator put a new secret in place
+    world.advance(seconds=600)
+    asyncio.run(rounds())
+    (after,) = env.graph.stored(mailbox_id(1))
+    assert after.immutable_id == before.immutable_id and "Night shift" in after.fields["subject"]
 
 
 def test_open_provider_builds_the_tenant_provider_only_for_tenant_made_connections(env: Env, world: World) -> None:

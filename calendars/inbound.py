@@ -252,11 +252,14 @@ def _decide(
     db: Database, watch: WatchState, record: ItemRecord, remote: RemoteEvent | None, now: datetime
 ) -> Decision | None:
     """Act on one confirmed read in one write transaction; None when nothing was to be done."""
-    present = remote is not None and not remote.cancelled
-    # Where it was last found: the same id, and in the connected calendar or (followed) in another one.
-    stays = present and remote is not None and remote.provider_id == record.provider_id
-    stays = stays and remote is not None and remote.elsewhere == (record.followed_at is not None)
-    if stays and remote is not None and not remote.elsewhere:
+    # Where it was last found: the same id, in the connected calendar or (followed) in another one.
+    stays = (
+        remote is not None
+        and not remote.cancelled
+        and remote.provider_id == record.provider_id
+        and remote.elsewhere == (record.followed_at is not None)
+    )
+    if stays and record.followed_at is None:
         return None  # still there: a duplicate, a late notification, or our own write
     with db.write() as conn:
         row = conn.execute(

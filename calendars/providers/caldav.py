@@ -250,21 +250,31 @@ class CalDAVProvider:
 
         The calendars are those of the person's calendar homes on this server (DAV:current-user-principal of the
         connected calendar, then `_calendars_of`: at most MAX_HOMES homes and MAX_CALENDARS calendars, learnt
-        once per provider), the connected one first; calendars on another origin are not searched (the
-        server does not choose where coursewire sends the person's credentials). Each is asked with a
+        again after CALENDARS_TTL and after a miss), the connected one first; calendars on another origin are
+        not searched (the server does not choose where coursewire sends the person's credentials). Each is asked with a
         calendar-query REPORT whose UID prop-filter has a text-match (RFC 4791 §7.8, §9.7.5: a substring,
         case-sensitive with i;octet), at most MAX_MATCHES answers read, each confirmed by GET with an exact
         UID. The whole search takes at most SEARCH_DEADLINE seconds. Raises AuthorizationLost, Throttled,
         Unavailable (also past the deadline) or Rejected (an answer over the size cap or not XML)."""
+        searched: set[str] = set()
         try:
             async with asyncio.timeout(SEARCH_DEADLINE):
-                for calendar in await self._person_calendars():
-                    for url in await self._query_uid(calendar, uid):
-                        if url == gone:
+                # The calendars learnt within CALENDARS_TTL first; on a miss, learnt again (the person may have
+                # made one just now to move the event into), and only those not searched yet are asked.
+                for fresh in (False, True):
+                    learnt_at = self._calendars_at
+                    for calendar in await self._person_calendars(fresh=fresh):
+                        if calendar in searched:
                             continue
-                        fetched = await self._fetch(url)
-                        if fetched is not None and str(fetched[0].get("UID", "")) == uid:
-                            return url, fetched[0], fetched[1]
+                        searched.add(calendar)
+                        for url in await self._query_uid(calendar, uid):
+                            if url == gone:
+                                continue
+                            fetched = await self._fetch(url)
+                            if fetched is not None and str(fetched[0].get("UID", "")) == uid:
+                                return url, fetched[0], fetched[1]
+                    if self._calendars_at != learnt_at:
+                        break  # the list was just learnt: learning it again would say the same
         except TimeoutError:
             raise Unavailable(
                 f"{self.calendar_url}: looking for a moved event took longer than {SEARCH_DEADLINE:g} s"
@@ -440,9 +450,10 @@ class CalDAVProvider:
                 found[member] = Change(member, handle=resource_handle(member))
         return Changes(list(found.values()), cursor=LISTING_CURSOR, full=True)
 
-    async def _person_calendars(self) -> list[str]:
-        """The connected calendar, then the person's other event calendars on its origin (see `find_moved`)."""
-        if self._calendars is None or _monotonic() - self._calendars_at > CALENDARS_TTL:
+    async def _person_calendars(self, *, fresh: bool = False) -> list[str]:
+        """The connected calendar, then the person's other event calendars on its origin (see `find_moved`):
+        learnt again when older than CALENDARS_TTL, or when `fresh`."""
+        if fresh or self._calendars is None or _monotonic() - self._calendars_at > CALENDARS_TTL:
             calendars = [self.calendar_url]
             context = await propfind(self._http, self.calendar_url, 0, PROPFIND_CONTEXT, tolerate=True)
             principal = first_href(context[0].props.get(f"{{{DAV}}}current-user-principal")) if context else None

@@ -363,3 +363,23 @@ def test_a_calendar_made_after_the_first_search_is_searched_too(
 
     found, new_url = on(caldav_env, steps)
     assert found is not None and found.provider_id == new_url
+
+
+def test_a_calendar_made_moments_after_a_search_is_searched_before_the_event_counts_as_gone(
+    caldav_env: CalDAVEnv,
+) -> None:
+    """Within CALENDARS_TTL of a search, the person makes a calendar and moves the event into it (a newcomer did
+    just that, and a session edit made the check at once): a miss among the calendars known learns them again
+    before the event counts as gone -- which would unregister the person while the event is still there."""
+    first, second = item(day="day1"), item(day="day2")
+
+    async def steps(provider: CalDAVProvider) -> tuple[RemoteEvent | None, str]:
+        gone = await provider.put(first, None)
+        kept = await provider.put(second, None)
+        caldav_env.delete_as_person(gone.provider_id)
+        assert await provider.get(gone) is None  # a search: the person's calendars are learnt
+        new_url = await asyncio.to_thread(move_to_other_calendar, caldav_env, kept)  # into a calendar made now
+        return await provider.get(kept), new_url
+
+    found, new_url = on(caldav_env, steps)
+    assert found is not None and found.provider_id == new_url

@@ -337,16 +337,30 @@ def _deleted(conn: sqlite3.Connection, watch: WatchState, record: ItemRecord, no
 def _log(
     conn: sqlite3.Connection, kind: str, watch: WatchState, record: ItemRecord, decision: Decision, now: datetime
 ) -> None:
-    """Record the decision in the event log (`coursewire events`)."""
+    record_decision(conn, kind, watch.provider, record, decision.outcome, decision.reason, now)
+
+
+def record_decision(
+    conn: sqlite3.Connection,
+    kind: str,
+    provider: str,
+    record: ItemRecord,
+    outcome: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Record a two-way decision about one event of ours in the event log (`coursewire events`), in the caller's
+    transaction: `kind` CalendarEventDeleted or CalendarEventMoved, data {Provider, Decision: `outcome`, Reason,
+    SessionDayId, DayStart, Subject, user}; the actor is the person for an unregistration, else the system."""
     events.record(
         conn,
         kind,
-        calendar.SYSTEM if decision.outcome != "Unregistered" else Actor(kind="user", user_id=record.user_id),
+        calendar.SYSTEM if outcome != "Unregistered" else Actor(kind="user", user_id=record.user_id),
         now,
         {
-            "Provider": watch.provider,
-            "Decision": decision.outcome,
-            "Reason": decision.reason,
+            "Provider": provider,
+            "Decision": outcome,
+            "Reason": reason,
             "SessionDayId": record.day_id,
             "DayStart": iso(record.day_start) if record.day_start else None,
             "Subject": record.subject,

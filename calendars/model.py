@@ -72,10 +72,13 @@ class CalendarItem:
 
 @dataclass(frozen=True)
 class Written:
-    """What a provider answered for a written event: its id there and the version it holds."""
+    """What a provider answered for a written event: its id there and the version it holds. `elsewhere`: the
+    write found the event in another of the person's calendars than the connected one (moved there by the
+    person: Google `<calendarId>/<eventId>`, a CalDAV URL outside the collection) and updated it there."""
 
     provider_id: str
     etag: str | None = None
+    elsewhere: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from calendars import desired
+from calendars import desired, inbound
 from calendars.model import (
     ApplicationRefused,
     AuthorizationLost,
@@ -158,6 +158,7 @@ class Outcome:
     rejected: dict[str, str] = field(default_factory=dict)  # connection id -> the provider's refusal
     synced: set[str] = field(default_factory=set)  # connections written successfully
     gone: set[str] = field(default_factory=set)  # connections where an update found our event deleted
+    moved: list[ItemRecord] = field(default_factory=list)  # written where the person had moved them, now followed
 
     def failed(self, exc: ProviderError, connection_id: str | None) -> None:
         """Sort a failure: a calendar whose credentials died or that refused the item changes status (the
@@ -247,8 +248,11 @@ async def execute(
             if isinstance(result, ProviderError):
                 out.failed(result, p.connection.id)
                 continue
-            out.saved.append(_record(item, CALENDAR, p.connection.id, result, last, p.next_sequence(item.uid, last)))
+            saved = _record(item, CALENDAR, p.connection.id, result, last, p.next_sequence(item.uid, last), now)
+            out.saved.append(saved)
             out.synced.add(p.connection.id)
+            if result.elsewhere and (last is None or last.followed_at is None):
+                out.moved.append(saved)
     elif p.channel == MAIL:
         for item, last in p.puts:
             sequence = p.next_sequence(item.uid, last)
@@ -272,11 +276,16 @@ def _record(
     written: Written | None,
     previous: ItemRecord | None,
     sequence: int | None = None,
+    now: datetime | None = None,
 ) -> ItemRecord:
-    # An event followed to another calendar stays followed when written again: where it was, or where `put`
-    # found it since (moved on: CalDAV by UID, under another address). One found back in the connected calendar
-    # is followed back by its next reading (calendars/inbound.py), which a cleared followed_at would never make.
-    followed = previous is not None and written is not None and previous.provider_id is not None
+    # A write that found the event in another calendar (the person moved it; the check had not read it yet)
+    # follows it from now on, so it is read there every sweep (calendars/inbound.py). An event already followed
+    # stays followed when written again, also when `put` found it moved on or back (its next reading tells).
+    followed_at = None
+    if written is not None and previous is not None and previous.provider_id is not None and not previous.deleted_at:
+        followed_at = previous.followed_at
+    if written is not None and written.elsewhere and followed_at is None:
+        followed_at = now
     return ItemRecord(
         user_id=item.user_id,
         session_id=item.session_id,
@@ -292,7 +301,7 @@ def _record(
         day_start=item.start,
         time_zone=item.time_zone,
         subject=item.subject,
-        followed_at=previous.followed_at if followed and previous is not None else None,
+        followed_at=followed_at,
     )
 
 
@@ -325,6 +334,11 @@ def record(conn: sqlite3.Connection, owner: str, p: Plan, out: Outcome, now: dat
         calendar.drop_item(conn, item)
     for item in out.saved:
         calendar.save_item(conn, item, now)
+    for item in out.moved:
+        provider = p.connection.provider if p.connection is not None else ""
+        inbound.record_decision(
+            conn, "CalendarEventMoved", provider, item, "Followed", "MovedToAnotherCalendar", now
+        )  # fmt: skip
     for connection_id in out.synced - set(out.lost) - set(out.rejected):
         calendar.synced(conn, connection_id, now)
     for connection_id in out.gone:

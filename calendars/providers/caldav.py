@@ -501,7 +501,7 @@ class CalDAVProvider:
         if etag is None:  # RFC 4791 §5.3.4: the server changed what we sent; learn the version it keeps
             fetched = await self._fetch(url)
             etag = fetched[1] if fetched else None
-        return Written(provider_id=url, etag=etag)
+        return Written(provider_id=url, etag=etag, elsewhere=not url.startswith(self.calendar_url))
 
     async def _fetch(self, url: str) -> tuple[Any, str | None] | None:
         """GET the resource: (its VEVENT, its strong ETag or None), None on 404/410."""

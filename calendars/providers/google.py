@@ -137,7 +137,8 @@ class GoogleProvider:
         Update answered 404/410 (gone for good) → insert again. `written.provider_id` may name an event the
         person moved (`<calendarId>/<eventId>`, see `get`): it is updated where it is and keeps that id.
         With `recreate` False an update reads the event first (a PUT would bring back an event the person
-        deleted, which Google keeps cancelled): gone or cancelled, it raises EventGone and writes nothing.
+        deleted, which Google keeps cancelled): gone or cancelled there, it is looked for in the person's other
+        calendars as `get` does (moved: updated there, `Written.elsewhere`), else EventGone and nothing written.
         Returns the event id and its etag.
         Raises Throttled, Unavailable, AuthorizationLost, Rejected (also for a time zone that is not IANA) or
         EventGone.
@@ -146,7 +147,12 @@ class GoogleProvider:
         if written is not None and not recreate:
             current = await self._send("GET", written.provider_id, None, passthrough=(404, 410))
             if current.status != 200 or current.body.get("status") == "cancelled":
-                raise EventGone(f"event {written.provider_id} is no longer in the calendar")
+                # Moved by the person before the mirror read it (events.move keeps the id): updated where it is.
+                calendar, event_id = split_id(written.provider_id)
+                found = await self._find(event_id, skip=calendar)
+                if found is None:
+                    raise EventGone(f"event {written.provider_id} is no longer in the calendar")
+                written = Written(found.provider_id, found.etag)
         if written is not None:
             answer = await self._send("PUT", written.provider_id, event, passthrough=(404, 410))
             if answer.status == 200:
@@ -537,7 +543,8 @@ def _written(answer: _Answer, provider_id: str | None = None) -> Written:
     """The Written of an answer; `provider_id` keeps the `<calendarId>/<eventId>` of a moved event."""
     if not answer.body.get("id"):
         raise Unavailable(f"Google Calendar answered {answer.status} without the event's id")
-    return Written(provider_id=provider_id or str(answer.body["id"]), etag=answer.body.get("etag"))
+    found = provider_id or str(answer.body["id"])
+    return Written(provider_id=found, etag=answer.body.get("etag"), elsewhere=split_id(found)[0] is not None)
 
 
 def _remote(body: Mapping[str, Any], provider_id: str) -> RemoteEvent:

@@ -193,6 +193,32 @@ def test_a_moved_event_deleted_in_the_calendar_it_was_moved_to_unregisters_the_l
     assert mirror.calendars.moved_events("lena") == []
 
 
+def test_a_move_first_met_by_a_session_edit_is_followed_and_its_deletion_there_still_unregisters(
+    mirror: Mirror,
+) -> None:
+    """The person moves the event and the session is edited before any check read the move: the write finds
+    the event where it went (CalDAV by UID, Google by id in the other calendar, Graph by its ImmutableId) and
+    updates it there, the move is in the event log once, and the event is read there every sweep from then on,
+    so deleting it there unregisters the learner (a newcomer found such moves neither logged nor watched)."""
+    session_id, lena = registered(mirror)
+    (event,) = mirror.calendars.events("lena")
+    mirror.calendars.move("lena", event.id)
+    sessions.update(mirror.db, CLI, session_id, {"Title": "Renamed"})
+    mirror.rounds()
+    mirror.notice()
+    mirror.rounds()
+    assert mirror.decisions() == [MOVED]
+    (moved,) = mirror.calendars.moved_events("lena")
+    assert moved.subject == "First aid: Renamed" and mirror.calendars.events("lena") == []
+    mirror.calendars.delete_moved("lena", moved.id)
+    mirror.notice()
+    mirror.rounds()
+    mirror.world.advance(seconds=POLL_SECONDS if mirror.calendars.provider == "CalDAV" else SWEEP_SECONDS)
+    mirror.rounds()
+    assert mirror.status(lena) == "Cancelled"
+    assert mirror.decisions() == [MOVED, DELETED]
+
+
 def test_duplicate_notifications_and_those_of_our_own_writes_change_nothing(mirror: Mirror) -> None:
     """Our own update of the event is notified (twice: the provider repeats itself) or seen by the next poll; the
     checks this makes due find the event where it is and decide nothing."""

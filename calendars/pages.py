@@ -346,7 +346,8 @@ class CalendarPages:
             csrf=session.csrf,
             # The API leaves absent values out; the template asks for each by name.
             connection={
-                key: connection.get(key) for key in ("Provider", "Account", "SyncEnabled", "LastSyncAt", "LastError")
+                key: connection.get(key)
+                for key in ("Provider", "Account", "Calendar", "SyncEnabled", "LastSyncAt", "LastError")
             },
             connected=provider is not None,
             provider_name=NAMES.get(provider or "", ""),

@@ -184,7 +184,7 @@ def _shape(
     user_id: str, connection: Connection | None, settings: dict[str, Any], watch: sqlite3.Row | None = None
 ) -> dict[str, Any]:
     """The CalendarConnection of the API: UserId, Status, SyncEnabled always; Provider, ConnectedAt, Account,
-    LastSyncAt, LastError, and from the connection's watch row (storage.calendar_watch) LastCheckAt,
+    Calendar (the CalDAV calendar's URL or the Google calendar id), LastSyncAt, LastError, and from the connection's watch row (storage.calendar_watch) LastCheckAt,
     LastNotificationAt, SubscriptionExpiresAt (the push channel's expiry, ISO 8601 UTC) and LastCheckError,
     each only when it has a value (a response never carries null)."""
     out: dict[str, Any] = {"UserId": user_id, "Status": effective_status(connection, settings), "SyncEnabled": False}
@@ -194,6 +194,7 @@ def _shape(
         )
         for key, value in (
             ("Account", connection.account),
+            ("Calendar", connection.calendar),
             ("LastSyncAt", connection.last_sync_at),
             ("LastError", connection.last_error),
         ):

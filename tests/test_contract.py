@@ -598,7 +598,7 @@ def test_every_value_declares_a_limit() -> None:
     """Every string, array and free-form object of the document declares maxLength, maxItems or maxProperties."""
     nodes = list(certification.limit_nodes(DEFINITION))
     counts = Counter(n.kind for n in nodes)
-    assert counts == {"string": 585, "array": 69, "object": 10}
+    assert counts == {"string": 586, "array": 69, "object": 10}
     said = " ".join((ROOT / "docs" / "limits.md").read_text().split())  # the page says the same numbers
     assert f"{counts['string']} strings, {counts['array']} arrays and {counts['object']} free-form objects" in said
     assert [str(p) for p in certification.check_limits(DEFINITION)] == []

@@ -208,7 +208,8 @@ def test_a_person_without_a_calendar_reads_not_connected(api: Api, read_api: Api
 def test_a_connected_calendar_is_shown_without_its_credentials(
     api: Api, people: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Provider, account and times are shown; the password appears in no answer and no log line."""
+    """Provider, account, which calendar (a server may list several: the person and the administrator see which
+    one holds the events) and times are shown; the password appears in no answer and no log line."""
     caplog.set_level(logging.DEBUG)
     _connect(api.db, people["ann"])
     shown = api.ok("GET", CONNECTION.format(people["ann"]), user=people["ann"])
@@ -217,6 +218,7 @@ def test_a_connected_calendar_is_shown_without_its_credentials(
         "UserId": people["ann"],
         "Provider": "CalDAV",
         "Account": "ann@dav.example",
+        "Calendar": "https://dav.example/cal/",
         "SyncEnabled": True,
         "Status": "Connected",
         "ConnectedAt": "2030-03-01T08:00:00.000Z",

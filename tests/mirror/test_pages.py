@@ -682,6 +682,7 @@ def test_caldav_with_several_calendars_asks_which(person: Person, caldav_env: Ca
     assert chosen.status_code == 303, text(chosen)
     connection = person.connection()
     assert connection is not None and connection.calendar == evenings
+    assert f'<dt>Calendar address</dt><dd id="calendar">{evenings}</dd>' in person.page().text  # which one
     again = person.submit("/connect/caldav", page=choose.text, calendar=evenings)
     assert again.status_code == 409  # one calendar at a time, before the spent choice is even looked at
 

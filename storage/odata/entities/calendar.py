@@ -44,6 +44,7 @@ CALENDAR_CONNECTIONS = EntitySet(
         Property("UserId", GUID, sql="CASE WHEN {t}.state = 'active' THEN {t}.user_id END"),
         col("Provider", STRING, "provider", nullable=True),
         col("Account", STRING, "account", nullable=True),
+        col("Calendar", STRING, "calendar", nullable=True),
         flag("SyncEnabled", "sync_enabled"),
         Property("Status", STRING, sql=STATUS_SQL),
         col("ConnectedAt", DATETIME, "connected_at", nullable=True),

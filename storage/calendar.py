@@ -184,9 +184,10 @@ def _shape(
     user_id: str, connection: Connection | None, settings: dict[str, Any], watch: sqlite3.Row | None = None
 ) -> dict[str, Any]:
     """The CalendarConnection of the API: UserId, Status, SyncEnabled always; Provider, ConnectedAt, Account,
-    Calendar (the CalDAV calendar's URL or the Google calendar id), LastSyncAt, LastError, and from the connection's watch row (storage.calendar_watch) LastCheckAt,
-    LastNotificationAt, SubscriptionExpiresAt (the push channel's expiry, ISO 8601 UTC) and LastCheckError,
-    each only when it has a value (a response never carries null)."""
+    Calendar (the CalDAV calendar's URL or the Google calendar id), LastSyncAt, LastError, and from the
+    connection's watch row (storage.calendar_watch) LastCheckAt, LastNotificationAt, SubscriptionExpiresAt (the
+    push channel's expiry, ISO 8601 UTC) and LastCheckError, each only when it has a value (a response never
+    carries null)."""
     out: dict[str, Any] = {"UserId": user_id, "Status": effective_status(connection, settings), "SyncEnabled": False}
     if connection is not None:
         out.update(
@@ -765,6 +766,31 @@ def connections_health(db: Database) -> list[ConnectionHealth]:
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class RetryingPair:
+    """A (person, session) pair the worker failed to bring up to date and tries again at `due_at` (ISO 8601 UTC
+    as stored), after `attempts` failures, the last one saying `last_error`."""
+
+    login_name: str
+    session_id: str
+    session_title: str | None
+    attempts: int
+    due_at: str
+    last_error: str | None
+
+
+def retrying(db: Database, limit: int = 20) -> list[RetryingPair]:
+    """At most `limit` pairs waiting for a retry (failed at least once), the soonest due first."""
+    with db.read() as conn:
+        rows = conn.execute(
+            "SELECT u.login_name, d.session_id, s.title, d.attempts, d.due_at, d.last_error FROM calendar_dirty d"
+            " JOIN users u ON u.id = d.user_id LEFT JOIN course_sessions s ON s.id = d.session_id"
+            " WHERE d.attempts > 0 ORDER BY d.due_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+    return [RetryingPair(*row) for row in rows]
 
 
 def resync_pairs(db: Database, user_id: str | None = None, session_id: str | None = None) -> set[tuple[str, str]]:

@@ -183,3 +183,23 @@ def test_resync_of_both_options_takes_the_pairs_in_common(world: World) -> None:
     assert missing.exit_code == 1
     assert missing.output.strip() == "Error: no user with Id '0b5e9f0e-0000-4000-8000-000000000000'"
     assert calendar.pending(world.db) == 0
+
+
+def test_status_names_the_pairs_waiting_for_a_retry_and_why(world: World) -> None:
+    """A newcomer read "1 pair(s) wait for a retry (see coursewire calendar status)" and found no pair there:
+    status lists each pair that failed (person, session, failures, next try, last error), text and JSON."""
+    now = world.db.clock()
+    with world.db.write() as conn:
+        calendar.mark_dirty(conn, {(world.users["pia"], world.session)}, now)
+    claimed = calendar.claim(world.db, "t", 10, timedelta(minutes=1), now)
+    (pair,) = [p for p in claimed if p.user_id == world.users["pia"]]
+    with world.db.write() as conn:
+        calendar.retry(conn, "t", pair, now + timedelta(minutes=2), "HTTP 503 from the CalDAV server")
+    lines = world.run("calendar", "status").output.splitlines()
+    at = lines.index("Waiting for a retry (the first 20, soonest first):")
+    assert lines[at + 1].startswith("  pia.learner@contoso.example  First aid, Copenhagen  failed 1x  next try: 20")
+    assert lines[at + 1].endswith("error: HTTP 503 from the CalDAV server")
+    shown = json.loads(world.run("calendar", "status", "--json").output)
+    assert [(r["login_name"], r["attempts"], r["last_error"]) for r in shown["retrying"]] == [
+        ("pia.learner@contoso.example", 1, "HTTP 503 from the CalDAV server")
+    ]

@@ -110,6 +110,9 @@ def describe(shown: dict[str, object], config: CalendarConfig) -> list[str]:
 
 # --- status ------------------------------------------------------------------------------------------------
 
+# Pairs waiting for a retry that `calendar status` lists.
+RETRYING_SHOWN = 20
+
 
 @calendar.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -117,13 +120,15 @@ def describe(shown: dict[str, object], config: CalendarConfig) -> list[str]:
 @user_errors
 def status_command(ctx: click.Context, as_json: bool) -> None:
     """Show the calendar connections by status, one line for each that is not Connected (its person, provider,
-    status, last error and last check), and the sync health (GetCalendarSyncHealth). Changes nothing."""
+    status, last error and last check), the sync health (GetCalendarSyncHealth) and the first 20 pairs waiting
+    for a retry (person, session, failures, next try, last error). Changes nothing."""
     db = database(settings_of(ctx))
     connections = calendar_store.connections_health(db)
     by_status = Counter(c.status for c in connections)
     troubled = sorted((c for c in connections if c.status != "Connected"), key=lambda c: (c.login_name, c.provider))
     health = calendar_watch.health(db)
     pending = calendar_store.pending(db)
+    retrying = calendar_store.retrying(db, RETRYING_SHOWN)
     if as_json:
         click.echo(
             json.dumps(
@@ -132,6 +137,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
                     "not_connected": [asdict(c) for c in troubled],
                     "health": health,
                     "pending_pairs": pending,
+                    "retrying": [asdict(r) for r in retrying],
                 }
             )
         )
@@ -155,6 +161,13 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         f"Stored statuses: {', '.join(f'{s} {stored.get(s, 0)}' for s in HEALTH_STATUSES)}; pairs waiting for the"
         f" worker: {pending}"
     )
+    if retrying:
+        click.echo(f"Waiting for a retry (the first {RETRYING_SHOWN}, soonest first):")
+    for r in retrying:
+        click.echo(
+            f"  {r.login_name}  {r.session_title or r.session_id}  failed {r.attempts}x  next try: {r.due_at}"
+            + (f"  error: {r.last_error}" if r.last_error else "")
+        )
 
 
 # --- resync ------------------------------------------------------------------------------------------------

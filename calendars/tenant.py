@@ -25,7 +25,7 @@ import re
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -639,17 +639,8 @@ async def lookup(batcher: TenantBatcher, key: str) -> Mailbox | None:
     if reply.status in (400, 404):
         return None
     if reply.status != 200:
-        code, message = graph_error(reply.body)
-        if reply.status == 429:
-            raise Throttled(f"Graph 429 {code}: {message}", retry_after=_seconds(reply.headers.get("retry-after")))
-        if reply.status >= 500:
-            raise Unavailable(f"Graph {reply.status} {code}: {message}")
-        raise Rejected(f"Graph {reply.status} {code}: {message}")
-    user_id = reply.body.get("id")
-    if not isinstance(user_id, str) or not user_id:
-        return None
-    mail, upn = reply.body.get("mail"), reply.body.get("userPrincipalName")
-    return Mailbox(user_id, mail if isinstance(mail, str) else None, upn if isinstance(upn, str) else None)
+        raise _directory_error(reply)
+    return _mailbox(reply.body)
 
 
 async def lookup_by_mail(batcher: TenantBatcher, email: str) -> Mailbox | None:
@@ -664,21 +655,33 @@ async def lookup_by_mail(batcher: TenantBatcher, email: str) -> Mailbox | None:
     if reply.status == 400:
         return None  # an address Graph cannot filter on matches nobody (as `lookup` does): the roster goes on
     if reply.status != 200:
-        code, message = graph_error(reply.body)
-        if reply.status == 429:
-            raise Throttled(f"Graph 429 {code}: {message}", retry_after=_seconds(reply.headers.get("retry-after")))
-        if reply.status >= 500:
-            raise Unavailable(f"Graph {reply.status} {code}: {message}")
-        raise Rejected(f"Graph {reply.status} {code}: {message}")
+        raise _directory_error(reply)
     value = reply.body.get("value") if isinstance(reply.body, dict) else None
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
         return None
-    user_id, mail, upn = (value[0].get(name) for name in ("id", "mail", "userPrincipalName"))
+    found = _mailbox(value[0])
+    if found is not None and "#EXT#" in (found.upn or "").upper():
+        return None  # a guest: their mail is an outside address and they have no mailbox in this tenant
+    return found
+
+
+def _mailbox(user: Mapping[str, Any]) -> Mailbox | None:
+    """The Mailbox of a Graph user object (id, mail, userPrincipalName); None without an id."""
+    user_id, mail, upn = (user.get(name) for name in ("id", "mail", "userPrincipalName"))
     if not isinstance(user_id, str) or not user_id:
         return None
-    if isinstance(upn, str) and "#EXT#" in upn.upper():
-        return None  # a guest: their mail is an outside address and they have no mailbox in this tenant
     return Mailbox(user_id, mail if isinstance(mail, str) else None, upn if isinstance(upn, str) else None)
+
+
+def _directory_error(reply: Reply) -> ProviderError:
+    """The error of a failed directory look-up: Throttled (429, its Retry-After), Unavailable (5xx), else
+    Rejected (403: User.Read.All missing), each with Graph's code and message."""
+    code, message = graph_error(reply.body)
+    if reply.status == 429:
+        return Throttled(f"Graph 429 {code}: {message}", retry_after=_seconds(reply.headers.get("retry-after")))
+    if reply.status >= 500:
+        return Unavailable(f"Graph {reply.status} {code}: {message}")
+    return Rejected(f"Graph {reply.status} {code}: {message}")
 
 
 async def match(batcher: TenantBatcher, directory_object_id: str | None, email: str | None) -> Mailbox | None:

@@ -76,6 +76,30 @@ class DavServer:
             return list(self.received)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """An HTTP/1.1 request handler that writes no access log."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` on 127.0.0.1, a free port, in a thread; yields `http://127.0.0.1:PORT`; stopped after."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 @contextmanager
 def dav_server(
     pages: Mapping[str, bytes], stall: Sequence[str] = (), reports: Mapping[str, tuple[int, bytes]] | None = None
@@ -84,9 +108,7 @@ def dav_server(
     (path -> status and body; anything else 501)."""
     state = DavServer(pages=dict(pages), stall=set(stall), reports=dict(reports or {}))
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def do_PROPFIND(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             path = self.path
@@ -117,18 +139,9 @@ def dav_server(
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # coursewire gave up waiting: what a deadline looks like from here
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
-        yield state
-    finally:
-        state.release()
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(Handler) as base:
+        state.url = base + "/"
+        try:
+            yield state
+        finally:
+            state.release()  # before the server stops: a stalled request would hold its shutdown

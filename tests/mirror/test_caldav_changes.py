@@ -351,17 +351,7 @@ def test_a_calendar_made_after_the_first_search_is_searched_too(
     a calendar the person made after an earlier search is still found, not taken for a deletion (which would
     unregister the person)."""
     monkeypatch.setattr(caldav, "CALENDARS_TTL", 0.0)
-    first, second = item(day="day1"), item(day="day2")
-
-    async def steps(provider: CalDAVProvider) -> tuple[RemoteEvent | None, str]:
-        gone = await provider.put(first, None)
-        kept = await provider.put(second, None)
-        caldav_env.delete_as_person(gone.provider_id)
-        assert await provider.get(gone) is None  # a search: the person's calendars are learnt
-        new_url = await asyncio.to_thread(move_to_other_calendar, caldav_env, kept)  # into a calendar made now
-        return await provider.get(kept), new_url
-
-    found, new_url = on(caldav_env, steps)
+    found, new_url = _searched_then_moved_into_a_new_calendar(caldav_env)
     assert found is not None and found.provider_id == new_url
 
 
@@ -371,15 +361,21 @@ def test_a_calendar_made_moments_after_a_search_is_searched_before_the_event_cou
     """Within CALENDARS_TTL of a search, the person makes a calendar and moves the event into it (a newcomer did
     just that, and a session edit made the check at once): a miss among the calendars known learns them again
     before the event counts as gone -- which would unregister the person while the event is still there."""
+    found, new_url = _searched_then_moved_into_a_new_calendar(caldav_env)
+    assert found is not None and found.provider_id == new_url
+
+
+def _searched_then_moved_into_a_new_calendar(env: CalDAVEnv) -> tuple[RemoteEvent | None, str]:
+    """One provider: a search (which learns the person's calendars), then the person moves another event into
+    a calendar made just now; what `get` finds for it, and the event's new URL."""
     first, second = item(day="day1"), item(day="day2")
 
     async def steps(provider: CalDAVProvider) -> tuple[RemoteEvent | None, str]:
         gone = await provider.put(first, None)
         kept = await provider.put(second, None)
-        caldav_env.delete_as_person(gone.provider_id)
+        env.delete_as_person(gone.provider_id)
         assert await provider.get(gone) is None  # a search: the person's calendars are learnt
-        new_url = await asyncio.to_thread(move_to_other_calendar, caldav_env, kept)  # into a calendar made now
+        new_url = await asyncio.to_thread(move_to_other_calendar, env, kept)  # into a calendar made now
         return await provider.get(kept), new_url
 
-    found, new_url = on(caldav_env, steps)
-    assert found is not None and found.provider_id == new_url
+    return on(env, steps)

@@ -9,14 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 from contract import ProviderContract, item, put
-from dav_hostile import account, dav_server
+from dav_hostile import QuietHandler, account, dav_server, serving
 from icalendar import Calendar
 from radicale_support import CalDAVEnv, free_port
 from support import fake_resolve
@@ -230,9 +230,7 @@ def hostile(answer: Callable[[BaseHTTPRequestHandler, Hostile], None]) -> Iterat
     """An HTTP server on 127.0.0.1 answering every request with `answer` (which counts what it sends)."""
     state = Hostile(url="", sent=0, answered=threading.Event())
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
@@ -244,20 +242,9 @@ def hostile(answer: Callable[[BaseHTTPRequestHandler, Hostile], None]) -> Iterat
 
         do_PROPFIND = do_GET = do_PUT = answer
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
+    with serving(Handler) as base:
+        state.url = base + "/"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def answering(

@@ -5,7 +5,7 @@ a name of their own, which does not tell its UID."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,16 +35,34 @@ def _app_moves(calendars: CalDAVCalendars, person: str, url: str, slug: str, nam
     env.delete_as_person(url)
 
 
+def _moved(mirror: Mirror, move: Callable[[str], None] | None = None) -> tuple[str, str]:
+    """Lena registered, her event moved to another of her calendars (by `move(event id)`, else to "Personal")
+    and the mirror run once the move could be noticed: (session id, her enrollment id)."""
+    session_id, lena = registered(mirror)
+    (event,) = mirror.calendars.events("lena")
+    (move or (lambda event_id: mirror.calendars.move("lena", event_id)))(event.id)
+    mirror.notice()
+    mirror.rounds()
+    return session_id, lena
+
+
+def _written_again_at_home(mirror: Mirror, lena: str) -> None:
+    """After one sweep (CalDAV: poll) the event is back in Lena's connected calendar, logged as written again,
+    and she is still registered."""
+    interval = POLL_SECONDS if mirror.calendars.provider == "CalDAV" else SWEEP_SECONDS
+    mirror.world.advance(seconds=interval + 1)
+    mirror.rounds()
+    assert mirror.status(lena) != "Cancelled"
+    assert mirror.decisions() == [MOVED, WRITTEN_AGAIN]
+    assert [h.subject for h in mirror.calendars.events("lena")] == [SUBJECT]
+
+
 def test_caldav_an_event_moved_back_under_a_name_of_the_apps_is_followed_back_not_taken_for_a_deletion(
     caldav: Mirror,
 ) -> None:
-    session_id, lena = registered(caldav)
     calendars = caldav.calendars
     assert isinstance(calendars, CalDAVCalendars)
-    (event,) = calendars.events("lena")
-    calendars.move("lena", event.id)
-    caldav.notice()
-    caldav.rounds()
+    session_id, lena = _moved(caldav)
     assert caldav.decisions() == [MOVED]
     (moved,) = calendars.moved_events("lena")
     _app_moves(calendars, "lena", moved.id, "training", "back-by-app.ics")
@@ -61,13 +79,9 @@ def test_caldav_an_event_moved_back_under_a_name_of_the_apps_is_followed_back_no
 
 
 def test_caldav_an_event_moved_on_to_a_third_calendar_is_followed_there(caldav: Mirror) -> None:
-    _, lena = registered(caldav)
     calendars = caldav.calendars
     assert isinstance(calendars, CalDAVCalendars)
-    (event,) = calendars.events("lena")
-    calendars.move("lena", event.id)
-    caldav.notice()
-    caldav.rounds()
+    _, lena = _moved(caldav)
     (moved,) = calendars.moved_events("lena")
     calendars.envs["lena"].make_calendar("work", "Work")
     _app_moves(calendars, "lena", moved.id, "work", "again-by-app.ics")
@@ -80,13 +94,9 @@ def test_caldav_an_event_moved_on_to_a_third_calendar_is_followed_there(caldav: 
 def test_caldav_an_event_moved_on_before_a_session_edit_is_still_read_where_it_went(caldav: Mirror) -> None:
     """The session edit finds the event moved on (put follows it by UID): it is still outside the connected
     calendar, so it is still read every poll, and deleting it there unregisters the learner."""
-    session_id, lena = registered(caldav)
     calendars = caldav.calendars
     assert isinstance(calendars, CalDAVCalendars)
-    (event,) = calendars.events("lena")
-    calendars.move("lena", event.id)
-    caldav.notice()
-    caldav.rounds()
+    session_id, lena = _moved(caldav)
     (moved,) = calendars.moved_events("lena")
     env = calendars.envs["lena"]
     env.make_calendar("work", "Work")
@@ -110,22 +120,14 @@ def test_google_a_moved_event_whose_calendar_is_unshared_is_written_again_not_ta
 ) -> None:
     """Lena moves the event to a calendar shared with her, and its owner stops sharing it: the event is out of
     her reach, not deleted by her. She stays registered and the event is written again in her own calendar."""
-    _, lena = registered(google)
     calendars = google.calendars
     assert isinstance(calendars, GoogleCalendars)
-    (event,) = calendars.events("lena")
-    calendars.move("lena", event.id)
-    google.notice()
-    google.rounds()
+    _, lena = _moved(google)
     assert google.decisions() == [MOVED]
     account = calendars.accounts["lena"]
     with calendars.fake.lock:
         del calendars.fake.calendars[f"personal.{account}"].roles[account]  # the owner unshares it
-    google.world.advance(seconds=SWEEP_SECONDS + 1)
-    google.rounds()
-    assert google.status(lena) != "Cancelled"
-    assert google.decisions() == [MOVED, WRITTEN_AGAIN]
-    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+    _written_again_at_home(google, lena)
 
 
 def test_caldav_a_moved_event_whose_calendar_is_deleted_is_written_again_not_taken_for_a_deletion(
@@ -133,21 +135,13 @@ def test_caldav_a_moved_event_whose_calendar_is_deleted_is_written_again_not_tak
 ) -> None:
     """Deleting a whole calendar is not leaving a session, for the calendar an event was moved to as for the
     connected one: the event comes back to the connected calendar and the learner stays registered."""
-    _, lena = registered(caldav)
     calendars = caldav.calendars
     assert isinstance(calendars, CalDAVCalendars)
-    (event,) = calendars.events("lena")
-    calendars.move("lena", event.id)
-    caldav.notice()
-    caldav.rounds()
+    _, lena = _moved(caldav)
     assert caldav.decisions() == [MOVED]
     env = calendars.envs["lena"]
     assert env.person("DELETE", f"/{env.username}/personal/").status in (200, 204)
-    caldav.world.advance(seconds=POLL_SECONDS + 1)
-    caldav.rounds()
-    assert caldav.status(lena) != "Cancelled"
-    assert caldav.decisions() == [MOVED, WRITTEN_AGAIN]
-    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+    _written_again_at_home(caldav, lena)
 
 
 ADDRESS_BOOK = (
@@ -163,13 +157,9 @@ def test_caldav_a_moved_event_whose_calendar_is_no_longer_one_of_events_is_writt
     """The calendar the event was moved to is deleted and something else made at its address (a task list, an
     address book): the collection still answers, but it holds no events, so the event is out of reach rather
     than deleted by Lena. She stays registered and the event is written again in her own calendar."""
-    _, lena = registered(caldav)
     calendars = caldav.calendars
     assert isinstance(calendars, CalDAVCalendars)
-    (event,) = calendars.events("lena")
-    calendars.move("lena", event.id)
-    caldav.notice()
-    caldav.rounds()
+    _, lena = _moved(caldav)
     assert caldav.decisions() == [MOVED]
     env = calendars.envs["lena"]
     path = f"/{env.username}/personal/"
@@ -179,11 +169,7 @@ def test_caldav_a_moved_event_whose_calendar_is_no_longer_one_of_events_is_writt
     else:
         answer = env.person("MKCOL", path, ADDRESS_BOOK, {"Content-Type": "application/xml"})
         assert answer.status == 201, answer
-    caldav.world.advance(seconds=POLL_SECONDS + 1)
-    caldav.rounds()
-    assert caldav.status(lena) != "Cancelled"
-    assert caldav.decisions() == [MOVED, WRITTEN_AGAIN]
-    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
+    _written_again_at_home(caldav, lena)
 
 
 def test_google_a_moved_event_whose_calendar_is_reduced_to_free_busy_is_written_again_not_taken_for_a_deletion(
@@ -193,23 +179,21 @@ def test_google_a_moved_event_whose_calendar_is_reduced_to_free_busy_is_written_
     Google Workspace domain usually leaves her the domain's default free/busy access. calendars.get still
     answers 200 to her, events.get 404: the event is out of her reach, not deleted by her. She stays registered
     and the event is written again in her own calendar."""
-    _, lena = registered(google)
     calendars = google.calendars
     assert isinstance(calendars, GoogleCalendars)
-    fake, account = calendars.fake, calendars.accounts["lena"]
-    team = "c_team.colleague@group.calendar.google.com"
-    fake.add_calendar("colleague@example.com", calendar_id=team, summary="Team")
-    fake.add_calendar(account, calendar_id=team, role="writer")
-    (event,) = calendars.events("lena")
-    fake.person_moves(account, event.id, team)
-    google.notice()
-    google.rounds()
+    fake, team = calendars.fake, "c_team.colleague@group.calendar.google.com"
+    moved: list[str] = []
+
+    def to_team(event_id: str) -> None:
+        fake.add_calendar("colleague@example.com", calendar_id=team, summary="Team")
+        fake.add_calendar(calendars.accounts["lena"], calendar_id=team, role="writer")
+        moved.append(event_id)
+        fake.person_moves(calendars.accounts["lena"], event_id, team)
+
+    _, lena = _moved(google, to_team)
     assert google.decisions() == [MOVED]
+    account = calendars.accounts["lena"]
     with fake.lock:
         fake.calendars[team].roles[account] = "freeBusyReader"  # the colleague stops sharing it with her
-    google.world.advance(seconds=SWEEP_SECONDS + 1)
-    google.rounds()
-    assert google.status(lena) != "Cancelled"
-    assert google.decisions() == [MOVED, WRITTEN_AGAIN]
-    assert [h.subject for h in calendars.events("lena")] == [SUBJECT]
-    assert [e["id"] for e in fake.stored(team)] == [event.id]  # still in the colleague's calendar, out of her sight
+    _written_again_at_home(google, lena)
+    assert [e["id"] for e in fake.stored(team)] == moved  # still in the colleague's calendar, out of her sight

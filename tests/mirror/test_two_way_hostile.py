@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from dav_hostile import QuietHandler, serving
 from engine_support import World, make_world
 
 from calendars import resync
@@ -64,9 +64,7 @@ def http_server(answer: Callable[[str, str], Answer]) -> Iterator[tuple[str, See
     may sleep, as a slow server does); yields its base URL (`http://127.0.0.1:PORT`) and what it received."""
     seen = Seen()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def handle_one_request(self) -> None:
             try:
                 super().handle_one_request()
@@ -89,19 +87,8 @@ def http_server(answer: Callable[[str, str], Answer]) -> Iterator[tuple[str, See
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(Handler) as base:
+        yield base, seen
 
 
 def sync_answer(calendar_path: str, members: str = "", *, more: bool = False, token: str = "t1") -> bytes:  # noqa: S107 (a sync token)
